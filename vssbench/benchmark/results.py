@@ -1,0 +1,139 @@
+"""Result rows: their configuration hash, reproducibility metadata, and atomic JSONL files.
+
+A row is one JSON object per (method, preset, variant, dataset, split, schedule,
+resolution, device). ``config_hash`` is the SHA-256 of the canonical JSON of exactly
+those fields (plus the checkpoint digest and seed), so a sweep can tell finished rows
+from missing ones and never recomputes a finished row unless asked to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+import vssbench
+
+SCHEMA = "vssbench.result/1"
+
+
+def config_hash(config: dict) -> str:
+    """A short stable digest of a row's configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human-readable name of the device, as recorded next to every timing."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def git_commit() -> str | None:
+    """The commit of the vssbench source tree, with ``-dirty`` when it has local changes."""
+    source = Path(vssbench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment(device: torch.device | str, seed: int) -> dict:
+    """Reproducibility metadata recorded in every row."""
+    return {
+        "vssbench_version": vssbench.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _json_safe(value: object) -> object:
+    """Replace NaN/inf floats by None so that every file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def load_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSONL result file; a missing file has none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one result row per line")
+    return rows
+
+
+def write_rows_atomically(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write rows to a temporary file beside ``path`` and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            for row in rows:
+                out.write(json.dumps(_json_safe(row), allow_nan=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ResultFile:
+    """A JSONL result file that rows are added to one at a time, each write atomic."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows = load_rows(self.path)
+
+    def finished(self, hash_: str) -> dict | None:
+        """The finished (status ok) row with this configuration hash, if any."""
+        return next((r for r in self.rows if r.get("config_hash") == hash_ and r.get("status") == "ok"), None)
+
+    def put(self, row: dict) -> None:
+        """Add ``row``, replacing any earlier row of the same configuration, and rewrite the file."""
+        self.rows = [r for r in self.rows if r.get("config_hash") != row["config_hash"]] + [row]
+        write_rows_atomically(self.path, self.rows)

@@ -1,0 +1,250 @@
+"""The runner: streams a dataset through a method under a key-frame schedule into metrics.
+
+One pass per (method, schedule). Frames are loaded by a DataLoader (workers, outside
+the timed region), handed to ``method.step`` with ``is_key`` from the schedule; the
+scores are upsampled to the label's resolution, argmax'ed and fed straight into the
+accumulators. Nothing per frame is kept except what VC needs. The time spent inside
+``step`` is recorded next to the wall time of the pass, so harness overhead is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from vssbench.benchmark.metrics import SegmentationMetrics
+from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
+from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset
+from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
+
+log = logging.getLogger("vssbench")
+
+
+class MethodError(RuntimeError):
+    """A method produced unusable output (wrong shape, NaN or infinite scores)."""
+
+
+@dataclass
+class EvaluationOptions:
+    device: str = "cpu"
+    miou_mode: str = "vspw"
+    vc_protocol: str = "vspw"
+    num_workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    step_seconds: float  # time inside method.step, synchronised
+    wall_seconds: float  # the whole pass, loading included
+    frames: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def evaluate(
+    method: VideoMethod,
+    dataset: VideoDataset,
+    schedule: KeySchedule,
+    options: EvaluationOptions,
+    predictions_dir: Path | None = None,
+) -> Evaluation:
+    """Run ``method`` over every video of ``dataset`` and return its metrics (DESIGN.md section 5)."""
+    device = torch.device(options.device)
+    method.to(device).eval()
+    metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
+    loader = torch.utils.data.DataLoader(FrameStream(dataset), batch_size=None, num_workers=options.num_workers)
+    step_seconds, frames, wall_start = 0.0, 0, time.perf_counter()
+    description = f"{method.spec} k={schedule.interval}" if method.uses_key_frames else method.spec
+    for item in tqdm(loader, desc=description, unit="frame", disable=None if options.progress else True, leave=False):
+        if item["is_first"]:
+            method.reset()
+        frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
+        synchronize(device)
+        started = time.perf_counter()
+        scores = method.step(frame, schedule.is_key(item["frame_index"]))
+        synchronize(device)
+        step_seconds += time.perf_counter() - started
+        frames += 1
+        label = item["label"]
+        if label.numel():
+            prediction = predict_labels(scores, tuple(label.shape), method, item)
+            metrics.update(prediction, label.to(device))
+            if predictions_dir is not None:
+                save_prediction(prediction, predictions_dir / item["video"] / f"{item['stem']}.png")
+        if item["is_last"]:
+            metrics.end_video()
+    return Evaluation(metrics.summary(dataset.class_names), step_seconds, time.perf_counter() - wall_start, frames)
+
+
+def predict_labels(scores: torch.Tensor, size: tuple[int, int], method: VideoMethod, item: dict) -> torch.Tensor:
+    """Class scores (1, C, h, w) -> labels (H, W) at the ground truth's size, checking the scores first."""
+    where = f"{item['video']}/{item['stem']}"
+    if scores.ndim != 4 or scores.shape[:2] != (1, method.num_classes):
+        raise MethodError(f"{method.spec} returned scores of shape {tuple(scores.shape)} on {where}; "
+                          f"expected (1, {method.num_classes}, H, W)")
+    if not torch.isfinite(scores).all():
+        raise MethodError(f"{method.spec} returned NaN or infinite scores on {where}")
+    if scores.shape[-2:] != size:
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    return scores[0].argmax(0).to(torch.uint8)
+
+
+def save_prediction(prediction: torch.Tensor, path: Path) -> None:
+    """A uint8 PNG with values 0..C-1, as the VSPW evaluation scripts read them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(prediction.cpu().numpy().astype(np.uint8)).save(path)
+
+
+@dataclass
+class SweepSettings:
+    specs: list[str]
+    intervals: list[int]
+    variants: list[str] | None = None  # None: each method's default variant
+    output: Path = Path("results/run.jsonl")
+    predictions_dir: Path | None = None
+    checkpoints: dict[str, Path] = field(default_factory=dict)  # method spec (or "*") -> checkpoint
+    seed: int = 0
+    overwrite: bool = False
+    evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
+
+
+def row_label(method: str, preset: str, variant: str, default_variant: str, axis: str, value: int) -> str:
+    """A short, filesystem-safe name of a row, used for prediction folders and tables."""
+    parts = [method, preset] + ([variant] if variant != default_variant else []) + [f"{axis}{value}"]
+    return "_".join(parts)
+
+
+def run_sweep(
+    settings: SweepSettings,
+    dataset: VideoDataset,
+    prepare: Callable[[VideoMethod], Path | None],
+) -> list[dict]:
+    """Evaluate every (method, variant, interval) and write each row as soon as it is done.
+
+    ``prepare`` loads or trains a freshly built method's weights and returns the
+    checkpoint used (or None for random init). A method that fails becomes an error row
+    and the sweep goes on; bad dataset input stops the sweep (every row would fail).
+    """
+    results = ResultFile(settings.output)
+    rows = []
+    for spec in settings.specs:
+        for variant in _variants_for(spec, settings.variants):
+            rows.extend(_run_method(spec, variant, settings, dataset, prepare, results))
+    return rows
+
+
+def _variants_for(spec: str, requested: list[str] | None) -> list[str]:
+    cls = METHODS[parse_spec(spec)[0]]
+    if requested is None:
+        return [cls.variants[0]]
+    if requested == ["all"]:
+        return list(cls.variants)
+    chosen = [v for v in requested if v in cls.variants]
+    if not chosen:
+        raise SpecError(f"none of the variants {requested} exists for {spec}; valid variants: {', '.join(cls.variants)}")
+    return chosen
+
+
+def _run_method(
+    spec: str,
+    variant: str,
+    settings: SweepSettings,
+    dataset: VideoDataset,
+    prepare: Callable[[VideoMethod], Path | None],
+    results: ResultFile,
+) -> list[dict]:
+    method = build_method(spec, dataset.num_classes, variant)
+    intervals = settings.intervals if method.uses_key_frames else [1]
+    base = {
+        "method": method.name,
+        "preset": method.preset,
+        "variant": variant,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "resolution": _resolution(dataset),
+        "device": settings.evaluation.device,
+        "miou_mode": settings.evaluation.miou_mode,
+        "vc_protocol": settings.evaluation.vc_protocol,
+        "seed": settings.seed,
+    }
+    checkpoint, prepare_error = None, None
+    try:
+        checkpoint = prepare(method)
+    except (DatasetError, SpecError):
+        raise
+    except Exception as error:  # a method that cannot be prepared fails its rows, not the sweep
+        prepare_error = error
+    checkpoint_info = {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
+    rows = []
+    for interval in intervals:
+        schedule = KeySchedule(interval)
+        config = {**base, "schedule": {"type": "interval", "key_interval": interval, "offset": 0},
+                  "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
+        hash_ = config_hash(config)
+        done = results.finished(hash_)
+        if done and not settings.overwrite:
+            log.info("skipping %s k=%d: finished row %s in %s", spec, interval, hash_, settings.output)
+            rows.append(done)
+            continue
+        label = row_label(method.name, method.preset, variant, type(method).variants[0], "k", interval)
+        row = {
+            "schema": "vssbench.result/1",
+            "label": label,
+            **{k: base[k] for k in ("method", "preset", "variant", "dataset", "split", "resolution")},
+            "schedule": config["schedule"],
+            "status": "ok",
+            "error": None,
+            "metrics": None,
+            "cost": {"params_m": _params_m(method)},
+            "timing": None,
+            "predictions_dir": None,
+            "checkpoint": checkpoint_info,
+            "env": environment(settings.evaluation.device, settings.seed),
+            "config_hash": hash_,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        predictions = settings.predictions_dir / label if settings.predictions_dir else None
+        try:
+            if prepare_error is not None:
+                raise prepare_error
+            evaluation = evaluate(method, dataset, schedule, settings.evaluation, predictions)
+            row["metrics"] = evaluation.metrics
+            row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
+                             "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames}
+            row["predictions_dir"] = str(predictions) if predictions else None
+        except DatasetError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every method failure becomes an error row
+            row["status"] = "error"
+            row["error"] = f"{type(error).__name__}: {error}"
+            log.error("%s k=%d failed: %s\n%s", spec, interval, row["error"], traceback.format_exc(limit=3))
+        results.put(row)
+        rows.append(row)
+    return rows
+
+
+def _resolution(dataset: VideoDataset) -> list[int] | str:
+    if dataset.input_size is not None:
+        return list(dataset.input_size)
+    scale = getattr(dataset, "keep_ratio_scale", None)
+    return f"keep-ratio {scale[0]}x{scale[1]}" if scale else "native"
+
+
+def _params_m(method: VideoMethod) -> float:
+    return round(sum(p.numel() for p in method.parameters()) / 1e6, 4)

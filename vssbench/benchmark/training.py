@@ -1,0 +1,227 @@
+"""Training: a generic loop over a method's own ``loss()``, checkpoints, and auto-training.
+
+``train`` samples what the method's :class:`~vssbench.methods.base.TrainingRecipe` asks
+for (single frames, or (key, current) pairs within the training interval), optimises
+``method.trainable_parameters()`` with AdamW and a linear ("poly", power 1) learning-rate
+decay as mmseg does, and is deterministic for a seed: every sample is drawn from a
+generator seeded by (seed, sample index), so worker count and order do not matter.
+
+``ensure_trained`` is what ``bench run`` uses on the synthetic dataset when no checkpoint
+is given: it trains the segmentor once per preset (as ``perframe``), then the method's
+own stage if it has parameters beyond the segmentor, caching both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vssbench.datasets.base import VideoDataset
+from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
+from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
+
+log = logging.getLogger("vssbench")
+CHECKPOINT_FORMAT = "vssbench-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the method it is loaded into."""
+
+
+class TrainingClips(torch.utils.data.Dataset):
+    """Random training samples: ``frames`` (T, 3, H, W) and ``labels`` (T, H, W), key frame first."""
+
+    def __init__(self, dataset: VideoDataset, recipe: TrainingRecipe, length: int, seed: int) -> None:
+        self.dataset, self.recipe, self.length, self.seed = dataset, recipe, length, seed
+        self.videos = [v for v in dataset.videos if v.num_labelled == len(v.frames)]
+        if not self.videos:
+            raise ValueError(f"{dataset.name}/{dataset.split} has no fully labelled video to train on")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        video = self.videos[rng.integers(len(self.videos))]
+        gap = int(rng.integers(self.recipe.max_interval)) if self.recipe.frames_per_sample > 1 else 0
+        start = int(rng.integers(len(video.frames) - gap))
+        indices = [start, start + gap][: self.recipe.frames_per_sample]
+        flip = bool(rng.integers(2))
+        images, labels = [], []
+        for i in indices:
+            record = video.frames[i]
+            image = self.dataset.load_image(record.image)
+            label = self.dataset.load_label(record.mask)
+            size = self.dataset.target_size(*image.shape[:2])
+            image, label = resize_image(image, size), resize_label(label, size)
+            if flip:
+                image, label = image[:, ::-1], label[:, ::-1]
+            images.append(image_to_tensor(image))
+            labels.append(torch.from_numpy(label.astype(np.int64)))
+        return {"frames": torch.stack(images), "labels": torch.stack(labels)}
+
+
+@dataclass
+class TrainingReport:
+    iterations: int
+    first_loss: float
+    final_loss: float  # mean of the last 10% of iterations
+    history: list[float]
+
+
+def train(
+    method: VideoMethod,
+    dataset: VideoDataset,
+    iterations: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    num_workers: int = 1,
+    progress: bool = True,
+) -> TrainingReport:
+    """Optimise the method's trainable parameters with its own loss; returns the loss curve."""
+    recipe = method.recipe if iterations is None else replace(method.recipe, iterations=iterations)
+    torch.manual_seed(seed)
+    method.to(device).train()
+    parameters = [p for p in method.trainable_parameters()]
+    if not parameters:
+        raise ValueError(f"{method.spec} has no trainable parameters of its own; train its segmentor instead")
+    optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / recipe.iterations)
+    clips = TrainingClips(dataset, recipe, recipe.iterations * recipe.batch_size, seed)
+    loader = torch.utils.data.DataLoader(clips, batch_size=recipe.batch_size, num_workers=num_workers,
+                                         persistent_workers=num_workers > 0)
+    history = []
+    with tqdm(loader, desc=f"training {method.spec}", unit="it", disable=None if progress else True) as bar:
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            terms = method.loss(batch)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training {method.spec}: loss became {loss.item()} at iteration {len(history)}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            history.append(loss.item())
+            bar.set_postfix(loss=f"{history[-1]:.3f}", **{k: f"{v.item():.3f}" for k, v in terms.items()})
+    method.eval()
+    tail = history[-max(1, len(history) // 10):]
+    return TrainingReport(len(history), history[0], sum(tail) / len(tail), history)
+
+
+def save_checkpoint(method: VideoMethod, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write the method's weights with what built them, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "method": method.name,
+        "preset": method.preset,
+        "variant": method.variant,
+        "num_classes": method.num_classes,
+        "metadata": metadata or {},
+        "state_dict": method.state_dict(),
+    }
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixes: tuple[str, ...] = ()) -> dict:
+    """Load a vssbench checkpoint into ``method``; mismatches are named in the error.
+
+    Keys the checkpoint lacks are an error unless they start with one of
+    ``allow_missing_prefixes`` (a segmentor checkpoint loaded into a video method whose
+    own modules are trained afterwards).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a vssbench checkpoint (expected format {CHECKPOINT_FORMAT})")
+    state, expected = payload["state_dict"], method.state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(allow_missing_prefixes))
+    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if unexpected or missing or mismatched:
+        details = []
+        for title, keys in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", mismatched)):
+            if keys:
+                details.append(f"{title} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
+        raise CheckpointError(
+            f"checkpoint {path} ({payload.get('method')}:{payload.get('preset')}, {payload.get('num_classes')} classes) "
+            f"does not fit {method.spec} with {method.num_classes} classes; " + "; ".join(details)
+        )
+    method.load_state_dict(state, strict=False)
+    return payload
+
+
+def own_parameter_prefixes(method: VideoMethod) -> tuple[str, ...]:
+    """Top-level module names of a method other than its segmentor (its own stage)."""
+    return tuple(f"{name}." for name, _ in method.named_children() if name != "segmentor")
+
+
+def ensure_trained(
+    method: VideoMethod,
+    train_set: VideoDataset,
+    cache_dir: Path,
+    iterations: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """Load cached weights for ``method`` trained on ``train_set``, training whatever is missing.
+
+    Returns the checkpoint that now describes the method's weights.
+    """
+    cache_dir = Path(cache_dir)
+    suffix = "" if iterations is None else f"-it{iterations}"
+    segmentor_path = cache_dir / f"perframe-{method.segmentor_preset}-s{seed}{suffix}.pt"
+    if not segmentor_path.is_file():
+        log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
+        segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
+        report = train(segmentor_method, train_set, iterations, seed, device)
+        save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
+        log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
+    own = own_parameter_prefixes(method)
+    load_checkpoint(method, segmentor_path, allow_missing_prefixes=own)
+    if not own:
+        return segmentor_path
+    method_path = cache_dir / f"{method.name}-{method.preset}-{method.variant}-s{seed}{suffix}.pt"
+    if method_path.is_file():
+        load_checkpoint(method, method_path)
+        return method_path
+    log.info("no cached %s (%s); training its stage", method.spec, method.variant)
+    report = train(method, train_set, iterations, seed, device)
+    save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
+    log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
+    return method_path
+
+
+def _report_metadata(report: TrainingReport, dataset: VideoDataset, seed: int) -> dict:
+    return {
+        "dataset": dataset.name,
+        "dataset_root": str(dataset.root),
+        "split": dataset.split,
+        "iterations": report.iterations,
+        "seed": seed,
+        "first_loss": report.first_loss,
+        "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
+    }

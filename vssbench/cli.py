@@ -1,0 +1,306 @@
+"""The ``bench`` command: run, train, data, list.
+
+Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
+checkpoint), with a message naming the argument or file and what was expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from tabulate import tabulate
+
+from vssbench.datasets.base import DatasetError, VideoDataset
+from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
+
+log = logging.getLogger("vssbench")
+DATASETS = ("synthetic", "vspw", "cityscapes")
+EXIT_ROWS_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+class UsageError(ValueError):
+    """A command-line argument with an invalid value."""
+
+
+# --------------------------------------------------------------------------- argument helpers
+
+
+def _int_list(text: str, argument: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
+    return values
+
+
+def _size(text: str, argument: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"{argument} {text!r}: expected HEIGHTxWIDTH, e.g. 128x224")
+    if height < 16 or width < 16:
+        raise UsageError(f"{argument} {text!r}: both sides must be at least 16 pixels")
+    return height, width
+
+
+def _checkpoints(values: list[str] | None, specs: list[str]) -> dict[str, Path]:
+    """``--checkpoint PATH`` (all methods) or ``--checkpoint SPEC=PATH`` (one method)."""
+    mapping = {}
+    for value in values or []:
+        spec, sep, path = value.rpartition("=")
+        key = spec if sep else "*"
+        if sep and spec not in specs:
+            raise UsageError(f"--checkpoint {value!r} names {spec!r}, which is not among --methods {','.join(specs)}")
+        mapping[key] = Path(path)
+    return mapping
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                        help="dataset to use (default: synthetic, generated on first use into the cache)")
+    parser.add_argument("--data-root", type=Path,
+                        help="dataset root folder (required for vspw and cityscapes; for synthetic, a folder "
+                             "written by `bench data synthetic` instead of the cached default)")
+    parser.add_argument("--split", default=split_default, help=f"split to use (default: {split_default})")
+    parser.add_argument("--max-videos", type=int, help="use only the first N videos of the split")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="cache for generated data and auto-trained checkpoints "
+                             "(default: $VSSBENCH_CACHE or ~/.cache/vssbench)")
+
+
+def load_dataset(args: argparse.Namespace, split: str) -> VideoDataset:
+    """The dataset named by --dataset/--data-root/--split."""
+    if args.dataset == "synthetic":
+        root = args.data_root or ensure_generated(SyntheticSpec(), args.cache_dir)
+        dataset = load_synthetic(root, split)
+    elif args.data_root is None:
+        raise UsageError(f"--dataset {args.dataset} needs --data-root pointing at the dataset folder")
+    elif args.dataset == "vspw":
+        from vssbench.datasets.vspw import VSPWDataset
+
+        dataset = VSPWDataset.from_root(args.data_root, split)
+    else:
+        from vssbench.datasets.cityscapes import CityscapesDataset
+
+        dataset = CityscapesDataset.from_root(args.data_root, split)
+    if args.max_videos is not None:
+        if args.max_videos < 1:
+            raise UsageError(f"--max-videos {args.max_videos}: expected a positive integer")
+        dataset.videos = dataset.videos[: args.max_videos]
+    return dataset
+
+
+def _checkpoint_cache(args: argparse.Namespace, dataset: VideoDataset) -> Path:
+    return Path(args.cache_dir or default_cache_dir()) / "checkpoints" / Path(dataset.root).name
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
+    from vssbench.benchmark.training import ensure_trained, load_checkpoint
+    from vssbench.methods.base import parse_spec
+
+    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
+    for spec in specs:
+        parse_spec(spec)
+    intervals = _int_list(args.intervals, "--intervals")
+    checkpoints = _checkpoints(args.checkpoint, specs)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available on this machine")
+    torch.manual_seed(args.seed)
+    dataset = load_dataset(args, args.split)
+    train_set = load_dataset(args, "train") if args.dataset == "synthetic" and not checkpoints else None
+
+    def prepare(method):
+        path = checkpoints.get(method.spec) or checkpoints.get("*")
+        if path is not None:
+            load_checkpoint(method, path)
+            return path
+        if train_set is not None:
+            return ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
+                                  args.seed, args.device)
+        log.warning("no checkpoint for %s: evaluating random weights", method.spec)
+        return None
+
+    settings = SweepSettings(
+        specs=specs,
+        intervals=intervals,
+        variants=args.variants.split(",") if args.variants else None,
+        output=args.output,
+        predictions_dir=args.save_predictions,
+        checkpoints=checkpoints,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode, vc_protocol=args.vc_protocol,
+                                     num_workers=args.num_workers),
+    )
+    rows = run_sweep(settings, dataset, prepare)
+    print(markdown_table(rows))
+    print(f"\n{len(rows)} rows in {args.output}")
+    failed = [r for r in rows if r["status"] != "ok"]
+    for row in failed:
+        print(f"FAILED {row['label']}: {row['error']}", file=sys.stderr)
+    return EXIT_ROWS_FAILED if failed else 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of a run as a Markdown table (metrics in percent)."""
+    def fmt(value: object) -> str:
+        return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    table = []
+    for row in rows:
+        metrics = row.get("metrics") or {}
+        table.append([row["label"], row["method"], row["preset"], row["variant"], row["schedule"]["key_interval"],
+                      *(fmt(metrics.get(k)) for k in ("miou", "wiou", "mvc8", "mvc16")), row["status"]])
+    headers = ["label", "method", "preset", "variant", "k", "mIoU", "WIoU", "mVC8", "mVC16", "status"]
+    return tabulate(table, headers=headers, tablefmt="github")
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.training import load_checkpoint, own_parameter_prefixes, save_checkpoint, train
+    from vssbench.methods.base import build_method
+
+    torch.manual_seed(args.seed)
+    dataset = load_dataset(args, args.split)
+    method = build_method(args.method, dataset.num_classes, args.variant)
+    if args.init is not None:
+        load_checkpoint(method, args.init, allow_missing_prefixes=own_parameter_prefixes(method))
+    report = train(method, dataset, args.iters, args.seed, args.device, args.num_workers)
+    out = args.out or Path("checkpoints") / f"{method.name}-{method.preset}-{method.variant}.pt"
+    save_checkpoint(method, out, {"dataset": dataset.name, "dataset_root": str(dataset.root), "split": dataset.split,
+                                  "iterations": report.iterations, "seed": args.seed,
+                                  "first_loss": report.first_loss, "final_loss": report.final_loss})
+    print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations: "
+          f"loss {report.first_loss:.4f} -> {report.final_loss:.4f}; saved {out}")
+    return 0
+
+
+def command_data(args: argparse.Namespace) -> int:
+    height, width = _size(args.size, "--size")
+    for name in ("train_videos", "val_videos", "frames", "seed"):
+        if getattr(args, name) < (0 if name == "seed" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive integer")
+    spec = SyntheticSpec(args.train_videos, args.val_videos, args.frames, height, width, args.seed)
+    generate(args.out, spec)
+    print(f"wrote {spec.train_videos} train and {spec.val_videos} val videos of {spec.frames} frames "
+          f"({height}x{width}) to {args.out}")
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from vssbench.methods.base import METHODS, parse_spec
+
+    parse_spec("perframe")  # fills the registry
+    table = []
+    for name, cls in sorted(METHODS.items()):
+        presets = [p + (" (default)" if p == cls.default_preset else "") for p in cls.presets]
+        table.append([name, (cls.__doc__ or "").strip().splitlines()[0], ", ".join(presets), ", ".join(cls.variants),
+                      "key-frame interval" if cls.uses_key_frames else "-"])
+    print(tabulate(table, headers=["method", "what", "presets", "variants", "sweep axis"], tablefmt="github"))
+    print(f"\ndatasets: {', '.join(DATASETS)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="vssbench: compare efficient video semantic segmentation methods "
+                                  "on accuracy (mIoU, WIoU), temporal consistency (mVC) and cost.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="evaluate methods over key-frame intervals and write result rows",
+                         description="Evaluate each method (and variant) at each key-frame interval; one JSON "
+                                     "result row per configuration is added to --output as soon as it finishes.")
+    run.add_argument("--methods", default="perframe,copy",
+                     help="comma-separated METHOD[:PRESET] specs, e.g. perframe:segformer-tiny,copy "
+                          "(default: perframe,copy; `bench list` shows all)")
+    run.add_argument("--variants", help="comma-separated variants to run for the methods that have them, or 'all' "
+                                        "(default: each method's default)")
+    run.add_argument("--intervals", default="1,2,5,10", help="comma-separated key-frame intervals (default: 1,2,5,10)")
+    _add_dataset_arguments(run, "val")
+    run.add_argument("--output", type=Path, default=Path("results/run.jsonl"),
+                     help="JSONL result file; rows already finished there are skipped (default: results/run.jsonl)")
+    run.add_argument("--overwrite", action="store_true", help="recompute rows already finished in --output")
+    run.add_argument("--save-predictions", type=Path, metavar="DIR",
+                     help="write predictions as uint8 PNGs to DIR/<label>/<video>/<frame>.png")
+    run.add_argument("--checkpoint", action="append", metavar="[SPEC=]PATH",
+                     help="weights to load: PATH for every method, or SPEC=PATH for one (repeatable); without it "
+                          "the synthetic dataset trains and caches what is missing, other datasets use random weights")
+    run.add_argument("--train-iters", type=int, help="iterations for auto-training on synthetic (default: each "
+                                                     "method's synthetic schedule)")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to run on (default: cpu)")
+    run.add_argument("--miou-mode", choices=("vspw", "mmseg"), default="vspw",
+                     help="vspw: mean over classes present in the ground truth; mmseg: over classes with a "
+                          "non-empty union (default: vspw)")
+    run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
+                     help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
+                          "(default: vspw)")
+    run.add_argument("--num-workers", type=int, default=1, help="DataLoader workers for frame loading (default: 1)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.set_defaults(handler=command_run)
+
+    train = sub.add_parser("train", help="train a method's trainable parameters with its own loss",
+                           description="Train METHOD[:PRESET] on a dataset's training split and save a checkpoint.")
+    train.add_argument("--method", required=True, help="METHOD[:PRESET], e.g. perframe:segformer-tiny")
+    train.add_argument("--variant", help="method variant (default: the method's default)")
+    _add_dataset_arguments(train, "train")
+    train.add_argument("--iters", type=int, help="iterations (default: the method's synthetic schedule)")
+    train.add_argument("--init", type=Path, help="checkpoint to start from (e.g. a trained segmentor)")
+    train.add_argument("--out", type=Path, help="checkpoint to write (default: checkpoints/METHOD-PRESET-VARIANT.pt)")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
+    train.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (default: 1)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.set_defaults(handler=command_train)
+
+    data = sub.add_parser("data", help="generate datasets", description="Generate a dataset.")
+    data_sub = data.add_subparsers(dest="dataset_kind", required=True, metavar="KIND")
+    synthetic = data_sub.add_parser("synthetic", help="write the procedural synthetic dataset in the VSPW layout",
+                                    description="Write the procedural synthetic video dataset (VSPW layout). "
+                                                "The same arguments give byte-identical masks.")
+    defaults = SyntheticSpec()
+    synthetic.add_argument("--out", type=Path, required=True, help="output folder (must not exist or be empty)")
+    synthetic.add_argument("--train-videos", type=int, default=defaults.train_videos,
+                           help=f"training videos (default: {defaults.train_videos})")
+    synthetic.add_argument("--val-videos", type=int, default=defaults.val_videos,
+                           help=f"validation videos (default: {defaults.val_videos})")
+    synthetic.add_argument("--frames", type=int, default=defaults.frames,
+                           help=f"frames per video (default: {defaults.frames}; VC16 needs more than 16)")
+    synthetic.add_argument("--size", default=f"{defaults.height}x{defaults.width}",
+                           help=f"frame size HxW (default: {defaults.height}x{defaults.width})")
+    synthetic.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default: {defaults.seed})")
+    synthetic.set_defaults(handler=command_data)
+
+    listing = sub.add_parser("list", help="list methods, presets and variants",
+                             description="List every registered method with its presets and variants.")
+    listing.set_defaults(handler=command_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from vssbench.benchmark.runner import MethodError
+    from vssbench.benchmark.training import CheckpointError
+    from vssbench.methods.base import SpecError
+
+    try:
+        return args.handler(args)
+    except (UsageError, DatasetError, SpecError, CheckpointError, MethodError) as error:
+        print(f"bench {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as error:
+        print(f"bench {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT

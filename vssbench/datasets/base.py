@@ -1,0 +1,164 @@
+"""Video datasets as lists of videos, and a frame stream that feeds the runner in order.
+
+Every dataset resolves to the same in-memory description: a list of :class:`Video`
+records whose frames carry an image path and, where labelled, a mask path. Reading
+and validating pixels happens lazily in :class:`FrameStream`, inside DataLoader
+workers, so that loading stays outside the timed region of the runner.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from vssbench.datasets.transforms import image_to_tensor, resize_image
+
+IGNORE_INDEX = 255
+
+
+class DatasetError(ValueError):
+    """Bad dataset input: names the offending path and what was expected."""
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    image: Path
+    mask: Path | None  # None: an unlabelled frame (Cityscapes sequences)
+
+    @property
+    def stem(self) -> str:
+        return self.image.stem
+
+
+@dataclass(frozen=True)
+class Video:
+    name: str
+    frames: tuple[FrameRecord, ...]
+
+    @property
+    def num_labelled(self) -> int:
+        return sum(frame.mask is not None for frame in self.frames)
+
+
+@dataclass
+class VideoDataset(abc.ABC):
+    """A split of a video segmentation dataset.
+
+    Subclasses fill ``videos`` and implement :meth:`decode_label`, the mapping from
+    the label file's values to train ids 0..C-1 with 255 as ignore.
+    """
+
+    root: Path
+    split: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int] | None = None  # (H, W) the methods see; None keeps the frame size
+    videos: list[Video] = field(default_factory=list)
+
+    name: str = "dataset"
+
+    @abc.abstractmethod
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Map raw label values to 0..C-1 and 255 (ignore); raise DatasetError on bad values."""
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (H, W) a frame of size (height, width) is resized to before the methods see it."""
+        return self.input_size if self.input_size is not None else (height, width)
+
+    def load_image(self, path: Path) -> np.ndarray:
+        """An RGB frame as uint8 (H, W, 3)."""
+        return read_image(path, mode="RGB")
+
+    def load_label(self, path: Path) -> np.ndarray:
+        """A label map as uint8 (H, W) in train ids, 255 = ignore."""
+        return self.decode_label(read_image(path, mode=None), path)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(video.frames) for video in self.videos)
+
+
+def read_image(path: Path, mode: str | None) -> np.ndarray:
+    """Read an image file fully, turning any decoding failure into a DatasetError naming the file."""
+    if not path.is_file():
+        raise DatasetError(f"missing file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if mode is not None and image.mode != mode:
+                image = image.convert(mode)
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DatasetError(f"cannot read image {path}: {error}") from error
+    if mode is None and array.ndim != 2:
+        raise DatasetError(f"label map {path} has shape {array.shape}; expected a single-channel (H, W) image")
+    return array
+
+
+def check_label_values(label: np.ndarray, allowed_max: int, path: Path, ignore: int = IGNORE_INDEX) -> None:
+    """Raise a DatasetError when a raw label map holds values outside 0..allowed_max and ``ignore``."""
+    bad = (label > allowed_max) & (label != ignore)
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(label[bad]))[:8]
+        raise DatasetError(
+            f"label map {path} has values {values} outside the label set (expected 0..{allowed_max} or {ignore})"
+        )
+
+
+class FrameStream(torch.utils.data.Dataset):
+    """Frames of a dataset in video order, as the runner consumes them.
+
+    Items are dicts with the video name, frame index and stem, the normalised
+    image at the dataset's input size, and the label map at its own resolution
+    (an empty tensor for unlabelled frames).
+    """
+
+    def __init__(self, dataset: VideoDataset, videos: list[Video] | None = None) -> None:
+        self.dataset = dataset
+        self.videos = dataset.videos if videos is None else videos
+        self.index = [(v, f) for v, video in enumerate(self.videos) for f in range(len(video.frames))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict:
+        video_index, frame_index = self.index[item]
+        video = self.videos[video_index]
+        record = video.frames[frame_index]
+        image = self.dataset.load_image(record.image)
+        if record.mask is not None:
+            label = self.dataset.load_label(record.mask)
+            if label.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"mask {record.mask} is {label.shape[1]}x{label.shape[0]} but its frame {record.image} "
+                    f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
+                )
+            label_tensor = torch.from_numpy(label.astype(np.int64))
+        else:
+            label_tensor = torch.empty(0, dtype=torch.int64)
+        image = resize_image(image, self.dataset.target_size(*image.shape[:2]))
+        return {
+            "video": video.name,
+            "frame_index": frame_index,
+            "stem": record.stem,
+            "is_first": frame_index == 0,
+            "is_last": frame_index == len(video.frames) - 1,
+            "image": image_to_tensor(image),
+            "label": label_tensor,
+        }
+
+
+def read_split_list(root: Path, split: str) -> list[str]:
+    """Video names listed in ``<root>/<split>.txt``, one per line."""
+    list_file = root / f"{split}.txt"
+    if not list_file.is_file():
+        raise DatasetError(f"split list {list_file} not found; expected a file with one video name per line")
+    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DatasetError(f"split list {list_file} is empty; expected at least one video name")
+    return names

@@ -1,0 +1,96 @@
+"""Cityscapes video snippets: 30 frames each, the 20th of which carries a fine label.
+
+Layout read here::
+
+    <root>/leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame:06d>_leftImg8bit.png
+    <root>/gtFine/<split>/<city>/<city>_<seq>_<frame:06d>_gtFine_labelTrainIds.png   (or _labelIds.png)
+
+A snippet is the 30 consecutive frames ending 10 frames after the labelled one
+(the labelled frame is the 20th, index 19). Methods run over the whole snippet and
+are scored on the labelled frame only; temporal consistency is therefore undefined
+on Cityscapes and reported as NaN. The key-frame offset protocol (worst case and
+average over offsets, DESIGN.md section 5) is the runner's concern.
+
+Labels: ``labelTrainIds`` (0..18, 255) are used as they are; ``labelIds`` are mapped
+to train ids with the official table. Frames are evaluated at full 1024x2048.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vssbench.datasets.base import IGNORE_INDEX, DatasetError, FrameRecord, Video, VideoDataset, check_label_values
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+SNIPPET_LENGTH = 30
+LABELLED_INDEX = 19  # the 20th frame of each snippet
+
+# Official labelId -> trainId table (cityscapesScripts labels.py); everything else is ignored.
+_LABEL_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                         25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+_FRAME_NAME = re.compile(r"^(?P<city>[a-z_]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
+
+
+@dataclass
+class CityscapesDataset(VideoDataset):
+    name: str = "cityscapes"
+
+    @classmethod
+    def from_root(cls, root: str | Path, split: str = "val", max_videos: int | None = None) -> "CityscapesDataset":
+        root = Path(root)
+        sequence_dir = root / "leftImg8bit_sequence" / split
+        label_dir = root / "gtFine" / split
+        for folder in (sequence_dir, label_dir):
+            if not folder.is_dir():
+                raise DatasetError(f"{folder} does not exist; expected the Cityscapes layout under {root}")
+        videos = scan_snippets(sequence_dir, label_dir)[:max_videos]
+        if not videos:
+            raise DatasetError(f"no labelled snippets found under {sequence_dir}")
+        dataset = cls(root=root, split=split, num_classes=len(CITYSCAPES_CLASSES), class_names=CITYSCAPES_CLASSES)
+        dataset.videos = videos
+        return dataset
+
+    def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        if path.name.endswith("_labelTrainIds.png"):
+            check_label_values(raw, self.num_classes - 1, path)
+            return raw.astype(np.uint8)
+        lookup = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        for label_id, train_id in _LABEL_ID_TO_TRAIN_ID.items():
+            lookup[label_id] = train_id
+        return lookup[raw]
+
+
+def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
+    """One snippet per fine label: the 30 frames around it, in order."""
+    frames_by_sequence: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
+    for path in sorted(sequence_dir.glob("*/*_leftImg8bit.png")):
+        match = _FRAME_NAME.match(path.name)
+        if match:
+            frames_by_sequence[(match["city"], match["seq"])][int(match["frame"])] = path
+    videos = []
+    for label_path in sorted(label_dir.glob("*/*_gtFine_label*Ids.png")):
+        if label_path.name.endswith("_labelIds.png") and label_path.with_name(
+            label_path.name.replace("_labelIds", "_labelTrainIds")
+        ).exists():
+            continue
+        city, seq, frame = label_path.name.split("_")[:3]
+        labelled = int(frame)
+        available = frames_by_sequence.get((city, seq), {})
+        wanted = range(labelled - LABELLED_INDEX, labelled - LABELLED_INDEX + SNIPPET_LENGTH)
+        missing = [f for f in wanted if f not in available]
+        if missing:
+            raise DatasetError(
+                f"label {label_path} needs frames {wanted.start}..{wanted.stop - 1} of {city}_{seq} in "
+                f"{sequence_dir / city}; frame {missing[0]:06d} is missing"
+            )
+        frames = tuple(FrameRecord(available[f], label_path if f == labelled else None) for f in wanted)
+        videos.append(Video(name=f"{city}_{seq}_{labelled:06d}", frames=frames))
+    return videos

@@ -1,0 +1,151 @@
+"""The uniform video-method interface, the key-frame schedule and the method registry.
+
+Every method is a ``VideoMethod``: the runner calls ``reset()`` at each new video and
+``step(frame, is_key)`` on each frame, and gets per-pixel class scores back. A method is
+named on the command line as ``METHOD[:PRESET]`` (``perframe:segformer-b0``,
+``mpvss:r50``) and optionally a variant (an ablation of the paper, ``--variant``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class SpecError(ValueError):
+    """An unknown method, preset or variant; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class KeySchedule:
+    """Fixed-interval key frames: frame t is a key frame iff (t - offset) % interval == 0.
+
+    ``interval = 1`` runs the segmentor on every frame. ``offset`` shifts the key frames,
+    used by the Cityscapes protocol to place the labelled frame anywhere in a key interval.
+    """
+
+    interval: int = 1
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interval, int) or self.interval < 1:
+            raise ValueError(f"key-frame interval must be a positive integer, got {self.interval!r}")
+        if not 0 <= self.offset < self.interval:
+            raise ValueError(f"key-frame offset must be in 0..{self.interval - 1}, got {self.offset}")
+
+    def is_key(self, t: int) -> bool:
+        return (t - self.offset) % self.interval == 0
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How ``bench train`` samples data and optimises a method's trainable parameters.
+
+    ``frames_per_sample`` = 1 trains on single frames; 2 on (key, current) pairs whose
+    distance is drawn uniformly from 0..``max_interval`` - 1, the key frame first.
+    """
+
+    frames_per_sample: int = 1
+    max_interval: int = 1
+    iterations: int = 600  # the `synthetic` schedule
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+
+
+class VideoMethod(nn.Module, abc.ABC):
+    """A video semantic segmentation method behind one interface (DESIGN.md section 3)."""
+
+    name: ClassVar[str]
+    presets: ClassVar[dict[str, dict]]  # preset name -> constructor keyword arguments
+    default_preset: ClassVar[str]
+    variants: ClassVar[tuple[str, ...]] = ("default",)
+    uses_key_frames: ClassVar[bool] = True  # False: the key-frame interval does not change the output
+    recipe: ClassVar[TrainingRecipe] = TrainingRecipe()
+
+    def __init__(self, preset: str, variant: str, num_classes: int) -> None:
+        super().__init__()
+        self.preset = preset
+        self.variant = variant
+        self.num_classes = num_classes
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.preset}"
+
+    @property
+    def segmentor_preset(self) -> str | None:
+        """The image segmentor preset this method builds on, whose weights it can share."""
+        return None
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Start a new video: drop all temporal state."""
+
+    @abc.abstractmethod
+    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
+        """(B, 3, H, W) normalised frame -> (B, C, H, W) class scores for that frame."""
+
+    @abc.abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The method's training objective on a batch of ``frames`` (B, T, 3, H, W) and
+        ``labels`` (B, T, H, W); returns named terms that sum to the loss."""
+
+    @abc.abstractmethod
+    def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+        """Callables that run one key and one non-key step on ``frame``, for FLOP counting."""
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """What this method's training stage updates (all parameters unless a method says otherwise)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+
+METHODS: dict[str, type[VideoMethod]] = {}
+
+
+def register_method(name: str) -> Callable[[type[VideoMethod]], type[VideoMethod]]:
+    """Class decorator adding a VideoMethod to the registry under ``name``."""
+
+    def decorator(cls: type[VideoMethod]) -> type[VideoMethod]:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``METHOD[:PRESET]`` -> (method, preset), checking both against the registry."""
+    _import_all_methods()
+    method_name, _, preset = spec.strip().partition(":")
+    if method_name not in METHODS:
+        raise SpecError(f"unknown method {method_name!r} in {spec!r}; valid methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[method_name]
+    preset = preset or cls.default_preset
+    if preset not in cls.presets:
+        raise SpecError(
+            f"unknown preset {preset!r} for method {method_name!r}; valid presets: {', '.join(cls.presets)}"
+        )
+    return method_name, preset
+
+
+def build_method(spec: str, num_classes: int, variant: str | None = None) -> VideoMethod:
+    """Instantiate a method from ``METHOD[:PRESET]`` and an optional variant (random init)."""
+    method_name, preset = parse_spec(spec)
+    cls = METHODS[method_name]
+    variant = variant or cls.variants[0]
+    if variant not in cls.variants:
+        raise SpecError(f"unknown variant {variant!r} for method {method_name!r}; valid variants: {', '.join(cls.variants)}")
+    return cls(preset=preset, variant=variant, num_classes=num_classes, **cls.presets[preset])
+
+
+def _import_all_methods() -> None:
+    """Import the method modules so that their decorators fill the registry."""
+    import vssbench.methods.perframe  # noqa: F401
