@@ -50,12 +50,15 @@ def _size(text: str, argument: str) -> tuple[int, int]:
 
 
 def _checkpoints(values: list[str] | None, specs: list[str]) -> dict[str, Path]:
-    """``--checkpoint PATH`` (all methods) or ``--checkpoint SPEC=PATH`` (one method)."""
+    """``--checkpoint PATH`` (every method, key "*") or ``--checkpoint SPEC=PATH`` (one method, key METHOD:PRESET)."""
+    from vssbench.methods.base import parse_spec
+
+    canonical = {":".join(parse_spec(spec)) for spec in specs}
     mapping = {}
     for value in values or []:
         spec, sep, path = value.rpartition("=")
-        key = spec if sep else "*"
-        if sep and spec not in specs:
+        key = ":".join(parse_spec(spec)) if sep else "*"
+        if sep and key not in canonical:
             raise UsageError(f"--checkpoint {value!r} names {spec!r}, which is not among --methods {','.join(specs)}")
         mapping[key] = Path(path)
     return mapping

@@ -1,0 +1,157 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reference_metrics import confusion, miou_and_wiou, vc_vspw
+from vssbench.benchmark.results import load_rows
+from vssbench.benchmark.training import save_checkpoint
+from vssbench.cli import main
+from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
+from vssbench.methods.base import build_method
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_synthetic, tmp_path_factory):
+    """`bench run --methods perframe,copy` on the small synthetic set, auto-training a short schedule."""
+    work = tmp_path_factory.mktemp("run")
+    argv = ["run", "--methods", "perframe,copy", "--data-root", str(small_synthetic), "--intervals", "1,5",
+            "--train-iters", "60", "--cache-dir", str(work / "cache"), "--output", str(work / "rows.jsonl"),
+            "--save-predictions", str(work / "predictions"), "--num-workers", "0"]
+    code = main(argv)
+    return code, work, argv
+
+
+def test_run_writes_one_row_per_configuration(trained_run, capsys):
+    code, work, _ = trained_run
+    assert code == 0
+    rows = load_rows(work / "rows.jsonl")
+    assert [r["label"] for r in rows] == ["perframe_segformer-tiny_k1", "copy_segformer-tiny_k1",
+                                          "copy_segformer-tiny_k5"]
+    for row in rows:
+        assert row["status"] == "ok" and row["error"] is None
+        assert row["dataset"] == "synthetic" and row["split"] == "val" and row["resolution"] == [64, 96]
+        for key in ("miou", "wiou", "mvc8", "mvc16"):
+            assert 0 <= row["metrics"][key] <= 100
+        assert row["metrics"]["miou_mode"] == "vspw" and row["metrics"]["vc_protocol"] == "vspw"
+        assert list(row["metrics"]["per_class_iou"]) == list(CLASS_NAMES)
+        assert row["env"]["torch_version"] == torch.__version__ and row["env"]["seed"] == 0
+        assert row["checkpoint"]["sha256"] and len(row["config_hash"]) == 16
+    # copy at k=1 is perframe; at k=5 it is worse.
+    assert rows[1]["metrics"]["miou"] == rows[0]["metrics"]["miou"]
+    assert rows[2]["metrics"]["miou"] < rows[1]["metrics"]["miou"]
+
+
+def test_row_metrics_equal_metrics_recomputed_from_saved_pngs(trained_run, small_synthetic):
+    _, work, _ = trained_run
+    dataset = load_synthetic(small_synthetic, "val")
+    for row in load_rows(work / "rows.jsonl"):
+        videos, predictions, targets = [], [], []
+        for video in dataset.videos:
+            video_targets, video_predictions = [], []
+            for frame in video.frames:
+                png = work / "predictions" / row["label"] / video.name / f"{frame.stem}.png"
+                prediction = np.asarray(Image.open(png))
+                assert prediction.dtype == np.uint8 and prediction.max() < 8
+                raw = np.asarray(Image.open(frame.mask)).astype(int)
+                target = np.where((raw == 0) | (raw == 255), 255, raw - 1)
+                video_targets.append(target)
+                video_predictions.append(prediction)
+            videos.append((video_targets, video_predictions))
+            predictions += video_predictions
+            targets += video_targets
+        miou, wiou, _ = miou_and_wiou(confusion(predictions, targets, 8), "vspw")
+        assert row["predictions_dir"] == str(work / "predictions" / row["label"])
+        assert row["metrics"]["miou"] == pytest.approx(100 * miou, abs=1e-4)
+        assert row["metrics"]["wiou"] == pytest.approx(100 * wiou, abs=1e-4)
+        assert row["metrics"]["mvc8"] == pytest.approx(100 * vc_vspw(videos, 8), abs=1e-4)
+        assert row["metrics"]["mvc16"] == pytest.approx(100 * vc_vspw(videos, 16), abs=1e-4)
+
+
+def test_rerun_skips_finished_rows(trained_run, capsys):
+    _, work, argv = trained_run
+    before = (work / "rows.jsonl").read_text()
+    assert main(argv) == 0
+    assert (work / "rows.jsonl").read_text() == before
+    assert "perframe_segformer-tiny_k1" in capsys.readouterr().out
+
+
+def test_nan_scores_become_an_error_row_and_the_sweep_goes_on(small_synthetic, tmp_path, capsys):
+    broken = build_method("perframe:segformer-tiny", 8)
+    with torch.no_grad():
+        for parameter in broken.parameters():
+            parameter.fill_(float("nan"))
+    save_checkpoint(broken, tmp_path / "nan.pt")
+    good = save_checkpoint(build_method("copy:segformer-tiny", 8), tmp_path / "good.pt")
+    code = main(["run", "--methods", "perframe,copy", "--data-root", str(small_synthetic), "--intervals", "2",
+                 "--checkpoint", f"perframe={tmp_path / 'nan.pt'}", "--checkpoint", f"copy={good}",
+                 "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0"])
+    assert code == 1
+    rows = load_rows(tmp_path / "rows.jsonl")
+    assert [r["status"] for r in rows] == ["error", "ok"]
+    assert "NaN or infinite scores on val_0000/00000000" in rows[0]["error"]
+    assert "FAILED perframe_segformer-tiny_k1" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(small_synthetic, tmp_path, capsys):
+    other = save_checkpoint(build_method("perframe:pspnet-tiny", 8), tmp_path / "psp.pt")
+    code = main(["run", "--methods", "perframe:segformer-tiny", "--data-root", str(small_synthetic),
+                 "--checkpoint", str(other), "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0"])
+    assert code == 1  # the method's rows fail; the error row says why
+    (row,) = load_rows(tmp_path / "rows.jsonl")
+    assert "does not fit perframe:segformer-tiny" in row["error"]
+    assert "unexpected keys" in row["error"] and "segmentor.backbone" in row["error"]
+
+
+def _vspw_copy(small_synthetic, tmp_path):
+    root = tmp_path / "vspw"
+    shutil.copytree(small_synthetic, root)
+    return root
+
+
+@pytest.mark.parametrize(
+    "break_it,named",
+    [
+        (lambda r: (r / "data/val_0000/mask/00000002.png").unlink(), "00000002"),
+        (lambda r: Image.fromarray(np.full((64, 96), 200, np.uint8)).save(r / "data/val_0000/mask/00000002.png"),
+         "00000002.png has values [200]"),
+        (lambda r: (r / "data/val_0000/origin/00000002.jpg").write_bytes(b"\x00garbage"), "00000002.jpg"),
+    ],
+    ids=["missing-mask", "label-out-of-range", "unreadable-frame"],
+)
+def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path, capsys, break_it, named):
+    root = _vspw_copy(small_synthetic, tmp_path)
+    break_it(root)
+    code = main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),
+                 "--max-videos", "1", "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0"])
+    assert code == 2
+    assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--methods", "mpvss9"], "unknown method 'mpvss9'"),
+        (["run", "--methods", "perframe:segformer-b9"], "unknown preset 'segformer-b9'"),
+        (["run", "--intervals", "0,5"], "--intervals '0,5': expected comma-separated positive integers"),
+        (["run", "--dataset", "vspw"], "--dataset vspw needs --data-root"),
+        (["run", "--dataset", "vspw", "--data-root", "/nonexistent/vspw"], "/nonexistent/vspw does not exist"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_list_and_data_commands(tmp_path, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "perframe" in out and "copy" in out and "segformer-tiny (default)" in out
+    assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--train-videos", "1", "--val-videos", "1",
+                 "--frames", "3", "--size", "32x48"]) == 0
+    assert len(list((tmp_path / "d/data/val_0000/mask").glob("*.png"))) == 3
+    meta = json.loads((tmp_path / "d/meta.json").read_text())
+    assert meta["spec"]["height"] == 32
