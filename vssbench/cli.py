@@ -1,4 +1,4 @@
-"""The ``bench`` command: run, train, data, list.
+"""The ``bench`` command: run, train, profile, data, list.
 
 Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
 checkpoint), with a message naming the argument or file and what was expected.
@@ -199,6 +199,70 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_profile(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.fidelity import fidelity_report
+    from vssbench.benchmark.profiler import cost_block, measure_latency
+    from vssbench.benchmark.results import ResultFile, config_hash, environment
+    from vssbench.benchmark.runner import row_label
+    from vssbench.methods.base import build_method, parse_spec
+
+    if args.fidelity:
+        report = fidelity_report(progress=True)
+        print(report)
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        (args.report_dir / "fidelity.md").write_text(report)
+        print(f"\nwrote {args.report_dir / 'fidelity.md'}")
+        return 0
+    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
+    for spec in specs:
+        parse_spec(spec)
+    height, width = _size(args.resolution, "--resolution")
+    intervals = _int_list(args.intervals, "--intervals")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available on this machine")
+    results = ResultFile(args.output)
+    rows = []
+    for spec in specs:
+        torch.manual_seed(args.seed)
+        method = build_method(spec, args.num_classes, args.variant).to(args.device).eval()
+        frame = torch.randn(1, 3, height, width, device=args.device)
+        config = {"kind": "profile", "spec": method.spec, "variant": method.variant, "resolution": [height, width],
+                  "num_classes": args.num_classes, "intervals": intervals, "device": args.device}
+        row = {"schema": "vssbench.profile/1",
+               "label": row_label(method.name, method.preset, method.variant, type(method).variants[0]),
+               "method": method.name, "preset": method.preset, "variant": method.variant,
+               "resolution": [height, width], "num_classes": args.num_classes, "status": "ok", "error": None,
+               "cost": None, "env": environment(args.device, args.seed), "config_hash": config_hash(config)}
+        try:
+            latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats, args.warmup)
+            row["cost"] = cost_block(method, frame, intervals, latency)
+        except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
+            row.update(status="error", error=f"{type(error).__name__}: {error}")
+        results.put(row)
+        rows.append(row)
+    print(cost_table(rows, intervals))
+    failed = [r for r in rows if r["status"] != "ok"]
+    for row in failed:
+        print(f"FAILED {row['label']}: {row['error']}", file=sys.stderr)
+    return EXIT_ROWS_FAILED if failed else 0
+
+
+def cost_table(rows: list[dict], intervals: list[int]) -> str:
+    """Cost rows as a Markdown table; FPS carries the device it was measured on."""
+    table = []
+    for row in rows:
+        cost = row.get("cost") or {}
+        latency = {k: (cost.get(f"latency_ms_{k}") or {}).get("median") for k in ("key", "nonkey")}
+        table.append([row["label"], cost.get("params_m"), cost.get("gflops_key"), cost.get("gflops_nonkey"),
+                      *((cost.get("gflops_avg") or {}).get(str(k)) for k in intervals),
+                      latency["key"], latency["nonkey"], *((cost.get("fps") or {}).get(str(k)) for k in intervals),
+                      row["status"]])
+    device = next((r["cost"]["device"] for r in rows if r.get("cost")), "-")
+    headers = ["label", "params (M)", "GFLOPs key", "GFLOPs non-key", *(f"GFLOPs avg k={k}" for k in intervals),
+               "key ms", "non-key ms", *(f"FPS k={k}" for k in intervals), "status"]
+    return tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}."
+
+
 def command_list(args: argparse.Namespace) -> int:
     from vssbench.methods.base import METHODS, parse_spec
 
@@ -284,6 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"frame size HxW (default: {defaults.height}x{defaults.width})")
     synthetic.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default: {defaults.seed})")
     synthetic.set_defaults(handler=command_data)
+
+    profile = sub.add_parser("profile", help="measure parameters, FLOPs per path, latency and FPS (no data needed)",
+                             description="Profile methods on random frames: parameters per component, GFLOPs of "
+                                         "the key and non-key paths (fvcore, 1 multiply-add = 1 FLOP) and their "
+                                         "average over a 15-frame clip per interval, latency (median, IQR) and FPS.")
+    profile.add_argument("--methods", default="perframe", help="comma-separated METHOD[:PRESET] specs")
+    profile.add_argument("--variant", help="method variant (default: each method's default)")
+    profile.add_argument("--resolution", default="480x853", help="input HxW (default: 480x853, VSPW)")
+    profile.add_argument("--num-classes", type=int, default=124, help="classes (default: 124, VSPW; 19 Cityscapes)")
+    profile.add_argument("--intervals", default="1,5,10", help="key-frame intervals (default: 1,5,10)")
+    profile.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
+    profile.add_argument("--repeats", type=int, default=5, help="timed key-interval cycles (default: 5)")
+    profile.add_argument("--warmup", type=int, default=1, help="untimed warm-up cycles (default: 1)")
+    profile.add_argument("--no-latency", action="store_true", help="count parameters and FLOPs only")
+    profile.add_argument("--output", type=Path, default=Path("results/profile.jsonl"),
+                         help="JSONL file for the cost rows (default: results/profile.jsonl)")
+    profile.add_argument("--fidelity", action="store_true",
+                         help="compare every preset that has a published number with it (params, GFLOPs) and "
+                              "write the table to --report-dir/fidelity.md")
+    profile.add_argument("--report-dir", type=Path, default=Path("reports"), help="where --fidelity writes")
+    profile.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    profile.set_defaults(handler=command_profile)
 
     listing = sub.add_parser("list", help="list methods, presets and variants",
                              description="List every registered method with its presets and variants.")

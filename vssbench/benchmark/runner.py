@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vssbench.benchmark.metrics import SegmentationMetrics
+from vssbench.benchmark.profiler import cost_block, latency_summary
 from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
@@ -49,6 +50,9 @@ class Evaluation:
     step_seconds: float  # time inside method.step, synchronised
     wall_seconds: float  # the whole pass, loading included
     frames: int
+    key_ms: list[float]  # per-step latency of key and non-key steps, for the cost block
+    nonkey_ms: list[float]
+    sample_frame: torch.Tensor  # the first input frame, for FLOP counting at the evaluated resolution
 
 
 def synchronize(device: torch.device) -> None:
@@ -69,18 +73,19 @@ def evaluate(
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
     loader = torch.utils.data.DataLoader(FrameStream(dataset), batch_size=None, num_workers=options.num_workers)
-    step_seconds, frames, wall_start = 0.0, 0, time.perf_counter()
+    key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = f"{method.spec} k={schedule.interval}" if method.uses_key_frames else method.spec
     for item in tqdm(loader, desc=description, unit="frame", disable=None if options.progress else True, leave=False):
         if item["is_first"]:
             method.reset()
         frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
+        sample_frame = frame if sample_frame is None else sample_frame
+        is_key = schedule.is_key(item["frame_index"]) or not method.uses_key_frames
         synchronize(device)
         started = time.perf_counter()
-        scores = method.step(frame, schedule.is_key(item["frame_index"]))
+        scores = method.step(frame, is_key)
         synchronize(device)
-        step_seconds += time.perf_counter() - started
-        frames += 1
+        (key_ms if is_key else nonkey_ms).append((time.perf_counter() - started) * 1000.0)
         label = item["label"]
         if label.numel():
             prediction = predict_labels(scores, tuple(label.shape), method, item)
@@ -89,7 +94,15 @@ def evaluate(
                 save_prediction(prediction, predictions_dir / item["video"] / f"{item['stem']}.png")
         if item["is_last"]:
             metrics.end_video()
-    return Evaluation(metrics.summary(dataset.class_names), step_seconds, time.perf_counter() - wall_start, frames)
+    return Evaluation(
+        metrics=metrics.summary(dataset.class_names),
+        step_seconds=(sum(key_ms) + sum(nonkey_ms)) / 1000.0,
+        wall_seconds=time.perf_counter() - wall_start,
+        frames=len(key_ms) + len(nonkey_ms),
+        key_ms=key_ms,
+        nonkey_ms=nonkey_ms,
+        sample_frame=sample_frame,
+    )
 
 
 def predict_labels(scores: torch.Tensor, size: tuple[int, int], method: VideoMethod, item: dict) -> torch.Tensor:
@@ -124,9 +137,9 @@ class SweepSettings:
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
 
 
-def row_label(method: str, preset: str, variant: str, default_variant: str, axis: str, value: int) -> str:
-    """A short, filesystem-safe name of a row, used for prediction folders and tables."""
-    parts = [method, preset] + ([variant] if variant != default_variant else []) + [f"{axis}{value}"]
+def row_label(method: str, preset: str, variant: str, default_variant: str, suffix: str | None = None) -> str:
+    """A short, filesystem-safe name of a row (``copy_segformer-tiny_k5``), for prediction folders and tables."""
+    parts = [method, preset] + ([variant] if variant != default_variant else []) + ([suffix] if suffix else [])
     return "_".join(parts)
 
 
@@ -202,7 +215,7 @@ def _run_method(
             log.info("skipping %s k=%d: finished row %s in %s", spec, interval, hash_, settings.output)
             rows.append(done)
             continue
-        label = row_label(method.name, method.preset, variant, type(method).variants[0], "k", interval)
+        label = row_label(method.name, method.preset, variant, type(method).variants[0], f"k{interval}")
         row = {
             "schema": "vssbench.result/1",
             "label": label,
@@ -211,7 +224,7 @@ def _run_method(
             "status": "ok",
             "error": None,
             "metrics": None,
-            "cost": {"params_m": _params_m(method)},
+            "cost": None,
             "timing": None,
             "predictions_dir": None,
             "checkpoint": checkpoint_info,
@@ -225,6 +238,8 @@ def _run_method(
                 raise prepare_error
             evaluation = evaluate(method, dataset, schedule, settings.evaluation, predictions)
             row["metrics"] = evaluation.metrics
+            latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [interval], method.uses_key_frames)
+            row["cost"] = cost_block(method, evaluation.sample_frame, [interval], latency)
             row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
                              "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames}
             row["predictions_dir"] = str(predictions) if predictions else None
@@ -245,6 +260,3 @@ def _resolution(dataset: VideoDataset) -> list[int] | str:
     scale = getattr(dataset, "keep_ratio_scale", None)
     return f"keep-ratio {scale[0]}x{scale[1]}" if scale else "native"
 
-
-def _params_m(method: VideoMethod) -> float:
-    return round(sum(p.numel() for p in method.parameters()) / 1e6, 4)

@@ -1,0 +1,116 @@
+"""Harness overhead, measured side by side in one run (`pytest tests/benchmarks --benchmark-only`).
+
+1. The streaming metric accumulators against a straightforward per-frame NumPy
+   implementation of the same metrics (confusion matrix by masked bincount; for VC, every
+   window that ends at the new frame recomputed from the kept frames), at 480x853.
+2. `bench run`'s wall time on the synthetic set against the summed time of the method's
+   own `step` calls (the rest is loading, metric updates and result writing).
+
+The ratios are stored in each benchmark's extra_info and printed.
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from vssbench.benchmark.metrics import SegmentationMetrics
+from vssbench.benchmark.results import load_rows
+from vssbench.cli import main
+
+HEIGHT, WIDTH, CLASSES, FRAMES = 480, 853, 124, 24
+
+
+class NaivePerFrameMetrics:
+    """The same metrics, computed per frame the obvious way with NumPy."""
+
+    def __init__(self) -> None:
+        self.matrix = np.zeros((CLASSES, CLASSES), np.int64)
+        self.targets, self.predictions, self.scores = [], [], {8: [], 16: []}
+
+    def update(self, prediction: np.ndarray, target: np.ndarray) -> None:
+        valid = target != 255
+        self.matrix += np.bincount(CLASSES * target[valid].astype(np.int64) + prediction[valid],
+                                   minlength=CLASSES**2).reshape(CLASSES, CLASSES)
+        self.targets.append(target)
+        self.predictions.append(prediction)
+        for n, scores in self.scores.items():
+            if len(self.targets) >= n:
+                start = len(self.targets) - n
+                common_t = np.ones(target.shape, bool)
+                common_p = np.ones(target.shape, bool)
+                for j in range(1, n):
+                    common_t &= self.targets[start] == self.targets[start + j]
+                    common_p &= self.predictions[start] == self.predictions[start + j]
+                scores.append((common_t & common_p).sum() / max(common_t.sum(), 1))
+
+
+def _video(seed: int):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, CLASSES, (HEIGHT // 16, WIDTH // 16 + 1)).repeat(16, 0).repeat(16, 1)[:HEIGHT, :WIDTH]
+    frames = []
+    for t in range(FRAMES):
+        target = np.roll(base, t, axis=1).astype(np.uint8)
+        prediction = np.where(rng.random(target.shape) < 0.05, rng.integers(0, CLASSES, target.shape), target)
+        frames.append((prediction.astype(np.uint8), target))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def video():
+    return _video(0)
+
+
+def _run_streaming(frames):
+    metrics = SegmentationMetrics(CLASSES)
+    for prediction, target in frames:
+        metrics.update(prediction, target)
+    metrics.end_video()
+    return metrics
+
+
+def _run_naive(frames):
+    metrics = NaivePerFrameMetrics()
+    for prediction, target in frames:
+        metrics.update(prediction, target)
+    return metrics
+
+
+def test_metric_accumulators_vs_naive_numpy(benchmark, video):
+    tensors = [(torch.from_numpy(p), torch.from_numpy(t)) for p, t in video]
+    naive_seconds = min(_timed(lambda: _run_naive(video)) for _ in range(3))
+    benchmark.pedantic(_run_streaming, args=(tensors,), rounds=3, iterations=1)
+    ours_seconds = benchmark.stats.stats.min
+    ratio = naive_seconds / ours_seconds
+    benchmark.extra_info.update(naive_ms_per_frame=1000 * naive_seconds / FRAMES,
+                                ours_ms_per_frame=1000 * ours_seconds / FRAMES, speedup=ratio)
+    print(f"\naccumulators: {1000 * ours_seconds / FRAMES:.2f} ms/frame, naive NumPy "
+          f"{1000 * naive_seconds / FRAMES:.2f} ms/frame: {ratio:.1f}x")
+    # The same numbers: the confusion matrices agree exactly.
+    assert np.array_equal(_run_streaming(tensors).confusion.matrix.numpy(), _run_naive(video).matrix)
+
+
+def test_bench_run_wall_time_vs_method_steps(benchmark, small_synthetic, tmp_path):
+    output = tmp_path / "rows.jsonl"
+    checkpoint_free = ["run", "--methods", "perframe:pspnet-tiny", "--data-root", str(small_synthetic),
+                       "--intervals", "1", "--train-iters", "5", "--cache-dir", str(tmp_path / "cache"),
+                       "--num-workers", "0"]
+    main(checkpoint_free + ["--output", str(tmp_path / "warm.jsonl")])  # trains and caches; not timed
+
+    def run_once():
+        output.unlink(missing_ok=True)
+        assert main(checkpoint_free + ["--output", str(output)]) == 0
+
+    benchmark.pedantic(run_once, rounds=1, iterations=1)
+    (row,) = load_rows(output)
+    ratio = row["timing"]["wall_seconds"] / row["timing"]["step_seconds"]
+    benchmark.extra_info.update(wall_over_steps=ratio, **row["timing"])
+    print(f"\nevaluation pass: wall {row['timing']['wall_seconds']:.2f} s, inside step "
+          f"{row['timing']['step_seconds']:.2f} s: wall/steps = {ratio:.2f}")
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started

@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from vssbench.benchmark.profiler import (
+    IGNORED_OPERATORS,
+    UnsupportedOperatorError,
+    average_over_clip,
+    cost_block,
+    count_flops,
+    latency_summary,
+    measure_latency,
+)
+from vssbench.methods.base import build_method
+
+
+def test_average_over_a_15_frame_clip():
+    # k=5: key frames 0, 5, 10 -> 3 key + 12 non-key.
+    assert average_over_clip(100.0, 10.0, 5) == pytest.approx((3 * 100 + 12 * 10) / 15)
+    assert average_over_clip(100.0, 10.0, 1) == 100.0
+    assert average_over_clip(100.0, 10.0, 10) == pytest.approx((2 * 100 + 13 * 10) / 15)
+
+
+@pytest.mark.parametrize("preset", ["segformer-tiny", "pspnet-tiny", "mask2former-tiny"])
+def test_conv_and_matmul_totals_agree_with_torch_flop_counter(preset):
+    """fvcore counts 1 per multiply-add, FlopCounterMode 2: the conv and matmul totals must differ by exactly 2x.
+
+    Scaled-dot-product attention is left out of the comparison: on CPU it runs a math path that
+    FlopCounterMode does not count; ``test_scaled_dot_product_attention_is_counted`` checks our handle by hand.
+    For Mask2Former the trace drops the auxiliary layers' class logits (computed for the training loss,
+    unused by the semantic map: 2 x 16 x 32 x 9 multiply-adds here), which FlopCounterMode counts.
+    """
+    torch.manual_seed(0)
+    method = build_method(f"perframe:{preset}", 8).eval()
+    frame = torch.randn(1, 3, 64, 96)
+    _, by_operator = count_flops(method, lambda: method.step(frame, True))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        method.step(frame, True)
+    torch_counts = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+    torch_conv = torch_counts.get("convolution", 0)
+    torch_matmul = sum(torch_counts.get(op, 0) for op in ("mm", "addmm", "bmm", "baddbmm"))
+    ours_conv = by_operator.get("conv", 0)
+    ours_matmul = sum(by_operator.get(op, 0) for op in ("linear", "matmul", "bmm", "einsum", "baddbmm", "addmm"))
+    assert ours_conv > 0 and 2 * ours_conv == torch_conv
+    unused_auxiliary_class_logits = 2 * 16 * 32 * 9 if preset == "mask2former-tiny" else 0
+    assert 2 * (ours_matmul + unused_auxiliary_class_logits) == pytest.approx(torch_matmul, rel=1e-4)
+    assert (ours_matmul > 0) == (preset != "pspnet-tiny")
+
+
+def test_scaled_dot_product_attention_is_counted():
+    q, k, v = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 12, 8), torch.randn(2, 4, 12, 6)
+    total, by_operator = count_flops(torch.nn.Module(), lambda: F.scaled_dot_product_attention(q, k, v))
+    assert total == 2 * 4 * 10 * 12 * (8 + 6)
+    assert by_operator == {"scaled_dot_product_attention": total}
+
+
+def test_grid_sample_is_counted():
+    image, grid = torch.randn(1, 3, 8, 8), torch.rand(1, 5, 7, 2) * 2 - 1
+    total, _ = count_flops(torch.nn.Module(), lambda: F.grid_sample(image, grid, align_corners=False))
+    assert total == 4 * 1 * 3 * 5 * 7  # bilinear: 4 per output value
+
+
+def test_unsupported_operator_fails_with_its_name():
+    x = torch.randn(4, 4)
+    assert "aten::erfinv" not in IGNORED_OPERATORS
+    with pytest.raises(UnsupportedOperatorError, match=r"aten::erfinv \(x1\)"):
+        count_flops(torch.nn.Module(), lambda: torch.erfinv(x.clamp(-0.5, 0.5)) @ x)
+
+
+@pytest.mark.parametrize("spec", ["perframe:segformer-tiny", "perframe:mask2former-tiny", "perframe:pspnet-tiny",
+                                  "copy:segformer-tiny", "copy:mask2former-tiny"])
+def test_every_registered_path_counts_without_unknown_operators(spec):
+    method = build_method(spec, 8)
+    block = cost_block(method, torch.randn(1, 3, 64, 96), [1, 5], latency=None)
+    assert block["gflops_key"] > 0
+    if spec.startswith("copy"):
+        assert block["gflops_nonkey"] == 0.0
+        assert block["gflops_avg"]["5"] == pytest.approx(block["gflops_key"] * 3 / 15, abs=1e-4)
+    else:
+        assert block["gflops_nonkey"] == block["gflops_key"]
+    assert block["params_by_component_m"]["segmentor"] == block["params_m"]
+    assert block["flop_counter"]["name"] == "fvcore"
+
+
+def test_latency_over_whole_key_interval_cycles():
+    method = build_method("copy:segformer-tiny", 8)
+    summary = measure_latency(method, torch.randn(1, 3, 64, 96), [1, 5], repeats=3, warmup=1)
+    assert summary["latency_ms_key"]["n"] == 3 and summary["latency_ms_nonkey"]["n"] == 12
+    assert summary["latency_ms_key"]["median"] > summary["latency_ms_nonkey"]["median"]
+    assert summary["fps"]["5"] > summary["fps"]["1"]
+
+
+def test_latency_summary_by_hand():
+    summary = latency_summary([10.0, 12.0, 14.0, 100.0], [1.0] * 8, [1, 4], uses_key_frames=True)
+    assert summary["latency_ms_key"]["median"] == 13.0
+    assert summary["latency_ms_key"]["iqr"] == pytest.approx(35.5 - 11.5)
+    assert summary["fps"]["1"] == pytest.approx(1000 / 13.0, abs=1e-3)
+    assert summary["fps"]["4"] == pytest.approx(1000 / ((13.0 + 3 * 1.0) / 4), abs=1e-3)
