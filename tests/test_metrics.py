@@ -74,7 +74,7 @@ def test_vc_window_score_by_hand():
     targets[2] = np.array([[0, 0, 1, 2]])
     predictions = [np.array([[0, 0, 1, 1]]) for _ in range(17)]
     predictions[1] = np.array([[1, 0, 1, 1]])
-    vc = VideoConsistency(8, "vspw")
+    vc = VideoConsistency((8,), "vspw")
     _feed(vc, targets, predictions)
     # Windows start at 0..8 (N - n = 9 of them). Windows 0 and 1 contain frame 2 -> G = 3 pixels;
     # windows 0 and 1 contain frame 1 as a later frame or as their start -> pixel 0 unstable in P.
@@ -82,35 +82,35 @@ def test_vc_window_score_by_hand():
     #   window 1: starts at frame 1 (pred pixel 0 = 1, later 0): G = {0,1,2}, P = {1,2,3} -> 2/3
     #   windows 2..8: G = all 4, P = all 4 -> 1
     expected = (2 / 3 + 2 / 3 + 7 * 1) / 9
-    assert vc.value() == pytest.approx(expected)
-    assert vc.score_count == 9
+    assert vc.value(8) == pytest.approx(expected)
+    assert vc.score_count[8] == 9
 
 
 def test_vc_short_video_is_skipped_in_vspw_protocol():
     frames = [np.zeros((2, 2), np.int64)] * 16
-    vc = VideoConsistency(8, "vspw")
+    vc = VideoConsistency((8,), "vspw")
     _feed(vc, frames, frames)
-    assert vc.score_count == 0 and math.isnan(vc.value())
-    paper = VideoConsistency(8, "paper")
+    assert vc.score_count[8] == 0 and math.isnan(vc.value(8))
+    paper = VideoConsistency((8,), "paper")
     _feed(paper, frames, frames)
-    assert paper.value() == 1.0 and paper.score_count == 1
+    assert paper.value(8) == 1.0 and paper.score_count[8] == 1
 
 
 def test_vc_video_shorter_than_window_has_no_window_in_paper_protocol():
     frames = [np.zeros((2, 2), np.int64)] * 5
-    vc = VideoConsistency(8, "paper")
+    vc = VideoConsistency((8,), "paper")
     _feed(vc, frames, frames)
-    assert math.isnan(vc.value())
+    assert math.isnan(vc.value(8))
 
 
 def test_vc_window_with_no_stable_ground_truth_is_nan_safe():
     # The ground truth alternates 0/1 in every pixel up to frame 8, then stays 0: windows 0..7 contain two
     # consecutive differing frames (|G| = 0, NaN), window 8 (frames 8..15) is stable and scores 1.
     targets = [np.full((1, 2), t % 2 if t < 9 else 0) for t in range(17)]
-    vc = VideoConsistency(8, "vspw")
+    vc = VideoConsistency((8,), "vspw")
     _feed(vc, targets, targets)
-    assert vc.score_count == 1
-    assert vc.value() == 1.0
+    assert vc.score_count[8] == 1
+    assert vc.value(8) == 1.0
 
 
 @pytest.mark.parametrize("protocol,reference", [("vspw", vc_vspw), ("paper", vc_paper)])
@@ -125,10 +125,10 @@ def test_vc_matches_reference_implementation_on_random_videos(protocol, referenc
         predictions = [np.where(rng.random(base.shape) < 0.15, rng.integers(0, 3, base.shape), base)
                        for _ in range(length)]
         videos.append((targets, predictions))
-    vc = VideoConsistency(n, protocol)
+    vc = VideoConsistency((n,), protocol)
     for targets, predictions in videos:
         _feed(vc, targets, predictions)
-    assert vc.value() == pytest.approx(reference(videos, n), rel=1e-12)
+    assert vc.value(n) == pytest.approx(reference(videos, n), rel=1e-12)
 
 
 def test_segmentation_metrics_match_reference_over_videos():

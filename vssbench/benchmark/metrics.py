@@ -17,14 +17,13 @@ Semantics follow DESIGN.md section 5 exactly:
 * VC_n, ``paper`` protocol: the formula as printed, N-n+1 windows per video (videos
   with N < n have none), the mean per video, then the mean over videos.
 
-The accumulators keep only a confusion matrix and, for VC, the last n label maps of
-the current video; everything runs on the device the predictions live on.
+The accumulators keep only a confusion matrix and, for VC, the previous frame and each
+pixel's last-change index; everything runs on the device the predictions live on.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Literal
 
 import torch
@@ -49,12 +48,15 @@ class ConfusionMatrix:
         """Add one batch of integer maps of equal shape; target 255 is ignored."""
         if prediction.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}")
-        valid = target != IGNORE_INDEX
-        target_valid = target[valid].to(torch.int64)
-        if target_valid.numel() and int(target_valid.max()) >= self.num_classes:
-            raise ValueError(f"target holds class {int(target_valid.max())} >= num_classes {self.num_classes}")
-        index = target_valid * self.num_classes + prediction[valid].to(torch.int64)
-        self.matrix += torch.bincount(index, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        classes = self.num_classes
+        # No masking: ignore pixels (target 255) index at 255*C and above, past the C x C block,
+        # and a target in C..254 would land between the two, which is checked below.
+        # int32 (not int64) indices: the widening conversion of uint8 maps dominates the cost on CPUs.
+        index = target.reshape(-1).to(torch.int32) * classes + prediction.reshape(-1).to(torch.int32)
+        counts = torch.bincount(index, minlength=classes * classes)
+        if counts.numel() > classes * classes and counts[classes * classes: IGNORE_INDEX * classes].any():
+            raise ValueError(f"target holds a class >= num_classes {classes} other than {IGNORE_INDEX}")
+        self.matrix += counts[: classes * classes].view(classes, classes)
 
     def iou(self) -> torch.Tensor:
         """Per-class IoU as float64; NaN where the union is empty."""
@@ -86,59 +88,71 @@ class ConfusionMatrix:
 
 
 class VideoConsistency:
-    """mVC_n over a stream of videos, one labelled frame at a time."""
+    """mVC_n for several window lengths over a stream of videos, one labelled frame at a time.
 
-    def __init__(self, window: int, protocol: VcProtocol = "vspw") -> None:
+    A window of frames i..i+n-1 is stable at a pixel iff the value never changes between
+    consecutive frames inside it (equal to frame i in every later frame is the same thing).
+    So instead of keeping n frames, each pixel's index of its last change is tracked, for
+    the ground truth and the prediction: G = last_change <= i. One pass per frame serves
+    every window length.
+    """
+
+    def __init__(self, windows: tuple[int, ...] = (8, 16), protocol: VcProtocol = "vspw") -> None:
         if protocol not in VC_PROTOCOLS:
             raise ValueError(f"unknown VC protocol {protocol!r}; expected one of {VC_PROTOCOLS}")
-        if window < 2:
-            raise ValueError(f"VC window must be at least 2 frames, got {window}")
-        self.window = window
+        if any(n < 2 for n in windows):
+            raise ValueError(f"VC windows must be at least 2 frames, got {windows}")
+        self.windows = tuple(windows)
         self.protocol = protocol
-        self._targets: deque[torch.Tensor] = deque(maxlen=window)
-        self._predictions: deque[torch.Tensor] = deque(maxlen=window)
-        self._video_scores: list[float] = []
+        self.score_sum = {n: 0.0 for n in windows}  # vspw: sum of window scores; paper: sum of per-video means
+        self.score_count = {n: 0 for n in windows}  # vspw: scored windows; paper: scored videos
+        self._start_video()
+
+    def _start_video(self) -> None:
         self._frames_in_video = 0
-        self.score_sum = 0.0  # vspw: sum of window scores; paper: sum of per-video means
-        self.score_count = 0  # vspw: number of scored windows; paper: number of scored videos
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_change: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._video_scores: dict[int, list[float]] = {n: [] for n in self.windows}
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add the next labelled frame (H, W) of the current video."""
-        self._targets.append(target)
-        self._predictions.append(prediction)
+        t = self._frames_in_video
+        if self._previous is None:
+            self._last_change = (torch.zeros(target.shape, dtype=torch.int32, device=target.device),
+                                 torch.zeros(prediction.shape, dtype=torch.int32, device=prediction.device))
+        else:
+            for last, current, previous in zip(self._last_change, (target, prediction), self._previous):
+                last.masked_fill_(current != previous, t)
+        self._previous = (target, prediction)
+        last_target, last_prediction = self._last_change
+        last_either = torch.maximum(last_target, last_prediction)  # stable in both iff neither changed
+        for n in self.windows:
+            if t >= n - 1:
+                start = t - n + 1
+                denominator = int((last_target <= start).sum())
+                stable_both = int((last_either <= start).sum())
+                self._video_scores[n].append(stable_both / denominator if denominator else math.nan)
         self._frames_in_video += 1
-        if len(self._targets) == self.window:
-            self._video_scores.append(self._window_score())
-
-    def _window_score(self) -> float:
-        targets = torch.stack(tuple(self._targets))
-        predictions = torch.stack(tuple(self._predictions))
-        stable_target = (targets[1:] == targets[0]).all(0)
-        stable_prediction = (predictions[1:] == predictions[0]).all(0)
-        denominator = int(stable_target.sum())
-        return int((stable_target & stable_prediction).sum()) / denominator if denominator else math.nan
 
     def end_video(self) -> None:
         """Close the current video: fold its window scores into the totals."""
-        scores, length = self._video_scores, self._frames_in_video
-        if self.protocol == "vspw":
-            if length >= VSPW_MIN_VIDEO_LENGTH:
-                counted = [s for s in scores[: length - self.window] if not math.isnan(s)]
-                self.score_sum += sum(counted)
-                self.score_count += len(counted)
-        else:
-            counted = [s for s in scores if not math.isnan(s)]
-            if counted:
-                self.score_sum += sum(counted) / len(counted)
-                self.score_count += 1
-        self._targets.clear()
-        self._predictions.clear()
-        self._video_scores = []
-        self._frames_in_video = 0
+        length = self._frames_in_video
+        for n, scores in self._video_scores.items():
+            if self.protocol == "vspw":
+                if length >= VSPW_MIN_VIDEO_LENGTH:
+                    counted = [s for s in scores[: length - n] if not math.isnan(s)]
+                    self.score_sum[n] += sum(counted)
+                    self.score_count[n] += len(counted)
+            else:
+                counted = [s for s in scores if not math.isnan(s)]
+                if counted:
+                    self.score_sum[n] += sum(counted) / len(counted)
+                    self.score_count[n] += 1
+        self._start_video()
 
-    def value(self) -> float:
+    def value(self, window: int) -> float:
         """mVC_n as a fraction in [0, 1]; NaN when no window was scored."""
-        return self.score_sum / self.score_count if self.score_count else math.nan
+        return self.score_sum[window] / self.score_count[window] if self.score_count[window] else math.nan
 
 
 class SegmentationMetrics:
@@ -157,20 +171,18 @@ class SegmentationMetrics:
         self.miou_mode = miou_mode
         self.vc_protocol = vc_protocol
         self.confusion = ConfusionMatrix(num_classes, device)
-        self.consistency = {n: VideoConsistency(n, vc_protocol) for n in vc_windows}
+        self.consistency = VideoConsistency(vc_windows, vc_protocol)
         self.frames = 0
         self.videos = 0
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add one labelled frame of the current video: integer maps (H, W)."""
         self.confusion.update(prediction, target)
-        for accumulator in self.consistency.values():
-            accumulator.update(prediction, target)
+        self.consistency.update(prediction, target)
         self.frames += 1
 
     def end_video(self) -> None:
-        for accumulator in self.consistency.values():
-            accumulator.end_video()
+        self.consistency.end_video()
         self.videos += 1
 
     def summary(self, class_names: tuple[str, ...]) -> dict:
@@ -179,7 +191,7 @@ class SegmentationMetrics:
         return {
             "miou": _percent(self.confusion.miou(self.miou_mode)),
             "wiou": _percent(self.confusion.wiou()),
-            **{f"mvc{n}": _percent(acc.value()) for n, acc in self.consistency.items()},
+            **{f"mvc{n}": _percent(self.consistency.value(n)) for n in self.consistency.windows},
             "pixel_accuracy": _percent(self.confusion.pixel_accuracy()),
             "miou_mode": self.miou_mode,
             "vc_protocol": self.vc_protocol,

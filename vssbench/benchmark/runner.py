@@ -111,11 +111,13 @@ def predict_labels(scores: torch.Tensor, size: tuple[int, int], method: VideoMet
     if scores.ndim != 4 or scores.shape[:2] != (1, method.num_classes):
         raise MethodError(f"{method.spec} returned scores of shape {tuple(scores.shape)} on {where}; "
                           f"expected (1, {method.num_classes}, H, W)")
-    if not torch.isfinite(scores).all():
+    # The sum is non-finite whenever an element is; the element-wise check runs only then.
+    if not torch.isfinite(scores.sum()) and not torch.isfinite(scores).all():
         raise MethodError(f"{method.spec} returned NaN or infinite scores on {where}")
     if scores.shape[-2:] != size:
         scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
-    return scores[0].argmax(0).to(torch.uint8)
+    # max(dim).indices equals argmax (the first maximal index) and is several times faster on CPUs.
+    return scores[0].max(0).indices.to(torch.uint8)
 
 
 def save_prediction(prediction: torch.Tensor, path: Path) -> None:
