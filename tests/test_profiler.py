@@ -97,3 +97,22 @@ def test_latency_summary_by_hand():
     assert summary["latency_ms_key"]["iqr"] == pytest.approx(35.5 - 11.5)
     assert summary["fps"]["1"] == pytest.approx(1000 / 13.0, abs=1e-3)
     assert summary["fps"]["4"] == pytest.approx(1000 / ((13.0 + 3 * 1.0) / 4), abs=1e-3)
+
+
+def test_bench_profile_writes_cost_rows(tmp_path, capsys):
+    from vssbench.benchmark.results import load_rows
+    from vssbench.cli import main
+
+    output = tmp_path / "profile.jsonl"
+    assert main(["profile", "--methods", "perframe:segformer-tiny,copy:segformer-tiny", "--resolution", "64x96",
+                 "--num-classes", "8", "--intervals", "1,5", "--repeats", "2", "--output", str(output)]) == 0
+    perframe, copy = load_rows(output)
+    for row in (perframe, copy):
+        cost = row["cost"]
+        assert set(cost) >= {"params_m", "params_by_component_m", "gflops_key", "gflops_nonkey", "gflops_avg",
+                             "latency_ms_key", "latency_ms_nonkey", "fps", "device", "flop_counter"}
+        assert cost["device"].startswith("CPU") and row["resolution"] == [64, 96]
+    assert copy["cost"]["gflops_avg"]["5"] < perframe["cost"]["gflops_avg"]["5"] == perframe["cost"]["gflops_key"]
+    out = capsys.readouterr().out
+    assert "GFLOPs avg k=5" in out and "Latency and FPS on CPU" in out
+    assert main(["profile", "--methods", "nope"]) == 2
