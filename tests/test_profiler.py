@@ -72,6 +72,18 @@ def test_unsupported_operator_fails_with_its_name():
                                   "copy:segformer-tiny", "copy:mask2former-tiny"])
 def test_every_registered_path_counts_without_unknown_operators(spec):
     method = build_method(spec, 8)
+    _check_cost_block(spec, method)
+
+
+@pytest.mark.parametrize("variant", ["query-based-flow", "optical-flow", "query-random", "query-learned",
+                                     "query-for-pf"])
+def test_every_mpvss_variant_counts_without_unknown_operators(variant):
+    method = build_method("mpvss:tiny", 8, variant)
+    block = cost_block(method, torch.randn(1, 3, 64, 96), [1, 5], latency=None)
+    assert 0 < block["gflops_nonkey"] < block["gflops_key"]
+
+
+def _check_cost_block(spec, method):
     block = cost_block(method, torch.randn(1, 3, 64, 96), [1, 5], latency=None)
     assert block["gflops_key"] > 0
     if spec.startswith("copy"):

@@ -75,7 +75,7 @@ IGNORED_OPERATORS: dict[str, str] = {
         "aten::floor", "aten::round", "aten::floor_divide", "aten::remainder", "aten::lerp")},
     **{op: _ACTIVATION for op in (
         "aten::relu", "aten::relu_", "aten::gelu", "aten::sigmoid", "aten::sigmoid_", "aten::softmax",
-        "aten::log_softmax", "aten::tanh", "aten::silu", "aten::hardtanh", "aten::leaky_relu", "aten::elu",
+        "aten::log_softmax", "aten::tanh", "aten::silu", "aten::hardtanh", "aten::leaky_relu", "aten::leaky_relu_", "aten::elu",
         "aten::dropout", "aten::feature_dropout", "aten::normalize")},
     **{op: _REDUCTION for op in (
         "aten::sum", "aten::mean", "aten::max", "aten::min", "aten::amax", "aten::argmax", "aten::max_pool2d",

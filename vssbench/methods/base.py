@@ -148,4 +148,5 @@ def build_method(spec: str, num_classes: int, variant: str | None = None) -> Vid
 
 def _import_all_methods() -> None:
     """Import the method modules so that their decorators fill the registry."""
+    import vssbench.methods.mpvss  # noqa: F401
     import vssbench.methods.perframe  # noqa: F401

@@ -182,20 +182,27 @@ class Mask2Former(ImageSegmentor):
         class_logits_per_layer: tuple[torch.Tensor, ...],
         mask_logits_per_layer: tuple[torch.Tensor, ...],
         label: torch.Tensor,
+        weights: tuple[float, float, float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Mask2Former's Hungarian-matched set loss (class CE + mask BCE + dice, deep supervision)."""
+        """Mask2Former's Hungarian-matched set loss with deep supervision over every decoder layer.
+
+        ``weights`` = (class, mask, dice); default the config's (2, 5, 5) as in Mask2Former.
+        """
+        class_weight, mask_weight, dice_weight = weights or (
+            self.config.class_weight, self.config.mask_weight, self.config.dice_weight)
         mask_labels, class_labels = semantic_to_set_targets(label)
         auxiliary = [
             {"masks_queries_logits": masks, "class_queries_logits": classes}
             for masks, classes in zip(mask_logits_per_layer[:-1], class_logits_per_layer[:-1])
         ]
-        terms = self.model.get_loss_dict(
-            mask_logits_per_layer[-1], class_logits_per_layer[-1], mask_labels, class_labels, auxiliary
+        terms = self.model.criterion(
+            masks_queries_logits=mask_logits_per_layer[-1], class_queries_logits=class_logits_per_layer[-1],
+            mask_labels=mask_labels, class_labels=class_labels, auxiliary_predictions=auxiliary,
         )
         return {
-            "class": sum(v for k, v in terms.items() if k.startswith("loss_cross_entropy")),
-            "mask": sum(v for k, v in terms.items() if k.startswith("loss_mask")),
-            "dice": sum(v for k, v in terms.items() if k.startswith("loss_dice")),
+            "class": class_weight * sum(v for k, v in terms.items() if k.startswith("loss_cross_entropy")),
+            "mask": mask_weight * sum(v for k, v in terms.items() if k.startswith("loss_mask")),
+            "dice": dice_weight * sum(v for k, v in terms.items() if k.startswith("loss_dice")),
         }
 
     def loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
