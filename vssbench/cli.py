@@ -120,7 +120,7 @@ def command_run(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda: no CUDA device is available on this machine")
     torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
-    train_set = load_dataset(args, "train") if args.dataset == "synthetic" and not checkpoints else None
+    train_set = load_dataset(args, "train") if args.dataset == "synthetic" else None
 
     def prepare(method):
         path = checkpoints.get(method.spec) or checkpoints.get("*")
@@ -139,7 +139,6 @@ def command_run(args: argparse.Namespace) -> int:
         variants=args.variants.split(",") if args.variants else None,
         output=args.output,
         predictions_dir=args.save_predictions,
-        checkpoints=checkpoints,
         seed=args.seed,
         overwrite=args.overwrite,
         evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode, vc_protocol=args.vc_protocol,

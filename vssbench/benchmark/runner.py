@@ -133,7 +133,6 @@ class SweepSettings:
     variants: list[str] | None = None  # None: each method's default variant
     output: Path = Path("results/run.jsonl")
     predictions_dir: Path | None = None
-    checkpoints: dict[str, Path] = field(default_factory=dict)  # method spec (or "*") -> checkpoint
     seed: int = 0
     overwrite: bool = False
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
