@@ -75,12 +75,13 @@ def test_every_registered_path_counts_without_unknown_operators(spec):
     _check_cost_block(spec, method)
 
 
-@pytest.mark.parametrize("variant", ["query-based-flow", "optical-flow", "query-random", "query-learned",
+@pytest.mark.parametrize("variant", ["query-based-flow", "copy", "optical-flow", "query-random", "query-learned",
                                      "query-for-pf"])
 def test_every_mpvss_variant_counts_without_unknown_operators(variant):
     method = build_method("mpvss:tiny", 8, variant)
     block = cost_block(method, torch.randn(1, 3, 64, 96), [1, 5], latency=None)
-    assert 0 < block["gflops_nonkey"] < block["gflops_key"]
+    assert block["gflops_nonkey"] < block["gflops_key"]
+    assert (block["gflops_nonkey"] == 0) == (variant == "copy")
 
 
 def _check_cost_block(spec, method):

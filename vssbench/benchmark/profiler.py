@@ -99,7 +99,9 @@ class _PathModule(torch.nn.Module):
         self.path = path
 
     def forward(self, _: torch.Tensor) -> torch.Tensor:
-        return self.path()
+        # A path may return a cached tensor unchanged (copy's non-key step); the tracer needs an
+        # output computed inside the trace, and a clone costs no FLOPs.
+        return self.path().clone()
 
 
 def count_flops(owner: torch.nn.Module, path: Callable[[], torch.Tensor]) -> tuple[int, dict[str, int]]:

@@ -81,5 +81,6 @@ class KeyFrameCopy(_SegmentorMethod):
         return self._key_scores
 
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        scores = self.segmentor(frame)
-        return {"key": lambda: self.segmentor(frame), "nonkey": lambda: scores.clone()}
+        self.reset()
+        self.step(frame, True)
+        return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
