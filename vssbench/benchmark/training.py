@@ -192,11 +192,12 @@ def ensure_trained(
     Returns the checkpoint that now describes the method's weights.
     """
     cache_dir = Path(cache_dir)
-    suffix = "" if iterations is None else f"-it{iterations}"
-    segmentor_path = cache_dir / f"perframe-{method.segmentor_preset}-s{seed}{suffix}.pt"
+    segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
+    # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights.
+    segmentor_iterations = iterations or segmentor_method.recipe.iterations
+    segmentor_path = cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
     if not segmentor_path.is_file():
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
-        segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         report = train(segmentor_method, train_set, iterations, seed, device)
         save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
@@ -204,7 +205,8 @@ def ensure_trained(
     load_checkpoint(method, segmentor_path, allow_missing_prefixes=own)
     if not own:
         return segmentor_path
-    method_path = cache_dir / f"{method.name}-{method.preset}-{method.variant}-s{seed}{suffix}.pt"
+    method_iterations = iterations or method.recipe.iterations
+    method_path = cache_dir / f"{method.name}-{method.preset}-{method.variant}-s{seed}-it{method_iterations}.pt"
     if method_path.is_file():
         load_checkpoint(method, method_path)
         return method_path

@@ -199,7 +199,7 @@ class MPVSS(VideoMethod):
     }
     default_preset = "tiny"
     variants = VARIANTS
-    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=500, batch_size=8, learning_rate=1e-3)
+    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=1000, batch_size=8, learning_rate=1e-3)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, motion: dict,
                  flownet: dict) -> None:
