@@ -33,7 +33,7 @@ def _int_list(text: str, argument: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
+        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10") from None
     if not values or any(v < 1 for v in values):
         raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
     return values
@@ -43,7 +43,7 @@ def _size(text: str, argument: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise UsageError(f"{argument} {text!r}: expected HEIGHTxWIDTH, e.g. 128x224")
+        raise UsageError(f"{argument} {text!r}: expected HEIGHTxWIDTH, e.g. 128x224") from None
     if height < 16 or width < 16:
         raise UsageError(f"{argument} {text!r}: both sides must be at least 16 pixels")
     return height, width

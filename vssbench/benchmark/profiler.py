@@ -184,7 +184,7 @@ def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[in
     for repeat in range(warmup + repeats):
         method.reset()
         for t in range(cycle):
-            elapsed = _timed(lambda: method.step(frame, t == 0), device)
+            elapsed = _timed(lambda is_key=t == 0: method.step(frame, is_key), device)
             if repeat >= warmup:
                 (key_ms if t == 0 else nonkey_ms).append(elapsed)
     method.reset()

@@ -101,7 +101,7 @@ def load_rows(path: str | Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one result row per line")
+                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one result row per line") from None
     return rows
 
 
