@@ -155,3 +155,18 @@ def test_list_and_data_commands(tmp_path, capsys):
     assert len(list((tmp_path / "d/data/val_0000/mask").glob("*.png"))) == 3
     meta = json.loads((tmp_path / "d/meta.json").read_text())
     assert meta["spec"]["height"] == 32
+
+
+def test_vspw_run_resizes_inputs_and_scores_at_label_resolution(small_synthetic, tmp_path):
+    root = _vspw_copy(small_synthetic, tmp_path)
+    weights = save_checkpoint(build_method("perframe:segformer-tiny", 124), tmp_path / "w.pt")
+    output = tmp_path / "rows.jsonl"
+    assert main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),
+                 "--max-videos", "1", "--checkpoint", str(weights), "--output", str(output),
+                 "--save-predictions", str(tmp_path / "pred"), "--num-workers", "0"]) == 0
+    (row,) = load_rows(output)
+    assert row["resolution"] == "keep-ratio 480x853" and row["metrics"]["frames_evaluated"] == 20
+    assert len(row["metrics"]["per_class_iou"]) == 124
+    assert row["cost"]["flop_resolution"] == [480, 720]  # 64x96 scaled into 480x853 keeping the ratio
+    png = np.asarray(Image.open(tmp_path / "pred" / row["label"] / "val_0000" / "00000000.png"))
+    assert png.shape == (64, 96) and png.max() < 124
