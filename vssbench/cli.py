@@ -64,6 +64,29 @@ def _checkpoints(values: list[str] | None, specs: list[str]) -> dict[str, Path]:
     return mapping
 
 
+def _specs(text: str) -> list[str]:
+    """Comma-separated METHOD[:PRESET] specs, each checked against the registry."""
+    from vssbench.methods.base import parse_spec
+
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    for spec in specs:
+        parse_spec(spec)
+    return specs
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available on this machine")
+
+
+def _exit_code(rows: list[dict]) -> int:
+    """Name each failed row on stderr; exit 1 if any failed."""
+    failed = [r for r in rows if r["status"] != "ok"]
+    for row in failed:
+        print(f"FAILED {row['label']}: {row['error']}", file=sys.stderr)
+    return EXIT_ROWS_FAILED if failed else 0
+
+
 def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) -> None:
     parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
                         help="dataset to use (default: synthetic, generated on first use into the cache)")
@@ -109,15 +132,11 @@ def _checkpoint_cache(args: argparse.Namespace, dataset: VideoDataset) -> Path:
 def command_run(args: argparse.Namespace) -> int:
     from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
     from vssbench.benchmark.training import ensure_trained, load_checkpoint
-    from vssbench.methods.base import parse_spec
 
-    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
-    for spec in specs:
-        parse_spec(spec)
+    specs = _specs(args.methods)
     intervals = _int_list(args.intervals, "--intervals")
     checkpoints = _checkpoints(args.checkpoint, specs)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available on this machine")
+    _check_device(args.device)
     torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
     train_set = load_dataset(args, "train") if args.dataset == "synthetic" else None
@@ -147,10 +166,7 @@ def command_run(args: argparse.Namespace) -> int:
     rows = run_sweep(settings, dataset, prepare)
     print(markdown_table(rows))
     print(f"\n{len(rows)} rows in {args.output}")
-    failed = [r for r in rows if r["status"] != "ok"]
-    for row in failed:
-        print(f"FAILED {row['label']}: {row['error']}", file=sys.stderr)
-    return EXIT_ROWS_FAILED if failed else 0
+    return _exit_code(rows)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -203,7 +219,7 @@ def command_profile(args: argparse.Namespace) -> int:
     from vssbench.benchmark.profiler import cost_block, measure_latency
     from vssbench.benchmark.results import ResultFile, config_hash, environment
     from vssbench.benchmark.runner import row_label
-    from vssbench.methods.base import build_method, parse_spec
+    from vssbench.methods.base import build_method
 
     if args.fidelity:
         report = fidelity_report(progress=True)
@@ -212,13 +228,10 @@ def command_profile(args: argparse.Namespace) -> int:
         (args.report_dir / "fidelity.md").write_text(report)
         print(f"\nwrote {args.report_dir / 'fidelity.md'}")
         return 0
-    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
-    for spec in specs:
-        parse_spec(spec)
+    specs = _specs(args.methods)
     height, width = _size(args.resolution, "--resolution")
     intervals = _int_list(args.intervals, "--intervals")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available on this machine")
+    _check_device(args.device)
     results = ResultFile(args.output)
     rows = []
     for spec in specs:
@@ -240,10 +253,7 @@ def command_profile(args: argparse.Namespace) -> int:
         results.put(row)
         rows.append(row)
     print(cost_table(rows, intervals))
-    failed = [r for r in rows if r["status"] != "ok"]
-    for row in failed:
-        print(f"FAILED {row['label']}: {row['error']}", file=sys.stderr)
-    return EXIT_ROWS_FAILED if failed else 0
+    return _exit_code(rows)
 
 
 def cost_table(rows: list[dict], intervals: list[int]) -> str:

@@ -13,7 +13,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from vssbench.benchmark.profiler import average_over_clip, method_flops, parameter_breakdown, published_numbers
-from vssbench.methods.base import SpecError, build_method, parse_spec
+from vssbench.methods.base import SpecError, VideoMethod, build_method, parse_spec
 
 # Why a measured number can differ from the published one, by spec; shown under the table.
 NOTES = {
@@ -34,12 +34,22 @@ def _relative(ours: float, published: float | None) -> str:
     return f"{100.0 * (ours - published) / published:+.1f}%"
 
 
+def _size_text(resolution: list[int]) -> str:
+    return "x".join(map(str, resolution))
+
+
+def _measure(method: VideoMethod, resolution: list[int]) -> dict[str, float]:
+    """GFLOPs of both paths at ``resolution`` and their average at interval 5."""
+    flops = method_flops(method, torch.randn(1, 3, *resolution))
+    return {**flops, "gflops_avg_k5": average_over_clip(flops["gflops_key"], flops["gflops_nonkey"], 5)}
+
+
 def fidelity_rows(progress: bool = False) -> list[dict]:
     """One comparison per published entry: ours vs published parameters and GFLOPs."""
     rows = []
     entries = published_numbers()["entries"]
     for entry in tqdm(entries, desc="fidelity", disable=None if progress else True):
-        row = {"spec": entry["spec"], "resolution": "x".join(map(str, entry["resolution"])),
+        row = {"spec": entry["spec"], "resolution": _size_text(entry["resolution"]),
                "num_classes": entry["num_classes"], "source": entry["source"], "entry": entry}
         try:
             parse_spec(entry["spec"])
@@ -50,15 +60,12 @@ def fidelity_rows(progress: bool = False) -> list[dict]:
         torch.manual_seed(0)
         method = build_method(entry["spec"], entry["num_classes"])
         params, components = parameter_breakdown(method)
-        flops = method_flops(method, torch.randn(1, 3, *entry["resolution"]))
-        row.update(status="ok", params_m=params, components=components, **flops,
-                   gflops_avg_k5=average_over_clip(flops["gflops_key"], flops["gflops_nonkey"], 5))
+        row.update(status="ok", params_m=params, components=components, **_measure(method, entry["resolution"]))
         rows.append(row)
         if entry.get("padded_resolution"):
-            padded = method_flops(method, torch.randn(1, 3, *entry["padded_resolution"]))
             rows.append({**row, "spec": f"{entry['spec']} with official padding",
-                         "resolution": "x".join(map(str, entry["padded_resolution"])), **padded,
-                         "gflops_avg_k5": average_over_clip(padded["gflops_key"], padded["gflops_nonkey"], 5)})
+                         "resolution": _size_text(entry["padded_resolution"]),
+                         **_measure(method, entry["padded_resolution"])})
     return rows
 
 
@@ -69,7 +76,7 @@ def fidelity_report(progress: bool = False) -> str:
         entry = row["entry"]
         if row["status"] != "ok":
             table.append([row["spec"], row["resolution"], row["num_classes"], "-", entry.get("params_m"), "-", "-",
-                          "-", "-", row["status"]])
+                          row["status"]])
             continue
         comparisons = [("params (M)", row["params_m"], entry.get("params_m"))]
         if entry.get("gflops") is not None:
@@ -83,9 +90,9 @@ def fidelity_report(progress: bool = False) -> str:
                                 entry["component_params_m"]))
         for quantity, ours, published in comparisons:
             table.append([row["spec"], row["resolution"], row["num_classes"], quantity, published, round(ours, 2),
-                          _relative(ours, published), "", "", "ok"])
-    headers = ["spec", "resolution", "classes", "quantity", "published", "ours", "difference", "", "", "status"]
-    body = tabulate([r[:7] + [r[9]] for r in table], headers=headers[:7] + ["status"], tablefmt="github")
+                          _relative(ours, published), "ok"])
+    headers = ["spec", "resolution", "classes", "quantity", "published", "ours", "difference", "status"]
+    body = tabulate(table, headers=headers, tablefmt="github")
     sources = "\n".join(f"- `{e['spec']}`: {e['source']}" for e in published_numbers()["entries"])
     notes = "\n".join(f"- `{spec}`: {text}" for spec, text in NOTES.items())
     return (

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from vssbench.datasets.base import VideoDataset
 from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
 from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
+from vssbench.methods.perframe import segmentor_recipe
 
 log = logging.getLogger("vssbench")
 CHECKPOINT_FORMAT = "vssbench-checkpoint/1"
@@ -192,12 +193,12 @@ def ensure_trained(
     Returns the checkpoint that now describes the method's weights.
     """
     cache_dir = Path(cache_dir)
-    segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
     # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights.
-    segmentor_iterations = iterations or segmentor_method.recipe.iterations
+    segmentor_iterations = iterations or segmentor_recipe(method.segmentor_preset).iterations
     segmentor_path = cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
     if not segmentor_path.is_file():
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
+        segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         report = train(segmentor_method, train_set, iterations, seed, device)
         save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)

@@ -96,9 +96,15 @@ class VideoMethod(nn.Module, abc.ABC):
         """The method's training objective on a batch of ``frames`` (B, T, 3, H, W) and
         ``labels`` (B, T, H, W); returns named terms that sum to the loss."""
 
-    @abc.abstractmethod
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        """Callables that run one key and one non-key step on ``frame``, for FLOP counting."""
+        """Callables that run one key and one non-key step on ``frame``, for FLOP counting.
+
+        A key step runs first so that the non-key path finds the temporal state it needs;
+        a method whose paths are not plain ``step`` calls overrides this.
+        """
+        self.reset()
+        self.step(frame, True)
+        return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """What this method's training stage updates (all parameters unless a method says otherwise)."""

@@ -35,7 +35,6 @@ batch-norm statistics stay fixed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -261,8 +260,3 @@ class MPVSS(VideoMethod):
             warped_layers = tuple(warp_masks(masks, flows) for masks in output.mask_logits_per_layer)
         return self.segmentor.set_loss(output.class_logits_per_layer, warped_layers, batch["labels"][:, 1],
                                        weights=MPVSS_LOSS_WEIGHTS)
-
-    def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        self.reset()
-        self.step(frame, True)
-        return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}

@@ -10,18 +10,22 @@ Both train nothing of their own: their training stage is the segmentor's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 
 from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
 from vssbench.methods.segmentors import SEGMENTORS, build_segmentor
 
-SEGMENTOR_RECIPES = {
+SEGMENTOR_RECIPES = {  # by segmentor family, the prefix of the preset name
     "segformer": TrainingRecipe(iterations=600, batch_size=8, learning_rate=2e-3),
     "mask2former": TrainingRecipe(iterations=600, batch_size=8, learning_rate=1e-3),
     "pspnet": TrainingRecipe(iterations=600, batch_size=8, learning_rate=2e-3),
 }
+
+
+def segmentor_recipe(preset: str) -> TrainingRecipe:
+    """The synthetic training schedule of an image segmentor preset."""
+    return SEGMENTOR_RECIPES[preset.split("-")[0]]
 
 
 class _SegmentorMethod(VideoMethod):
@@ -40,7 +44,7 @@ class _SegmentorMethod(VideoMethod):
 
     @property
     def recipe(self) -> TrainingRecipe:  # type: ignore[override]
-        return SEGMENTOR_RECIPES[self.preset.split("-")[0]]
+        return segmentor_recipe(self.preset)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, labels = batch["frames"].flatten(0, 1), batch["labels"].flatten(0, 1)
@@ -59,10 +63,6 @@ class PerFrame(_SegmentorMethod):
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
         return self.segmentor(frame)
 
-    def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        run = lambda: self.segmentor(frame)  # noqa: E731
-        return {"key": run, "nonkey": run}
-
 
 @register_method("copy")
 class KeyFrameCopy(_SegmentorMethod):
@@ -79,8 +79,3 @@ class KeyFrameCopy(_SegmentorMethod):
         if is_key or self._key_scores is None:
             self._key_scores = self.segmentor(frame)
         return self._key_scores
-
-    def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        self.reset()
-        self.step(frame, True)
-        return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
