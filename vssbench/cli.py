@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")
-    run.add_argument("--num-workers", type=int, default=1, help="DataLoader workers for frame loading (default: 1)")
+    run.add_argument("--num-workers", type=int, help="DataLoader workers for frame loading (default: 0 on cpu, "
+                                                     "where workers would compete with the method for cores; 2 on cuda)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     run.set_defaults(handler=command_run)
 

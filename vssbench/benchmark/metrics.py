@@ -18,7 +18,7 @@ Semantics follow DESIGN.md section 5 exactly:
   with N < n have none), the mean per video, then the mean over videos.
 
 The accumulators keep only a confusion matrix and, for VC, the previous frame and each
-pixel's last-change index; everything runs on the device the predictions live on.
+pixel's frames-since-last-change; everything runs on the device the predictions live on.
 """
 
 from __future__ import annotations
@@ -43,17 +43,23 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # One joint index per pixel, target * C + prediction. The ignore value 255 indexes at
+        # 255 * C and above, past the C x C block, so no masking pass is needed. int16 halves
+        # the memory traffic of int32 whenever 256 * C fits.
+        self._index_dtype = torch.int16 if 256 * num_classes <= 2**15 else torch.int32
+        self._index: torch.Tensor | None = None  # reused across frames: no allocation per frame
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one batch of integer maps of equal shape; target 255 is ignored."""
+        """Add integer maps of equal shape: predictions in 0..C-1, targets in 0..C-1 or 255 (ignored)."""
         if prediction.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}")
         classes = self.num_classes
-        # No masking: ignore pixels (target 255) index at 255*C and above, past the C x C block,
-        # and a target in C..254 would land between the two, which is checked below.
-        # int32 (not int64) indices: the widening conversion of uint8 maps dominates the cost on CPUs.
-        index = target.reshape(-1).to(torch.int32) * classes + prediction.reshape(-1).to(torch.int32)
+        if self._index is None or self._index.numel() != target.numel() or self._index.device != target.device:
+            self._index = torch.empty(target.numel(), dtype=self._index_dtype, device=target.device)
+        index = self._index
+        index.copy_(target.reshape(-1)).mul_(classes).add_(prediction.reshape(-1))
         counts = torch.bincount(index, minlength=classes * classes)
+        # A target in C..254 lands between the C x C block and the ignore block.
         if counts.numel() > classes * classes and counts[classes * classes: IGNORE_INDEX * classes].any():
             raise ValueError(f"target holds a class >= num_classes {classes} other than {IGNORE_INDEX}")
         self.matrix += counts[: classes * classes].view(classes, classes)
@@ -92,45 +98,73 @@ class VideoConsistency:
 
     A window of frames i..i+n-1 is stable at a pixel iff the value never changes between
     consecutive frames inside it (equal to frame i in every later frame is the same thing).
-    So instead of keeping n frames, each pixel's index of its last change is tracked, for
-    the ground truth and the prediction: G = last_change <= i. One pass per frame serves
-    every window length.
+    So instead of keeping n frames, each pixel's age (frames since its last change, capped
+    at the longest window) is tracked for the ground truth (G) and for "ground truth or
+    prediction" (G and P): the window ending at the current frame is stable iff age >= n-1.
+    One pass per frame serves every window length; the work buffers are allocated once per
+    frame size, because on CPUs fresh allocations of frame-sized tensors cost more than
+    the arithmetic.
     """
 
     def __init__(self, windows: tuple[int, ...] = (8, 16), protocol: VcProtocol = "vspw") -> None:
         if protocol not in VC_PROTOCOLS:
             raise ValueError(f"unknown VC protocol {protocol!r}; expected one of {VC_PROTOCOLS}")
-        if any(n < 2 for n in windows):
-            raise ValueError(f"VC windows must be at least 2 frames, got {windows}")
+        if any(n < 2 or n > 256 for n in windows):
+            raise ValueError(f"VC windows must be 2 to 256 frames, got {windows}")
         self.windows = tuple(windows)
         self.protocol = protocol
         self.score_sum = {n: 0.0 for n in windows}  # vspw: sum of window scores; paper: sum of per-video means
         self.score_count = {n: 0 for n in windows}  # vspw: scored windows; paper: scored videos
+        self._age_cap = max(windows) - 1  # uint8 ages never overflow
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._thresholds: dict[int, torch.Tensor] = {}
         self._start_video()
 
     def _start_video(self) -> None:
         self._frames_in_video = 0
-        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._last_change: tuple[torch.Tensor, torch.Tensor] | None = None
         self._video_scores: dict[int, list[float]] = {n: [] for n in self.windows}
+
+    def _allocate(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        kinds = {"previous_target": target.dtype, "previous_prediction": prediction.dtype, "age_target": torch.uint8,
+                 "age_both": torch.uint8, "same_target": torch.bool, "same_both": torch.bool, "stable": torch.bool}
+        reusable = self._buffers and all(
+            self._buffers[name].dtype == dtype and self._buffers[name].shape == target.shape
+            and self._buffers[name].device == target.device for name, dtype in kinds.items())
+        if not reusable:
+            self._buffers = {name: torch.empty(target.shape, dtype=dtype, device=target.device)
+                             for name, dtype in kinds.items()}
+            # Comparisons against a full tensor take the vectorised kernels; a scalar does not (on CPUs).
+            self._thresholds = {n: torch.full(target.shape, n - 1, dtype=torch.uint8, device=target.device)
+                                for n in self.windows}
+        return self._buffers
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add the next labelled frame (H, W) of the current video."""
         t = self._frames_in_video
-        if self._previous is None:
-            self._last_change = (torch.zeros(target.shape, dtype=torch.int32, device=target.device),
-                                 torch.zeros(prediction.shape, dtype=torch.int32, device=prediction.device))
+        if t > 0 and self._buffers["age_target"].shape != target.shape:
+            raise ValueError(f"frame {t} of a video has size {tuple(target.shape)}, the frames before "
+                             f"{tuple(self._buffers['age_target'].shape)}; VC needs one size per video")
+        buffers = self._allocate(prediction, target)
+        previous_target, previous_prediction = buffers["previous_target"], buffers["previous_prediction"]
+        age_target, age_both = buffers["age_target"], buffers["age_both"]
+        if t == 0:
+            age_target.zero_()
+            age_both.zero_()
         else:
-            for last, current, previous in zip(self._last_change, (target, prediction), self._previous):
-                last.masked_fill_(current != previous, t)
-        self._previous = (target, prediction)
-        last_target, last_prediction = self._last_change
-        last_either = torch.maximum(last_target, last_prediction)  # stable in both iff neither changed
+            same_target, same_both = buffers["same_target"], buffers["same_both"]
+            torch.eq(target, previous_target, out=same_target)
+            torch.eq(prediction, previous_prediction, out=same_both)
+            same_both &= same_target
+            # age <- min(age + 1, cap) where unchanged, 0 where changed
+            age_target.add_(1).clamp_(max=self._age_cap).mul_(same_target)
+            age_both.add_(1).clamp_(max=self._age_cap).mul_(same_both)
+        previous_target.copy_(target)
+        previous_prediction.copy_(prediction)
+        stable = buffers["stable"]
         for n in self.windows:
             if t >= n - 1:
-                start = t - n + 1
-                denominator = int((last_target <= start).sum())
-                stable_both = int((last_either <= start).sum())
+                denominator = int(torch.ge(age_target, self._thresholds[n], out=stable).sum(dtype=torch.int32))
+                stable_both = int(torch.ge(age_both, self._thresholds[n], out=stable).sum(dtype=torch.int32))
                 self._video_scores[n].append(stable_both / denominator if denominator else math.nan)
         self._frames_in_video += 1
 

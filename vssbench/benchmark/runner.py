@@ -40,7 +40,9 @@ class EvaluationOptions:
     device: str = "cpu"
     miou_mode: str = "vspw"
     vc_protocol: str = "vspw"
-    num_workers: int = 1
+    # None: 0 on a CPU device, where loader processes take cores from the method and inflate its
+    # step time (measured on 2 cores: +40% step time for 0.4 s of loading saved); 2 on CUDA.
+    num_workers: int | None = None
     progress: bool = True
 
 
@@ -72,7 +74,9 @@ def evaluate(
     device = torch.device(options.device)
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
-    loader = torch.utils.data.DataLoader(FrameStream(dataset), batch_size=None, num_workers=options.num_workers)
+    workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
+    loader = torch.utils.data.DataLoader(FrameStream(dataset), batch_size=None, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = f"{method.spec} k={schedule.interval}" if method.uses_key_frames else method.spec
     for item in tqdm(loader, desc=description, unit="frame", disable=None if options.progress else True, leave=False):

@@ -115,7 +115,7 @@ class FrameStream(torch.utils.data.Dataset):
 
     Items are dicts with the video name, frame index and stem, the normalised
     image at the dataset's input size, and the label map at its own resolution
-    (an empty tensor for unlabelled frames).
+    (uint8; an empty tensor for unlabelled frames).
     """
 
     def __init__(self, dataset: VideoDataset, videos: list[Video] | None = None) -> None:
@@ -138,9 +138,9 @@ class FrameStream(torch.utils.data.Dataset):
                     f"mask {record.mask} is {label.shape[1]}x{label.shape[0]} but its frame {record.image} "
                     f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
                 )
-            label_tensor = torch.from_numpy(label.astype(np.int64))
+            label_tensor = torch.from_numpy(label.astype(np.uint8, copy=False))
         else:
-            label_tensor = torch.empty(0, dtype=torch.int64)
+            label_tensor = torch.empty(0, dtype=torch.uint8)
         image = resize_image(image, self.dataset.target_size(*image.shape[:2]))
         return {
             "video": video.name,

@@ -37,7 +37,11 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W), normalised with the ImageNet statistics."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (tensor - mean) / std
+    # channels first while still uint8 (a quarter of the bytes to move), then to float
+    tensor = torch.from_numpy(np.array(image, copy=not image.flags.writeable)).permute(2, 0, 1).contiguous().float()
+    # (x / 255 - mean) / std, as one subtraction and one multiplication in place
+    return tensor.sub_(_PIXEL_MEAN).mul_(_PIXEL_SCALE)
+
+
+_PIXEL_MEAN = 255.0 * torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_PIXEL_SCALE = 1.0 / (255.0 * torch.tensor(IMAGENET_STD).view(3, 1, 1))
