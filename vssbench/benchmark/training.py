@@ -204,10 +204,10 @@ def ensure_trained(
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     own = own_parameter_prefixes(method)
     load_checkpoint(method, segmentor_path, allow_missing_prefixes=own)
-    if not own:
+    if not method.has_own_training_stage:
         return segmentor_path
     method_iterations = iterations or method.recipe.iterations
-    method_path = cache_dir / f"{method.name}-{method.preset}-{method.variant}-s{seed}-it{method_iterations}.pt"
+    method_path = cache_dir / f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}-it{method_iterations}.pt"
     if method_path.is_file():
         load_checkpoint(method, method_path)
         return method_path

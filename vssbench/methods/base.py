@@ -67,6 +67,7 @@ class VideoMethod(nn.Module, abc.ABC):
     variants: ClassVar[tuple[str, ...]] = ("default",)
     uses_key_frames: ClassVar[bool] = True  # False: the key-frame interval does not change the output
     recipe: ClassVar[TrainingRecipe] = TrainingRecipe()
+    has_own_training_stage: ClassVar[bool] = True  # False: training it is training its segmentor
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:
         super().__init__()
@@ -77,6 +78,12 @@ class VideoMethod(nn.Module, abc.ABC):
     @property
     def spec(self) -> str:
         return f"{self.name}:{self.preset}"
+
+    @property
+    def checkpoint_variant(self) -> str:
+        """The variant whose trained weights this one uses (variants that differ only at
+        inference share them)."""
+        return self.variant
 
     @property
     def segmentor_preset(self) -> str | None:
@@ -156,3 +163,4 @@ def _import_all_methods() -> None:
     """Import the method modules so that their decorators fill the registry."""
     import vssbench.methods.mpvss  # noqa: F401
     import vssbench.methods.perframe  # noqa: F401
+    import vssbench.methods.tfc  # noqa: F401

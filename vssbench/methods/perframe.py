@@ -33,6 +33,7 @@ class _SegmentorMethod(VideoMethod):
 
     presets = {name: {} for name in SEGMENTORS}
     default_preset = "segformer-tiny"
+    has_own_training_stage = False
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:
         super().__init__(preset, variant, num_classes)

@@ -1,0 +1,153 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vssbench.benchmark.profiler import count_flops
+from vssbench.benchmark.training import TrainingClips
+from vssbench.datasets.synthetic import load_synthetic
+from vssbench.methods.base import build_method
+from vssbench.methods.msda import MultiScaleDeformableAttention, pixel_centres
+from vssbench.methods.tfc import (
+    VARIANTS,
+    cosine_similarity_map,
+    focal_consistency_loss,
+    unit_features,
+)
+
+
+def _pyramid(batch: int, dim: int, sizes=((12, 20), (6, 10), (3, 5), (2, 3))) -> list[torch.Tensor]:
+    return [torch.randn(batch, dim, h, w) for h, w in sizes]
+
+
+def test_deformable_attention_samples_pixel_centres_exactly():
+    """Zero offsets, uniform weights and identity projections: each query returns the mean
+    over levels of the value pixels that contain its reference point."""
+    attention = MultiScaleDeformableAttention(dim=4, heads=2, levels=2, points=3)
+    with torch.no_grad():
+        attention.sampling_offsets.bias.zero_()
+        for layer in (attention.value_proj, attention.output_proj):
+            layer.weight.copy_(torch.eye(4))
+            layer.bias.zero_()
+    fine, coarse = torch.randn(1, 4, 4, 6), torch.randn(1, 4, 2, 3)
+    references = pixel_centres(4, 6)  # every fine pixel
+    values = [attention.project_values(fine), attention.project_values(coarse)]
+    output = attention(torch.randn(1, 24, 4), references[None], values)[0]
+    # Fine pixel (y, x) is inside coarse pixel (y // 2, x // 2); bilinear sampling at the
+    # fine centre mixes coarse pixels, so compare with grid_sample's own answer for the coarse level.
+    grid = (2 * references - 1).view(1, 4, 6, 2)
+    coarse_at_centres = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    expected = (fine + coarse_at_centres)[0].flatten(1).t() / 2
+    torch.testing.assert_close(output, expected)
+
+
+def test_sparse_deformable_attention_equals_dense_on_the_selected_points():
+    torch.manual_seed(0)
+    attention = MultiScaleDeformableAttention(dim=16, heads=4, levels=4, points=4)
+    with torch.no_grad():
+        attention.sampling_offsets.weight.normal_(std=0.5)  # query-dependent offsets and weights
+        attention.attention_weights.weight.normal_(std=0.5)
+    values = [attention.project_values(level) for level in _pyramid(1, 16)]
+    queries, references = torch.randn(1, 240, 16), pixel_centres(12, 20)[None]
+    dense = attention(queries, references, values)
+    selected = torch.tensor([3, 17, 18, 100, 239])
+    sparse = attention(queries[:, selected], references[:, selected], values)
+    assert torch.equal(sparse, dense[:, selected])
+
+
+def test_identical_frames_have_similarity_one_and_the_key_output():
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8).eval()
+    frame = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        key_scores = method.step(frame, True)
+        _, similarity = method.nonkey_forward(frame, method._key)
+        nonkey_scores = method.step(frame, False)
+    torch.testing.assert_close(similarity, torch.ones_like(similarity), rtol=0, atol=1e-6)
+    torch.testing.assert_close(nonkey_scores, key_scores, rtol=0, atol=1e-5)
+
+
+def test_cosine_similarity_map_is_the_per_point_cosine():
+    key, current = torch.randn(2, 8, 5, 7), torch.randn(2, 8, 5, 7)
+    expected = F.cosine_similarity(key, current, dim=1)[:, None]
+    got = cosine_similarity_map(unit_features(key, (5, 7)), unit_features(current, (5, 7)))
+    torch.testing.assert_close(got, expected)
+
+
+def test_focal_consistency_loss_by_hand():
+    similarity = torch.tensor([[[[0.9, 0.2], [0.5, 1.5]]]])  # 1.5 clamps to 1 - 1e-6
+    key_label = torch.tensor([[[1, 2], [3, 255]]])
+    label = torch.tensor([[[1, 2], [4, 0]]])
+    # same, same, different; the void pixel is excluded. gamma = 1.
+    p = torch.tensor([0.9, 0.2, 0.5])
+    expected = -torch.stack([(1 - p[0]) * p[0].log(), (1 - p[1]) * p[1].log(), p[2] * (1 - p[2]).log()]).mean()
+    torch.testing.assert_close(focal_consistency_loss(similarity, key_label, label), expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_deterministically_with_full_size_scores(variant):
+    scores = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        method = build_method("tfc:tiny", 8, variant).eval()
+        frames = torch.randn(3, 1, 3, 64, 96)
+        with torch.no_grad():
+            scores.append([method.step(frames[t], t == 0) for t in range(3)])
+    assert all(s.shape == (1, 8, 64, 96) for s in scores[0])
+    assert all(torch.equal(a, b) for a, b in zip(*scores))
+    if variant != "flow-warp":  # the other variants' non-key path differs from a fresh key frame
+        assert not torch.allclose(scores[0][1], method.step(frames[1], True))
+
+
+def test_nonkey_path_skips_stages_3_and_4():
+    method = build_method("tfc:tiny", 8).eval()
+    calls = []
+    for index, stage in enumerate(method.segmentor.model.segformer.stages):
+        stage.register_forward_hook(lambda *_, index=index: calls.append(index))
+    with torch.no_grad():
+        method.step(torch.randn(1, 3, 64, 96), True)
+        key_calls, calls[:] = list(calls), []
+        method.step(torch.randn(1, 3, 64, 96), False)
+    assert key_calls == [0, 1, 2, 3] and calls == [0, 1]
+
+
+def test_b0_adds_about_0_7m_parameters_and_nonkey_frames_cost_less():
+    tfc, segformer = build_method("tfc:b0", 124).eval(), build_method("perframe:segformer-b0", 124)
+    added = (sum(p.numel() for p in tfc.parameters()) - sum(p.numel() for p in segformer.parameters())) / 1e6
+    assert added == pytest.approx(0.7, abs=0.3)
+    paths = tfc.cost_paths(torch.randn(1, 3, 240, 427))
+    key, _ = count_flops(tfc, paths["key"])
+    nonkey, _ = count_flops(tfc, paths["nonkey"])
+    assert nonkey < key
+
+
+def test_sparse_path_flops_scale_with_the_refined_share():
+    method = build_method("tfc:tiny", 8).eval()
+    frame = torch.randn(1, 3, 128, 224)
+    with torch.no_grad():
+        _, key = method.key_forward(frame)
+    flops = {f: count_flops(method, lambda f=f: method.nonkey_forward(frame, key, refine_fraction=f)[0])[0]
+             for f in (0.1, 0.2, 0.4)}
+    per_tenth = flops[0.2] - flops[0.1]
+    assert per_tenth > 0
+    assert flops[0.4] - flops[0.2] == pytest.approx(2 * per_tenth, rel=0.01)
+
+
+@pytest.mark.slow
+def test_training_reduces_both_losses(small_synthetic):
+    torch.manual_seed(0)
+    dataset = load_synthetic(small_synthetic, "train")
+    method = build_method("tfc:tiny", dataset.num_classes).train()
+    clips = TrainingClips(dataset, method.recipe, length=8 * 60, seed=0)
+    loader = torch.utils.data.DataLoader(clips, batch_size=8)
+    optimizer = torch.optim.AdamW(method.parameters(), lr=2e-3)
+    history = []
+    for batch in loader:
+        terms = method.loss(batch)
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+        history.append({k: v.item() for k, v in terms.items()})
+    for term in ("cross_entropy_nonkey", "focal_consistency"):
+        first = sum(h[term] for h in history[:10]) / 10
+        last = sum(h[term] for h in history[-10:]) / 10
+        assert last < 0.8 * first, (term, first, last)
