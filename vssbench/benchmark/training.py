@@ -193,29 +193,42 @@ def ensure_trained(
     Returns the checkpoint that now describes the method's weights.
     """
     cache_dir = Path(cache_dir)
+    method_iterations = iterations or method.recipe.iterations
+    method_path = cache_dir / f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}-it{method_iterations}.pt"
+    if method.has_own_training_stage and method_path.is_file():
+        load_checkpoint(method, method_path)
+        return method_path
+    components = method.component_methods()
+    for component in components.values():  # loaded in place: they are submodules of ``method``
+        ensure_trained(component, train_set, cache_dir, iterations, seed, device)
+    if not components:
+        _load_trained_segmentor(method, train_set, cache_dir, iterations, seed, device)
+    if not method.has_own_training_stage:
+        return _segmentor_checkpoint(method, cache_dir, iterations, seed)
+    log.info("no cached %s (%s); training its stage", method.spec, method.variant)
+    report = train(method, train_set, iterations, seed, device)
+    save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
+    log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
+    return method_path
+
+
+def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int | None, seed: int) -> Path:
     # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights.
     segmentor_iterations = iterations or segmentor_recipe(method.segmentor_preset).iterations
-    segmentor_path = cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
+    return cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
+
+
+def _load_trained_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
+                            seed: int, device: torch.device | str) -> None:
+    """Load the method's segmentor from the cache, training the per-frame segmentor first if needed."""
+    segmentor_path = _segmentor_checkpoint(method, cache_dir, iterations, seed)
     if not segmentor_path.is_file():
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         report = train(segmentor_method, train_set, iterations, seed, device)
         save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
-    own = own_parameter_prefixes(method)
-    load_checkpoint(method, segmentor_path, allow_missing_prefixes=own)
-    if not method.has_own_training_stage:
-        return segmentor_path
-    method_iterations = iterations or method.recipe.iterations
-    method_path = cache_dir / f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}-it{method_iterations}.pt"
-    if method_path.is_file():
-        load_checkpoint(method, method_path)
-        return method_path
-    log.info("no cached %s (%s); training its stage", method.spec, method.variant)
-    report = train(method, train_set, iterations, seed, device)
-    save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
-    log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
-    return method_path
+    load_checkpoint(method, segmentor_path, allow_missing_prefixes=own_parameter_prefixes(method))
 
 
 def _report_metadata(report: TrainingReport, dataset: VideoDataset, seed: int) -> dict:

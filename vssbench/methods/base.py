@@ -113,6 +113,11 @@ class VideoMethod(nn.Module, abc.ABC):
         self.step(frame, True)
         return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
 
+    def component_methods(self) -> dict[str, VideoMethod]:
+        """Whole video methods this one is built from (Accel's DFF reference branch and
+        per-frame update branch): trained, or loaded, before this method's own stage."""
+        return {}
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """What this method's training stage updates (all parameters unless a method says otherwise)."""
         return (p for p in self.parameters() if p.requires_grad)
@@ -161,6 +166,8 @@ def build_method(spec: str, num_classes: int, variant: str | None = None) -> Vid
 
 def _import_all_methods() -> None:
     """Import the method modules so that their decorators fill the registry."""
+    import vssbench.methods.accel  # noqa: F401
+    import vssbench.methods.dff  # noqa: F401
     import vssbench.methods.mpvss  # noqa: F401
     import vssbench.methods.perframe  # noqa: F401
     import vssbench.methods.tfc  # noqa: F401

@@ -121,5 +121,9 @@ class FlowNetS(nn.Module):
 
     def forward(self, current: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """(B, 2, H/8, W/8) flow in pixels of its own grid (x, y) for ``image_scale`` 0.5."""
+        return self.flow_and_features(current, key)[0]
+
+    def flow_and_features(self, current: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flow and the decoder's finest features it is predicted from (DFF's scale map reads them)."""
         features = self.decoder(self.encoder(prepare_pair(current, key, self.image_scale)))
-        return self.predict_flow(features) * self.flow_scale
+        return self.predict_flow(features) * self.flow_scale, features

@@ -20,6 +20,7 @@ SEGMENTOR_RECIPES = {  # by segmentor family, the prefix of the preset name
     "segformer": TrainingRecipe(iterations=600, batch_size=8, learning_rate=2e-3),
     "mask2former": TrainingRecipe(iterations=600, batch_size=8, learning_rate=1e-3),
     "pspnet": TrainingRecipe(iterations=600, batch_size=8, learning_rate=2e-3),
+    "deeplab": TrainingRecipe(iterations=600, batch_size=8, learning_rate=2e-3),
 }
 
 

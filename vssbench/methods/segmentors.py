@@ -56,8 +56,22 @@ class ImageSegmentor(nn.Module, abc.ABC):
         """Feature maps -> class scores (B, C, *size)."""
 
     @abc.abstractmethod
+    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The segmentor's own training objective for the task head on given features and (B, H, W) labels."""
+
+    @property
+    @abc.abstractmethod
+    def feature_channels(self) -> list[int]:
+        """Channels of each map ``extract`` returns."""
+
+    head_modules: tuple[str, ...] = ()  # attribute paths of the task head (what DFF trains with its flow)
+
     def loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         """The segmentor's own training objective on (B, 3, H, W) images and (B, H, W) labels."""
+        return self.head_loss(self.extract(image), label)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for path in self.head_modules for p in self.get_submodule(path).parameters()]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.decode(self.extract(image), image.shape[-2:])
@@ -96,9 +110,14 @@ class SegFormer(ImageSegmentor):
         logits = self.model.decode_head(features)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
-    def loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.model.decode_head(self.extract(image))
-        return {"cross_entropy": cross_entropy(logits, label)}
+    head_modules = ("model.decode_head",)
+
+    @property
+    def feature_channels(self) -> list[int]:
+        return list(self.config.hidden_sizes)
+
+    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"cross_entropy": cross_entropy(self.model.decode_head(features), label)}
 
 
 _MIT_HEADS = dict(num_attention_heads=[1, 2, 5, 8])
@@ -205,8 +224,14 @@ class Mask2Former(ImageSegmentor):
             "dice": dice_weight * sum(v for k, v in terms.items() if k.startswith("loss_dice")),
         }
 
-    def loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        output = self.decode_queries(self.extract(image), image.shape[-2:])
+    head_modules = ("model.model.transformer_module", "model.class_predictor")
+
+    @property
+    def feature_channels(self) -> list[int]:
+        return [self.config.mask_feature_size] + [self.config.feature_size] * 3
+
+    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        output = self.decode_queries(features, label.shape[-2:])
         return self.set_loss(output.class_logits_per_layer, output.mask_logits_per_layer, label)
 
 
@@ -311,9 +336,11 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int 
 
 
 class DilatedResNet(nn.Module):
-    """ResNet with a deep stem and dilated last two stages (output stride 8), as PSPNet uses."""
+    """ResNet with a deep stem and dilated late stages: output stride 8 (last two stages
+    dilated 2 and 4, as PSPNet uses) or 16 (last stage dilated 2, as DeepLab in DFF)."""
 
-    def __init__(self, block: str, depths: list[int], widths: list[int], stem_width: int) -> None:
+    def __init__(self, block: str, depths: list[int], widths: list[int], stem_width: int,
+                 output_stride: int = 8) -> None:
         super().__init__()
         block_cls = {"basic": _BasicBlock, "bottleneck": _Bottleneck}[block]
         self.stem = nn.Sequential(
@@ -322,7 +349,7 @@ class DilatedResNet(nn.Module):
             _conv_bn_relu(stem_width // 2, stem_width, 3),
             nn.MaxPool2d(3, 2, 1),
         )
-        strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
+        strides, dilations = {8: ((1, 2, 1, 1), (1, 1, 2, 4)), 16: ((1, 2, 2, 1), (1, 1, 1, 2))}[output_stride]
         in_channels, stages = stem_width, []
         for depth, width, stride, dilation in zip(depths, widths, strides, dilations):
             blocks = []
@@ -373,8 +400,14 @@ class PSPNet(ImageSegmentor):
     def decode(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(self.head(features[0]), size=size, mode="bilinear", align_corners=False)
 
-    def loss(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"cross_entropy": cross_entropy(self.head(self.extract(image)[0]), label)}
+    head_modules = ("head",)
+
+    @property
+    def feature_channels(self) -> list[int]:
+        return [self.backbone.out_channels]
+
+    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"cross_entropy": cross_entropy(self.head(features[0]), label)}
 
 
 PSPNET_PRESETS = {
@@ -388,12 +421,58 @@ PSPNET_PRESETS = {
 }
 
 
+# --------------------------------------------------------------------------- DeepLab (DFF, Accel)
+
+
+class DeepLab(ImageSegmentor):
+    """The DeepLab network of DFF and Accel: a dilated ResNet at output stride 16 and a
+    randomly initialised 3x3 conv (dilation 6) to 1024 channels with ReLU form the feature
+    network; the task head is a 1x1 classifier, upsampled bilinearly. The split follows
+    DFF's code, which caches and warps the 1024-channel map."""
+
+    def __init__(self, num_classes: int, block: str, depths: list[int], widths: list[int], stem_width: int,
+                 feature_channels: int) -> None:
+        super().__init__(num_classes)
+        self.backbone = DilatedResNet(block, depths, widths, stem_width, output_stride=16)
+        self.feature_conv = nn.Sequential(
+            nn.Conv2d(self.backbone.out_channels, feature_channels, 3, padding=6, dilation=6), nn.ReLU(inplace=True))
+        self.classifier = nn.Conv2d(feature_channels, num_classes, 1)
+
+    def extract(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [self.feature_conv(self.backbone(image))]
+
+    def decode(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(self.classifier(features[0]), size=size, mode="bilinear", align_corners=False)
+
+    head_modules = ("classifier",)
+
+    @property
+    def feature_channels(self) -> list[int]:
+        return [self.classifier.in_channels]
+
+    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"cross_entropy": cross_entropy(self.classifier(features[0]), label)}
+
+
+_RESNET = {
+    "r18": dict(block="basic", depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], stem_width=64),
+    "r50": dict(block="bottleneck", depths=[3, 4, 6, 3], widths=[64, 128, 256, 512], stem_width=64),
+    "r101": dict(block="bottleneck", depths=[3, 4, 23, 3], widths=[64, 128, 256, 512], stem_width=64),
+}
+DEEPLAB_PRESETS = {
+    **{f"deeplab-{depth}": dict(**cfg, feature_channels=1024) for depth, cfg in _RESNET.items()},
+    "deeplab-tiny": dict(block="basic", depths=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_width=16,
+                         feature_channels=64),
+}
+
+
 # --------------------------------------------------------------------------- registry
 
 SEGMENTORS: dict[str, tuple[Callable[..., ImageSegmentor], dict]] = {
     **{name: (SegFormer, cfg) for name, cfg in SEGFORMER_PRESETS.items()},
     **{name: (Mask2Former, cfg) for name, cfg in MASK2FORMER_PRESETS.items()},
     **{name: (PSPNet, cfg) for name, cfg in PSPNET_PRESETS.items()},
+    **{name: (DeepLab, cfg) for name, cfg in DEEPLAB_PRESETS.items()},
 }
 
 

@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from vssbench.benchmark.training import train
+from vssbench.datasets.synthetic import load_synthetic
+from vssbench.methods.base import build_method
+from vssbench.methods.dff import FeatureFlow
+
+
+def test_zero_flow_and_unit_scale_return_the_key_features():
+    feature_flow = FeatureFlow([16, 32], {"widths": (16, 32, 32, 64, 64, 64), "deconv": (16, 32, 32, 32)})
+    torch.nn.init.zeros_(feature_flow.flownet.predict_flow.weight)  # flow = 0; the scale starts at exactly 1
+    features = [torch.randn(2, 16, 16, 24), torch.randn(2, 32, 8, 12)]
+    with torch.no_grad():
+        warped = feature_flow(features, torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96))
+    assert all(torch.equal(w, f) for w, f in zip(warped, features))
+
+
+@pytest.mark.parametrize("spec", ["dff:tiny", "dff:r101"])
+def test_dff_key_path_is_the_per_frame_segmentor(spec):
+    torch.manual_seed(0)
+    method = build_method(spec, 8).eval()
+    frame = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(method.step(frame, True), method.segmentor(frame))
+
+
+def test_dff_warps_from_the_key_frame_not_from_the_previous_frame():
+    torch.manual_seed(0)
+    method = build_method("dff:tiny", 8).eval()
+    frames = torch.randn(3, 1, 3, 64, 96)
+    with torch.no_grad():
+        method.step(frames[0], True)
+        method.step(frames[1], False)
+        third = method.step(frames[2], False)
+        method.reset()
+        method.step(frames[0], True)
+        direct = method.step(frames[2], False)
+    assert torch.equal(third, direct)
+
+
+def test_dff_trains_flow_scale_and_head_only():
+    method = build_method("dff:tiny", 8)
+    trainable = {name for name, p in method.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("feature_flow.", "segmentor.model.decode_head.")) for n in trainable)
+    assert any(n.startswith("feature_flow.scale.") for n in trainable)
+
+
+def test_accel_with_the_update_branch_zeroed_equals_dff():
+    torch.manual_seed(0)
+    accel = build_method("accel:tiny", 8).eval()
+    dff = build_method("dff:tiny", 8).eval()
+    dff.load_state_dict(accel.reference.state_dict())
+    with torch.no_grad():
+        accel.fusion.weight[:, 8:].zero_()  # the update branch contributes nothing
+        accel.fusion.weight[:, :8, 0, 0].copy_(torch.eye(8))
+        accel.fusion.bias.zero_()
+        key, current = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+        accel.step(key, True)
+        dff.step(key, True)
+        torch.testing.assert_close(accel.step(current, False), dff.step(current, False), rtol=1e-5, atol=1e-5)
+
+
+def test_accel_propagates_frame_to_frame():
+    torch.manual_seed(0)
+    method = build_method("accel:tiny", 8).eval()
+    frames = torch.randn(3, 1, 3, 64, 96)
+    with torch.no_grad():
+        method.step(frames[0], True)
+        method.step(frames[1], False)
+        chained = method.step(frames[2], False)
+        method.reset()
+        method.step(frames[0], True)
+        direct = method.step(frames[2], False)
+    assert not torch.allclose(chained, direct)
+
+
+def test_accel_trains_update_branch_and_fusion_only():
+    method = build_method("accel:tiny", 8)
+    trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}
+    assert trainable == {"update", "fusion"}
+
+
+def test_accel_parameters_are_both_segmentors_flownet_and_fusion():
+    accel = build_method("accel:r101+r18", 19)
+    parts = [build_method("dff:r101", 19), build_method("perframe:deeplab-r18", 19)]
+    fusion = 2 * 19 * 19 + 19
+    assert sum(p.numel() for p in accel.parameters()) == sum(p.numel() for m in parts for p in m.parameters()) + fusion
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["dff:tiny", "accel:tiny"])
+def test_training_reduces_the_loss(small_synthetic, spec):
+    dataset = load_synthetic(small_synthetic, "train")
+    method = build_method(spec, dataset.num_classes)
+    report = train(method, dataset, iterations=60, seed=0, num_workers=0, progress=False)
+    first, last = sum(report.history[:5]) / 5, sum(report.history[-5:]) / 5
+    assert last < 0.92 * first, (first, last)

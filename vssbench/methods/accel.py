@@ -1,0 +1,97 @@
+"""Accel (Jain et al., CVPR 2019): a warped reference branch corrected by a cheap update branch.
+
+* Reference branch: a DFF over a large segmentor. On key frames its feature network runs;
+  on every other frame its features are warped from the previous frame to the current one
+  (propagated frame to frame, as Accel does, unlike DFF's direct key-to-current warp) and
+  its task head gives score map s_ref.
+* Update branch: a small image segmentor on the current frame, score map s_upd.
+* Corrective fusion: a 1x1 conv over [s_ref; s_upd] (2C -> C). It is initialised to pass
+  s_ref through (identity on the reference half, zero on the update half), so an untrained
+  Accel is its DFF.
+
+Both branches run on every frame; the scores are fused at 1/4 of the frame (the finest
+resolution either head predicts at; fusing 124 classes at full resolution would cost more
+than the update branch) and upsampled.
+
+Training (Accel Sec. 4): the reference branch is a trained DFF and stays frozen; the update
+segmentor and the fusion learn from cross-entropy on the fused scores of the current frame
+of (key, current) pairs up to 9 frames apart.
+
+Presets (reference + update): ``r101+r50`` and ``swin-b+swin-t`` over Mask2Former (MPVSS
+Table 2), ``r101+r18`` over DeepLab (Accel's own setting), ``tiny`` (DFF over SegFormer-tiny
++ PSPNet-tiny).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method, register_method
+from vssbench.methods.dff import DFF
+from vssbench.methods.perframe import PerFrame
+from vssbench.methods.segmentors import cross_entropy
+
+FUSION_STRIDE = 4
+
+
+@register_method("accel")
+class Accel(VideoMethod):
+    """DFF reference scores fused with a small per-frame segmentor's scores."""
+
+    presets = {
+        "r101+r50": dict(reference="mask2former-r101", update="mask2former-r50"),
+        "swin-b+swin-t": dict(reference="mask2former-swin-b", update="mask2former-swin-t"),
+        "r101+r18": dict(reference="r101", update="deeplab-r18"),
+        "tiny": dict(reference="tiny", update="pspnet-tiny"),
+    }
+    default_preset = "tiny"
+    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=600, batch_size=8, learning_rate=1e-3)
+
+    def __init__(self, preset: str, variant: str, num_classes: int, reference: str, update: str) -> None:
+        super().__init__(preset, variant, num_classes)
+        self.reference: DFF = build_method(f"dff:{reference}", num_classes)  # type: ignore[assignment]
+        self.update: PerFrame = build_method(f"perframe:{update}", num_classes)  # type: ignore[assignment]
+        self.fusion = nn.Conv2d(2 * num_classes, num_classes, 1)
+        with torch.no_grad():
+            self.fusion.weight.zero_()
+            self.fusion.weight[:, :num_classes, 0, 0].copy_(torch.eye(num_classes))
+            self.fusion.bias.zero_()
+        self.reference.requires_grad_(False)
+        self.update.requires_grad_(True)
+        self._previous: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+    def component_methods(self) -> dict[str, VideoMethod]:
+        return {"reference": self.reference, "update": self.update}
+
+    def train(self, mode: bool = True) -> "Accel":
+        super().train(mode)
+        self.reference.eval()  # frozen
+        return self
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def fuse(self, reference_features: list[torch.Tensor], frame: torch.Tensor) -> torch.Tensor:
+        """Both branches' scores at 1/4 of ``frame``, fused (C channels at 1/4)."""
+        size = (frame.shape[-2] // FUSION_STRIDE, frame.shape[-1] // FUSION_STRIDE)
+        reference_scores = self.reference.segmentor.decode(reference_features, size)
+        update_scores = self.update.segmentor.decode(self.update.segmentor.extract(frame), size)
+        return self.fusion(torch.cat([reference_scores, update_scores], 1))
+
+    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
+        if is_key or self._previous is None:
+            features = self.reference.segmentor.extract(frame)
+        else:
+            previous_frame, previous_features = self._previous
+            features = self.reference.feature_flow(previous_features, frame, previous_frame)  # frame to frame
+        self._previous = (frame, features)
+        fused = self.fuse(features, frame)
+        return F.interpolate(fused, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        key, current = batch["frames"][:, 0], batch["frames"][:, 1]
+        with torch.no_grad():
+            features = self.reference.feature_flow(self.reference.segmentor.extract(key), current, key)
+        return {"cross_entropy": cross_entropy(self.fuse(features, current), batch["labels"][:, 1])}

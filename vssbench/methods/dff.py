@@ -1,0 +1,106 @@
+"""DFF: deep feature flow (Zhu et al., CVPR 2017), over any segmentor's extract/decode split.
+
+Key frame k: the feature network (the segmentor's ``extract``) runs and its maps are kept.
+Frame t: FlowNetS on the (t, k) pair at half resolution gives the flow from t back to k and,
+through a 1x1 conv on its finest decoder features, a scale field S with one channel per
+feature channel (initialised weight 0 / bias 1, so S = 1 at the start of training). Each
+key map is warped straight from k to t (never chained) with the flow resized to it and its
+vectors rescaled, then multiplied by S resized to it; the task head (``decode``) runs on
+every frame. With several feature maps (Mask2Former's pixel-decoder outputs, SegFormer's
+four stages) each map gets its own scale conv.
+
+Training (DFF Sec. 3.3): (key, current) pairs up to 9 frames apart; the segmentor's own
+head loss on the current frame's warped features; the flow network, the scale convs and
+the task head learn, the feature network stays frozen (its batch-norm statistics too).
+
+Presets: ``r101`` (DFF's DeepLab: dilated ResNet-101 and a 1024-channel 3x3 conv),
+``mask2former-r101`` and ``mask2former-swin-b`` (MPVSS Table 2), ``tiny`` (SegFormer-tiny
+with a small FlowNetS).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.flownet import FlowNetS
+from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
+from vssbench.methods.warp import flow_warp
+
+FLOWNET_FULL: dict = {}  # the full FlowNetS, 38.68M parameters
+FLOWNET_TINY = dict(widths=(16, 32, 32, 64, 64, 64), deconv=(16, 32, 32, 32))
+
+
+class FeatureFlow(nn.Module):
+    """FlowNetS plus DFF's scale convs: warps a list of feature maps from one frame to another."""
+
+    def __init__(self, feature_channels: list[int], flownet: dict) -> None:
+        super().__init__()
+        self.flownet = FlowNetS(**flownet)
+        self.scale = nn.ModuleList(nn.Conv2d(self.flownet.decoder.out_channels, c, 1) for c in feature_channels)
+        for conv in self.scale:
+            nn.init.zeros_(conv.weight)
+            nn.init.ones_(conv.bias)
+
+    def forward(self, features: list[torch.Tensor], current: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
+        """``features`` of frame ``source`` -> aligned with frame ``current``, times the scale field."""
+        flow, flow_features = self.flownet.flow_and_features(current, source)
+        warped = []
+        for feature, scale_conv in zip(features, self.scale):
+            scale = F.interpolate(scale_conv(flow_features), size=feature.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+            warped.append(flow_warp(feature, flow) * scale)
+        return warped
+
+
+@register_method("dff")
+class DFF(VideoMethod):
+    """The feature network on key frames, its features flow-warped to every other frame."""
+
+    presets = {
+        "r101": dict(segmentor="deeplab-r101", flownet=FLOWNET_FULL),
+        "mask2former-r101": dict(segmentor="mask2former-r101", flownet=FLOWNET_FULL),
+        "mask2former-swin-b": dict(segmentor="mask2former-swin-b", flownet=FLOWNET_FULL),
+        "tiny": dict(segmentor="segformer-tiny", flownet=FLOWNET_TINY),
+    }
+    default_preset = "tiny"
+    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=600, batch_size=8, learning_rate=1e-3)
+
+    def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, flownet: dict) -> None:
+        super().__init__(preset, variant, num_classes)
+        self._segmentor_preset = segmentor
+        self.segmentor: ImageSegmentor = build_segmentor(segmentor, num_classes)
+        self.feature_flow = FeatureFlow(self.segmentor.feature_channels, flownet)
+        head = {id(p) for p in self.segmentor.head_parameters()}
+        for parameter in self.segmentor.parameters():
+            parameter.requires_grad = id(parameter) in head
+        self._key: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+    @property
+    def segmentor_preset(self) -> str:
+        return self._segmentor_preset
+
+    def train(self, mode: bool = True) -> "DFF":
+        super().train(mode)
+        self.segmentor.eval()  # the frozen feature network keeps its batch-norm statistics
+        for path in self.segmentor.head_modules:
+            self.segmentor.get_submodule(path).train(mode)
+        return self
+
+    def reset(self) -> None:
+        self._key = None
+
+    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
+        if is_key or self._key is None:
+            self._key = (frame, self.segmentor.extract(frame))
+            return self.segmentor.decode(self._key[1], frame.shape[-2:])
+        key_frame, key_features = self._key
+        return self.segmentor.decode(self.feature_flow(key_features, frame, key_frame), frame.shape[-2:])
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        key, current = batch["frames"][:, 0], batch["frames"][:, 1]
+        with torch.no_grad():
+            features = self.segmentor.extract(key)
+        return self.segmentor.head_loss(self.feature_flow(features, current, key), batch["labels"][:, 1])
