@@ -75,11 +75,13 @@ def evaluate(
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
     workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
-    loader = torch.utils.data.DataLoader(FrameStream(dataset), batch_size=None, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+    stream = FrameStream(dataset)
+    loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
+              if workers else (stream[i] for i in range(len(stream))))
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = f"{method.spec} k={schedule.interval}" if method.uses_key_frames else method.spec
-    for item in tqdm(loader, desc=description, unit="frame", disable=None if options.progress else True, leave=False):
+    for item in tqdm(loader, total=len(stream), desc=description, unit="frame", disable=None if options.progress else True,
+                     leave=False):
         if item["is_first"]:
             method.reset()
         frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
