@@ -51,7 +51,9 @@ def test_sparse_deformable_attention_equals_dense_on_the_selected_points():
     dense = attention(queries, references, values)
     selected = torch.tensor([3, 17, 18, 100, 239])
     sparse = attention(queries[:, selected], references[:, selected], values)
-    assert torch.equal(sparse, dense[:, selected])
+    # Equal up to float32 rounding: the linear layers' matrix products block differently
+    # for 5 and 240 rows on multi-threaded BLAS; sampling and weighting are per point.
+    torch.testing.assert_close(sparse, dense[:, selected], rtol=1e-6, atol=1e-6)
 
 
 def test_identical_frames_have_similarity_one_and_the_key_output():
