@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vssbench.benchmark.training import train
+from vssbench.benchmark.training import load_checkpoint, train
+from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method
 from vssbench.methods.dff import FeatureFlow
@@ -96,3 +97,22 @@ def test_training_reduces_the_loss(small_synthetic, spec):
     report = train(method, dataset, iterations=60, seed=0, num_workers=0, progress=False)
     first, last = sum(report.history[:5]) / 5, sum(report.history[-5:]) / 5
     assert last < 0.92 * first, (first, last)
+
+
+@pytest.mark.slow
+def test_bench_train_chains_segmentor_dff_and_accel(small_synthetic, tmp_path):
+    """`bench train` runs each stage from the previous one's checkpoint; Accel's reference
+    branch is then exactly the DFF that was trained, and stays frozen through its stage."""
+    common = ["--dataset", "synthetic", "--data-root", str(small_synthetic), "--iters", "3", "--num-workers", "0"]
+    assert main(["train", "--method", "perframe:segformer-tiny", "--out", str(tmp_path / "seg.pt"), *common]) == 0
+    assert main(["train", "--method", "perframe:pspnet-tiny", "--out", str(tmp_path / "upd.pt"), *common]) == 0
+    assert main(["train", "--method", "dff:tiny", "--init", str(tmp_path / "seg.pt"), "--out", str(tmp_path / "dff.pt"),
+                 *common]) == 0
+    assert main(["train", "--method", "accel:tiny", "--init", str(tmp_path / "dff.pt"), "--init",
+                 str(tmp_path / "upd.pt"), "--out", str(tmp_path / "accel.pt"), *common]) == 0
+    dff = build_method("dff:tiny", 8)
+    load_checkpoint(dff, tmp_path / "dff.pt")
+    accel = build_method("accel:tiny", 8)
+    load_checkpoint(accel, tmp_path / "accel.pt")
+    for name, value in dff.state_dict().items():
+        assert torch.equal(accel.reference.state_dict()[name], value), name

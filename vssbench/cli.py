@@ -184,14 +184,14 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from vssbench.benchmark.training import load_checkpoint, own_parameter_prefixes, save_checkpoint, train
+    from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train
     from vssbench.methods.base import build_method
 
     torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
     method = build_method(args.method, dataset.num_classes, args.variant)
-    if args.init is not None:
-        load_checkpoint(method, args.init, allow_missing_prefixes=own_parameter_prefixes(method))
+    for path in args.init or []:
+        load_initial_weights(method, path)
     report = train(method, dataset, args.iters, args.seed, args.device, args.num_workers)
     out = args.out or Path("checkpoints") / f"{method.name}-{method.preset}-{method.variant}.pt"
     save_checkpoint(method, out, {"dataset": dataset.name, "dataset_root": str(dataset.root), "split": dataset.split,
@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", help="method variant (default: the method's default)")
     _add_dataset_arguments(train, "train")
     train.add_argument("--iters", type=int, help="iterations (default: the method's synthetic schedule)")
-    train.add_argument("--init", type=Path, help="checkpoint to start from (e.g. a trained segmentor)")
+    train.add_argument("--init", type=Path, action="append",
+                       help="checkpoint to start from: a trained segmentor, or for Accel its trained DFF and "
+                            "per-frame update segmentor (repeat the option)")
     train.add_argument("--out", type=Path, help="checkpoint to write (default: checkpoints/METHOD-PRESET-VARIANT.pt)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
     train.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (default: 1)")

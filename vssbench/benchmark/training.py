@@ -150,14 +150,7 @@ def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixe
     own modules are trained afterwards).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a vssbench checkpoint (expected format {CHECKPOINT_FORMAT})")
+    payload = read_checkpoint(path)
     state, expected = payload["state_dict"], method.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not k.startswith(allow_missing_prefixes))
@@ -173,6 +166,31 @@ def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixe
         )
     method.load_state_dict(state, strict=False)
     return payload
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The payload of a vssbench checkpoint file; a CheckpointError names the file otherwise."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a vssbench checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return payload
+
+
+def load_initial_weights(method: VideoMethod, path: str | Path) -> None:
+    """Start ``bench train`` from a checkpoint: of one of the method's components (Accel's DFF or
+    per-frame update segmentor), matched by method and preset, or of the method itself or its
+    segmentor (its own modules may then be missing)."""
+    payload = read_checkpoint(Path(path))
+    for component in method.component_methods().values():
+        if (payload.get("method"), payload.get("preset")) == (component.name, component.preset):
+            load_checkpoint(component, path)
+            return
+    load_checkpoint(method, path, allow_missing_prefixes=own_parameter_prefixes(method))
 
 
 def own_parameter_prefixes(method: VideoMethod) -> tuple[str, ...]:
