@@ -273,11 +273,10 @@ def cost_table(rows: list[dict], intervals: list[int]) -> str:
 
 
 def command_list(args: argparse.Namespace) -> int:
-    from vssbench.methods.base import METHODS, parse_spec
+    from vssbench.methods.base import registered_methods
 
-    parse_spec("perframe")  # fills the registry
     table = []
-    for name, cls in sorted(METHODS.items()):
+    for name, cls in sorted(registered_methods().items()):
         presets = [p + (" (default)" if p == cls.default_preset else "") for p in cls.presets]
         table.append([name, (cls.__doc__ or "").strip().splitlines()[0], ", ".join(presets), ", ".join(cls.variants),
                       "key-frame interval" if cls.uses_key_frames else "-"])

@@ -139,6 +139,12 @@ def register_method(name: str) -> Callable[[type[VideoMethod]], type[VideoMethod
     return decorator
 
 
+def registered_methods() -> dict[str, type[VideoMethod]]:
+    """Every registered method by name (imports the method modules first)."""
+    _import_all_methods()
+    return dict(METHODS)
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """``METHOD[:PRESET]`` -> (method, preset), checking both against the registry."""
     _import_all_methods()
