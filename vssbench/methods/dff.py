@@ -27,12 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
-from vssbench.methods.flownet import FlowNetS
+from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
 from vssbench.methods.warp import flow_warp
 
-FLOWNET_FULL: dict = {}  # the full FlowNetS, 38.68M parameters
-FLOWNET_TINY = dict(widths=(16, 32, 32, 64, 64, 64), deconv=(16, 32, 32, 32))
 
 
 class FeatureFlow(nn.Module):
@@ -66,10 +64,10 @@ class DFF(VideoMethod):
     """The feature network on key frames, its features flow-warped to every other frame."""
 
     presets = {
-        "r101": dict(segmentor="deeplab-r101", flownet=FLOWNET_FULL),
-        "mask2former-r101": dict(segmentor="mask2former-r101", flownet=FLOWNET_FULL),
-        "mask2former-swin-b": dict(segmentor="mask2former-swin-b", flownet=FLOWNET_FULL),
-        "tiny": dict(segmentor="segformer-tiny", flownet=FLOWNET_TINY),
+        "r101": dict(segmentor="deeplab-r101", flownet=FLOWNETS_FULL),
+        "mask2former-r101": dict(segmentor="mask2former-r101", flownet=FLOWNETS_FULL),
+        "mask2former-swin-b": dict(segmentor="mask2former-swin-b", flownet=FLOWNETS_FULL),
+        "tiny": dict(segmentor="segformer-tiny", flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
     recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=600, batch_size=8, learning_rate=1e-3)

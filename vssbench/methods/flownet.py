@@ -31,6 +31,10 @@ from vssbench.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 FLOW_IMAGE_MEAN = (0.411, 0.432, 0.450)
 FLOWNETS_WIDTHS = (64, 128, 256, 512, 512, 1024)  # conv1 .. conv6
 FLOWNETS_DECONV = (64, 128, 256, 512)  # deconv2 .. deconv5 outputs
+# FlowNetS constructor arguments the methods' presets use: the full network, and the
+# narrow one of the CPU-sized `tiny` presets.
+FLOWNETS_FULL: dict = {}
+FLOWNETS_TINY = dict(widths=(16, 32, 32, 64, 64, 64), deconv=(16, 32, 32, 32))
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:

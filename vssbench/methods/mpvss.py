@@ -42,7 +42,14 @@ from torch import nn
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerSinePositionEmbedding
 
 from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
-from vssbench.methods.flownet import CoarseToFineFlowDecoder, FlowNetS, FlowNetSEncoder, prepare_pair
+from vssbench.methods.flownet import (
+    FLOWNETS_FULL,
+    FLOWNETS_TINY,
+    CoarseToFineFlowDecoder,
+    FlowNetS,
+    FlowNetSEncoder,
+    prepare_pair,
+)
 from vssbench.methods.segmentors import Mask2Former, Mask2FormerOutput, build_segmentor, semantic_from_masks
 from vssbench.methods.warp import flow_warp
 
@@ -179,8 +186,6 @@ _MOTION_PAPER = dict(hidden=256, heads=8, ffn=2048, rounds=3, encoder_widths=(64
                      pixel_deconv=(64, 128, 128, 128))
 _MOTION_TINY = dict(hidden=32, heads=2, ffn=64, rounds=3, encoder_widths=(16, 32, 32, 64, 64, 64),
                     pixel_deconv=(16, 32, 32, 32))
-_FLOWNET_PAPER: dict = {}  # the full FlowNetS (38.68M)
-_FLOWNET_TINY = dict(widths=(16, 32, 32, 64, 64, 64), deconv=(16, 32, 32, 32))
 
 
 @register_method("mpvss")
@@ -188,13 +193,13 @@ class MPVSS(VideoMethod):
     """Mask propagation: Mask2Former on key frames, per-mask query-based flow on the others."""
 
     presets = {
-        "r50": dict(segmentor="mask2former-r50", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "r101": dict(segmentor="mask2former-r101", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "swin-t": dict(segmentor="mask2former-swin-t", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "swin-s": dict(segmentor="mask2former-swin-s", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "swin-b": dict(segmentor="mask2former-swin-b", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "swin-l": dict(segmentor="mask2former-swin-l", motion=_MOTION_PAPER, flownet=_FLOWNET_PAPER),
-        "tiny": dict(segmentor="mask2former-tiny", motion=_MOTION_TINY, flownet=_FLOWNET_TINY),
+        "r50": dict(segmentor="mask2former-r50", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "r101": dict(segmentor="mask2former-r101", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "swin-t": dict(segmentor="mask2former-swin-t", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "swin-s": dict(segmentor="mask2former-swin-s", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "swin-b": dict(segmentor="mask2former-swin-b", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "swin-l": dict(segmentor="mask2former-swin-l", motion=_MOTION_PAPER, flownet=FLOWNETS_FULL),
+        "tiny": dict(segmentor="mask2former-tiny", motion=_MOTION_TINY, flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
     variants = VARIANTS

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from vssbench.datasets.base import IGNORE_INDEX
 from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
-from vssbench.methods.flownet import FlowNetS
+from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.msda import DeformableRefinement, pixel_centres
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
 from vssbench.methods.warp import flow_warp
@@ -63,8 +63,6 @@ FIXED_INTERP_WEIGHT = 0.1
 FOCAL_GAMMA = 1.0
 PROFILE_REFINE_FRACTION = 0.2  # TFC Table 3's operating point, for FLOP counting
 KEY_STAGES = 2  # the encoder stages computed on non-key frames; the later ones are the key frame's
-_FLOWNET_PAPER: dict = {}
-_FLOWNET_TINY = dict(widths=(16, 32, 32, 64, 64, 64), deconv=(16, 32, 32, 32))
 
 
 @dataclass
@@ -108,8 +106,8 @@ class TFC(VideoMethod):
     """SegFormer with temporally mixed decoder features and sparse deformable refinement."""
 
     presets = {
-        **{f"b{i}": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=_FLOWNET_PAPER) for i in range(6)},
-        "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=_FLOWNET_TINY),
+        **{f"b{i}": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=FLOWNETS_FULL) for i in range(6)},
+        "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
     variants = VARIANTS
