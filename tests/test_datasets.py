@@ -3,13 +3,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SMALL_SPEC
 from vssbench.datasets.base import DatasetError, FrameStream
 from vssbench.datasets.cityscapes import CityscapesDataset
 from vssbench.datasets.synthetic import CLASS_NAMES, generate, load_synthetic
-from vssbench.datasets.transforms import keep_ratio_size
+from vssbench.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, keep_ratio_size
 from vssbench.datasets.vspw import VSPWDataset
 
 
@@ -128,3 +129,16 @@ def test_cityscapes_snippets(tmp_path):
     (sequence / "aachen_000001_000029_leftImg8bit.png").unlink()
     with pytest.raises(DatasetError, match="frame 000029 is missing"):
         CityscapesDataset.from_root(tmp_path, "val")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "read-only", "flipped"])
+def test_image_to_tensor_normalises_any_array_layout(layout):
+    image = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    if layout == "read-only":
+        image.flags.writeable = False
+    elif layout == "flipped":  # training's horizontal flip: a negatively strided view
+        image = image[:, ::-1]
+    expected = (torch.tensor(image.copy(), dtype=torch.float64).permute(2, 0, 1) / 255
+                - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1)
+    torch.testing.assert_close(image_to_tensor(image), expected.float())

@@ -38,7 +38,8 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W), normalised with the ImageNet statistics."""
     # channels first while still uint8 (a quarter of the bytes to move), then to float
-    tensor = torch.from_numpy(np.array(image, copy=not image.flags.writeable)).permute(2, 0, 1).contiguous().float()
+    # (np.require copies only arrays torch cannot wrap: read-only or negatively strided, e.g. flipped)
+    tensor = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).contiguous().float()
     # (x / 255 - mean) / std, as one subtraction and one multiplication in place
     return tensor.sub_(_PIXEL_MEAN).mul_(_PIXEL_SCALE)
 
