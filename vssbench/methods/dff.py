@@ -32,7 +32,6 @@ from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
 from vssbench.methods.warp import flow_warp
 
 
-
 class FeatureFlow(nn.Module):
     """FlowNetS plus DFF's scale convs: warps a list of feature maps from one frame to another."""
 

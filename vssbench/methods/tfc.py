@@ -224,8 +224,8 @@ class TFC(VideoMethod):
                refine_fraction: float | None = None) -> torch.Tensor:
         """Eq. 8-11: gather the points with w_t below the threshold, refine them with deformable
         attention over the mixed pyramid, scatter them back. Costs in proportion to their number."""
-        batch, width, height, breadth = fused.shape
-        centres = pixel_centres(height, breadth, fused.device)
+        batch, _, height, width = fused.shape
+        centres = pixel_centres(height, width, fused.device)
         flat = fused.flatten(2)
         rows = []
         heads = self.refinement.attention.heads
@@ -234,7 +234,7 @@ class TFC(VideoMethod):
             if refine_fraction is None:
                 selected = (scores < self.threshold).nonzero().squeeze(1)
             else:
-                selected = scores.topk(int(refine_fraction * height * breadth + 0.5), largest=False).indices
+                selected = scores.topk(int(refine_fraction * height * width + 0.5), largest=False).indices
             row = flat[b]
             if selected.numel():
                 queries = row[:, selected].t()[None]
@@ -249,16 +249,18 @@ class TFC(VideoMethod):
             logits, self._key = self.key_forward(frame)
         else:
             logits, _ = self.nonkey_forward(frame, self._key)
-        return F.interpolate(logits, size=frame.shape[-2:], mode="bilinear", align_corners=False)
+        return _to_frame_size(logits, frame)
 
     def cost_paths(self, frame: torch.Tensor) -> dict:
         """Key path, and the non-key path with 20% of the points refined (TFC Table 3's operating
-        point): on a repeated frame w_t = 1 everywhere and nothing would be refined."""
+        point): on a repeated frame w_t = 1 everywhere and nothing would be refined. Both end
+        with the upsampling to the frame that ``step`` does."""
         self.reset()
         with torch.no_grad():
             _, state = self.key_forward(frame)
         return {"key": lambda: self.step(frame, True),
-                "nonkey": lambda: self.nonkey_forward(frame, state, refine_fraction=PROFILE_REFINE_FRACTION)[0]}
+                "nonkey": lambda: _to_frame_size(
+                    self.nonkey_forward(frame, state, refine_fraction=PROFILE_REFINE_FRACTION)[0], frame)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, labels = batch["frames"], batch["labels"]
@@ -270,3 +272,7 @@ class TFC(VideoMethod):
             terms["focal_consistency"] = focal_consistency_loss(similarity, labels[:, 0], labels[:, 1])
         return terms
 
+
+def _to_frame_size(logits: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """The decoder's 1/4 logits upsampled to the frame, as SegFormer returns them."""
+    return F.interpolate(logits, size=frame.shape[-2:], mode="bilinear", align_corners=False)
