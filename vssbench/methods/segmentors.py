@@ -385,84 +385,87 @@ class PyramidPoolingHead(nn.Module):
         return self.classifier(self.dropout(self.bottleneck(torch.cat([x, *pooled], 1))))
 
 
-class PSPNet(ImageSegmentor):
-    """PSPNet over a dilated ResNet; features = the last backbone stage at stride 8."""
+class SingleMapSegmentor(ImageSegmentor):
+    """A feature network that gives one map and a head module on it (PSPNet, DeepLab); the
+    head's logits are upsampled bilinearly to the requested size."""
 
-    def __init__(self, num_classes: int, block: str, depths: list[int], widths: list[int], stem_width: int,
-                 head_channels: int) -> None:
-        super().__init__(num_classes)
-        self.backbone = DilatedResNet(block, depths, widths, stem_width)
-        self.head = PyramidPoolingHead(self.backbone.out_channels, head_channels, num_classes)
-
-    def extract(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return [self.backbone(image)]
-
-    def decode(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(self.head(features[0]), size=size, mode="bilinear", align_corners=False)
-
+    head: nn.Module
     head_modules = ("head",)
+
+    def __init__(self, num_classes: int, feature_channels: int) -> None:
+        super().__init__(num_classes)
+        self._feature_channels = feature_channels
+
+    @abc.abstractmethod
+    def feature_map(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the one feature map."""
 
     @property
     def feature_channels(self) -> list[int]:
-        return [self.backbone.out_channels]
+        return [self._feature_channels]
+
+    def extract(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [self.feature_map(image)]
+
+    def decode(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(self.head(features[0]), size=size, mode="bilinear", align_corners=False)
 
     def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"cross_entropy": cross_entropy(self.head(features[0]), label)}
 
 
+class PSPNet(SingleMapSegmentor):
+    """PSPNet over a dilated ResNet; features = the last backbone stage at stride 8."""
+
+    def __init__(self, num_classes: int, block: str, depths: list[int], widths: list[int], stem_width: int,
+                 head_channels: int) -> None:
+        backbone = DilatedResNet(block, depths, widths, stem_width)
+        super().__init__(num_classes, backbone.out_channels)
+        self.backbone = backbone
+        self.head = PyramidPoolingHead(backbone.out_channels, head_channels, num_classes)
+
+    def feature_map(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image)
+
+
+_RESNET = {  # the dilated ResNets of the PSPNet and DeepLab presets
+    "r18": dict(block="basic", depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], stem_width=64),
+    "r50": dict(block="bottleneck", depths=[3, 4, 6, 3], widths=[64, 128, 256, 512], stem_width=64),
+    "r101": dict(block="bottleneck", depths=[3, 4, 23, 3], widths=[64, 128, 256, 512], stem_width=64),
+    "tiny": dict(block="basic", depths=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_width=16),
+}
 PSPNET_PRESETS = {
     # mmseg's pspnet_r18-d8 (head 128 channels) and pspnet_r101-d8 (head 512 channels).
-    "pspnet-r18": dict(block="basic", depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], stem_width=64,
-                       head_channels=128),
-    "pspnet-r101": dict(block="bottleneck", depths=[3, 4, 23, 3], widths=[64, 128, 256, 512], stem_width=64,
-                        head_channels=512),
-    "pspnet-tiny": dict(block="basic", depths=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_width=16,
-                        head_channels=32),
+    "pspnet-r18": dict(**_RESNET["r18"], head_channels=128),
+    "pspnet-r101": dict(**_RESNET["r101"], head_channels=512),
+    "pspnet-tiny": dict(**_RESNET["tiny"], head_channels=32),
 }
 
 
 # --------------------------------------------------------------------------- DeepLab (DFF, Accel)
 
 
-class DeepLab(ImageSegmentor):
+class DeepLab(SingleMapSegmentor):
     """The DeepLab network of DFF and Accel: a dilated ResNet at output stride 16 and a
     randomly initialised 3x3 conv (dilation 6) to 1024 channels with ReLU form the feature
-    network; the task head is a 1x1 classifier, upsampled bilinearly. The split follows
-    DFF's code, which caches and warps the 1024-channel map."""
+    network; the task head is a 1x1 classifier. The split follows DFF's code, which caches
+    and warps the 1024-channel map."""
 
     def __init__(self, num_classes: int, block: str, depths: list[int], widths: list[int], stem_width: int,
                  feature_channels: int) -> None:
-        super().__init__(num_classes)
+        super().__init__(num_classes, feature_channels)
         self.backbone = DilatedResNet(block, depths, widths, stem_width, output_stride=16)
         self.feature_conv = nn.Sequential(
             nn.Conv2d(self.backbone.out_channels, feature_channels, 3, padding=6, dilation=6), nn.ReLU(inplace=True))
-        self.classifier = nn.Conv2d(feature_channels, num_classes, 1)
+        self.head = nn.Conv2d(feature_channels, num_classes, 1)
 
-    def extract(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return [self.feature_conv(self.backbone(image))]
-
-    def decode(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(self.classifier(features[0]), size=size, mode="bilinear", align_corners=False)
-
-    head_modules = ("classifier",)
-
-    @property
-    def feature_channels(self) -> list[int]:
-        return [self.classifier.in_channels]
-
-    def head_loss(self, features: list[torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"cross_entropy": cross_entropy(self.classifier(features[0]), label)}
+    def feature_map(self, image: torch.Tensor) -> torch.Tensor:
+        return self.feature_conv(self.backbone(image))
 
 
-_RESNET = {
-    "r18": dict(block="basic", depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], stem_width=64),
-    "r50": dict(block="bottleneck", depths=[3, 4, 6, 3], widths=[64, 128, 256, 512], stem_width=64),
-    "r101": dict(block="bottleneck", depths=[3, 4, 23, 3], widths=[64, 128, 256, 512], stem_width=64),
-}
 DEEPLAB_PRESETS = {
-    **{f"deeplab-{depth}": dict(**cfg, feature_channels=1024) for depth, cfg in _RESNET.items()},
-    "deeplab-tiny": dict(block="basic", depths=[1, 1, 1, 1], widths=[16, 32, 64, 128], stem_width=16,
-                         feature_channels=64),
+    **{f"deeplab-{depth}": dict(**_RESNET[depth], feature_channels=1024) for depth in ("r18", "r50", "r101")},
+    "deeplab-tiny": dict(**_RESNET["tiny"], feature_channels=64),
 }
 
 
