@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from propagation import third_frame_after_and_without_the_second
 from vssbench.benchmark.training import load_checkpoint, train
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
@@ -28,15 +29,7 @@ def test_dff_key_path_is_the_per_frame_segmentor(spec):
 
 def test_dff_warps_from_the_key_frame_not_from_the_previous_frame():
     torch.manual_seed(0)
-    method = build_method("dff:tiny", 8).eval()
-    frames = torch.randn(3, 1, 3, 64, 96)
-    with torch.no_grad():
-        method.step(frames[0], True)
-        method.step(frames[1], False)
-        third = method.step(frames[2], False)
-        method.reset()
-        method.step(frames[0], True)
-        direct = method.step(frames[2], False)
+    third, direct = third_frame_after_and_without_the_second(build_method("dff:tiny", 8).eval())
     assert torch.equal(third, direct)
 
 
@@ -64,15 +57,7 @@ def test_accel_with_the_update_branch_zeroed_equals_dff():
 
 def test_accel_propagates_frame_to_frame():
     torch.manual_seed(0)
-    method = build_method("accel:tiny", 8).eval()
-    frames = torch.randn(3, 1, 3, 64, 96)
-    with torch.no_grad():
-        method.step(frames[0], True)
-        method.step(frames[1], False)
-        chained = method.step(frames[2], False)
-        method.reset()
-        method.step(frames[0], True)
-        direct = method.step(frames[2], False)
+    chained, direct = third_frame_after_and_without_the_second(build_method("accel:tiny", 8).eval())
     assert not torch.allclose(chained, direct)
 
 

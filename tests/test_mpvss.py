@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from propagation import third_frame_after_and_without_the_second
 from vssbench.benchmark.training import train
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method
@@ -83,15 +84,7 @@ def test_key_path_equals_the_segmentor_and_nonkey_paths_follow_the_variant():
 
 def test_flow_is_always_from_the_key_frame():
     torch.manual_seed(0)
-    method = build_method("mpvss:tiny", 8).eval()
-    frames = [torch.randn(1, 3, 64, 96) for _ in range(3)]
-    with torch.no_grad():
-        method.step(frames[0], True)
-        method.step(frames[1], False)
-        after_intermediate = method.step(frames[2], False)
-        method.reset()
-        method.step(frames[0], True)
-        direct = method.step(frames[2], False)
+    after_intermediate, direct = third_frame_after_and_without_the_second(build_method("mpvss:tiny", 8).eval())
     assert torch.equal(after_intermediate, direct)
 
 
