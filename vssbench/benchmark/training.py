@@ -151,6 +151,12 @@ def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixe
     """
     path = Path(path)
     payload = read_checkpoint(path)
+    apply_checkpoint(method, payload, path, allow_missing_prefixes)
+    return payload
+
+
+def apply_checkpoint(method: VideoMethod, payload: dict, path: Path, allow_missing_prefixes: tuple[str, ...] = ()) -> None:
+    """Load an already read checkpoint ``payload`` (from ``path``, named in errors) into ``method``."""
     state, expected = payload["state_dict"], method.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not k.startswith(allow_missing_prefixes))
@@ -165,7 +171,6 @@ def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixe
             f"does not fit {method.spec} with {method.num_classes} classes; " + "; ".join(details)
         )
     method.load_state_dict(state, strict=False)
-    return payload
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -185,12 +190,13 @@ def load_initial_weights(method: VideoMethod, path: str | Path) -> None:
     """Start ``bench train`` from a checkpoint: of one of the method's components (Accel's DFF or
     per-frame update segmentor), matched by method and preset, or of the method itself or its
     segmentor (its own modules may then be missing)."""
-    payload = read_checkpoint(Path(path))
+    path = Path(path)
+    payload = read_checkpoint(path)  # read once: paper-scale checkpoints are hundreds of MB
     for component in method.component_methods().values():
         if (payload.get("method"), payload.get("preset")) == (component.name, component.preset):
-            load_checkpoint(component, path)
+            apply_checkpoint(component, payload, path)
             return
-    load_checkpoint(method, path, allow_missing_prefixes=own_parameter_prefixes(method))
+    apply_checkpoint(method, payload, path, allow_missing_prefixes=own_parameter_prefixes(method))
 
 
 def own_parameter_prefixes(method: VideoMethod) -> tuple[str, ...]:
