@@ -13,7 +13,8 @@ Per-frame average at interval k (DESIGN.md section 6): over a 15-frame clip with
 frames at t % k == 0, (n_key * F_key + n_nonkey * F_nonkey) / 15.
 
 Latency: batch 1, inference mode, warm-up cycles first, then whole key-interval cycles
-(a key frame followed by k - 1 non-key frames) timed step by step, with CUDA events and
+(a key frame followed by k - 1 non-key frames) timed step by step (methods with a memory
+of frames instead of key frames, STT: steps with a full memory, its cost paths), with CUDA events and
 synchronisation on a GPU and ``perf_counter`` on a CPU; median and inter-quartile range
 of key and non-key steps separately. FPS at interval k is k / (key + (k - 1) * non-key)
 medians, and is always recorded with the device it was measured on.
@@ -87,7 +88,7 @@ IGNORED_OPERATORS: dict[str, str] = {
         "aten::arange", "aten::zeros_like", "aten::ones_like", "aten::full_like", "aten::new_zeros", "aten::new_ones",
         "aten::scatter", "aten::scatter_", "aten::gather", "aten::index", "aten::index_put_", "aten::nonzero",
         "aten::clone", "aten::pad", "aten::constant_pad_nd", "aten::roll", "aten::fill_", "aten::copy_",
-        "aten::index_copy", "aten::expand_as", "aten::view_as")},
+        "aten::index_copy", "aten::expand_as", "aten::view_as", "aten::unflatten", "aten::cartesian_prod")},
 }
 
 
@@ -180,6 +181,12 @@ def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[in
     """Time whole key-interval cycles of ``method.step`` on ``frame`` (batch 1)."""
     device = frame.device
     method.eval()
+    if method.sweep_axis == "memory_frames":
+        # No key frames: time steps with a full memory, as the FLOPs are counted.
+        path = method.cost_paths(frame)["key"]
+        samples = [_timed(path, device) for _ in range(warmup + repeats)][warmup:]
+        method.reset()
+        return latency_summary(samples, [], intervals, uses_key_frames=False)
     cycle = max(intervals) if method.uses_key_frames else 1
     key_ms, nonkey_ms = [], []
     for repeat in range(warmup + repeats):
@@ -221,6 +228,7 @@ def cost_block(method: VideoMethod, frame: torch.Tensor, intervals: list[int], l
         "flop_resolution": list(frame.shape[-2:]),
         "flop_counter": FLOP_COUNTER,
         "device": device_name(frame.device),
+        **method.cost_settings(),
     }
     if latency is not None:
         block.update(latency)

@@ -79,7 +79,8 @@ def evaluate(
     loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
               if workers else (stream[i] for i in range(len(stream))))
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
-    description = f"{method.spec} k={schedule.interval}" if method.uses_key_frames else method.spec
+    description = (f"{method.spec} k={schedule.interval}" if method.uses_key_frames
+                   else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
     for item in tqdm(loader, total=len(stream), desc=description, unit="frame", disable=None if options.progress else True,
                      leave=False):
         if item["is_first"]:
@@ -136,6 +137,7 @@ def save_prediction(prediction: torch.Tensor, path: Path) -> None:
 class SweepSettings:
     specs: list[str]
     intervals: list[int]
+    memory_frames: list[int] = field(default_factory=lambda: list(range(8)))  # STT's sweep axis, M
     variants: list[str] | None = None  # None: each method's default variant
     output: Path = Path("results/run.jsonl")
     predictions_dir: Path | None = None
@@ -190,7 +192,6 @@ def _run_method(
     results: ResultFile,
 ) -> list[dict]:
     method = build_method(spec, dataset.num_classes, variant)
-    intervals = settings.intervals if method.uses_key_frames else [1]
     base = {
         "method": method.name,
         "preset": method.preset,
@@ -212,21 +213,22 @@ def _run_method(
         prepare_error = error
     checkpoint_info = {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
     rows = []
-    for interval in intervals:
-        schedule = KeySchedule(interval)
-        config = {**base, "schedule": {"type": "interval", "key_interval": interval, "offset": 0},
-                  "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
+    for schedule, schedule_config, suffix in sweep_points(method, settings):
+        config = {**base, "schedule": schedule_config, "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
         hash_ = config_hash(config)
         done = results.finished(hash_)
         if done and not settings.overwrite:
-            log.info("skipping %s k=%d: finished row %s in %s", spec, interval, hash_, settings.output)
+            log.info("skipping %s %s: finished row %s in %s", spec, suffix, hash_, settings.output)
             rows.append(done)
             continue
-        label = row_label(method.name, method.preset, variant, type(method).variants[0], f"k{interval}")
+        if "memory_frames" in schedule_config:
+            method.memory_frames = schedule_config["memory_frames"]
+        label = row_label(method.name, method.preset, variant, type(method).variants[0], suffix)
         row = {
             "schema": "vssbench.result/1",
             "label": label,
             **{k: base[k] for k in ("method", "preset", "variant", "dataset", "split", "resolution")},
+            "segmentor_preset": method.segmentor_preset,  # whose per-frame row speed ratios are taken against
             "schedule": config["schedule"],
             "status": "ok",
             "error": None,
@@ -245,8 +247,9 @@ def _run_method(
                 raise prepare_error
             evaluation = evaluate(method, dataset, schedule, settings.evaluation, predictions)
             row["metrics"] = evaluation.metrics
-            latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [interval], method.uses_key_frames)
-            row["cost"] = cost_block(method, evaluation.sample_frame, [interval], latency)
+            latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [schedule.interval],
+                                      method.uses_key_frames)
+            row["cost"] = cost_block(method, evaluation.sample_frame, [schedule.interval], latency)
             row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
                              "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames}
             row["predictions_dir"] = str(predictions) if predictions else None
@@ -255,10 +258,25 @@ def _run_method(
         except Exception as error:  # noqa: BLE001 - every method failure becomes an error row
             row["status"] = "error"
             row["error"] = f"{type(error).__name__}: {error}"
-            log.error("%s k=%d failed: %s\n%s", spec, interval, row["error"], traceback.format_exc(limit=3))
+            log.error("%s %s failed: %s\n%s", spec, suffix, row["error"], traceback.format_exc(limit=3))
         results.put(row)
         rows.append(row)
     return rows
+
+
+def sweep_points(method: VideoMethod, settings: SweepSettings) -> list[tuple[KeySchedule, dict, str]]:
+    """(key schedule, the row's ``schedule`` object, label suffix) for each point of the method's sweep axis."""
+    if method.sweep_axis == "memory_frames":
+        return [(KeySchedule(1), {"type": "memory", "memory_frames": m}, f"m{m}") for m in settings.memory_frames]
+    intervals = settings.intervals if method.uses_key_frames else [1]
+    return [(KeySchedule(k), {"type": "interval", "key_interval": k, "offset": 0}, f"k{k}") for k in intervals]
+
+
+def schedule_text(schedule: dict) -> str:
+    """A row's schedule as printed in tables: ``k=5`` or ``M=7``."""
+    if schedule.get("type") == "memory":
+        return f"M={schedule['memory_frames']}"
+    return f"k={schedule['key_interval']}"
 
 
 def _resolution(dataset: VideoDataset) -> list[int] | str:

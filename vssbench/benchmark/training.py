@@ -52,9 +52,16 @@ class TrainingClips(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
         video = self.videos[rng.integers(len(self.videos))]
-        gap = int(rng.integers(self.recipe.max_interval)) if self.recipe.frames_per_sample > 1 else 0
-        start = int(rng.integers(len(video.frames) - gap))
-        indices = [start, start + gap][: self.recipe.frames_per_sample]
+        frames = self.recipe.frames_per_sample
+        if frames > 2:  # a clip of consecutive frames
+            if len(video.frames) < frames:
+                raise ValueError(f"video {video.name} has {len(video.frames)} frames; {frames}-frame clips need more")
+            start = int(rng.integers(len(video.frames) - frames + 1))
+            indices = list(range(start, start + frames))
+        else:
+            gap = int(rng.integers(self.recipe.max_interval)) if frames > 1 else 0
+            start = int(rng.integers(len(video.frames) - gap))
+            indices = [start, start + gap][:frames]
         flip = bool(rng.integers(2))
         images, labels = [], []
         for i in indices:

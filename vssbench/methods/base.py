@@ -47,7 +47,8 @@ class TrainingRecipe:
     """How ``bench train`` samples data and optimises a method's trainable parameters.
 
     ``frames_per_sample`` = 1 trains on single frames; 2 on (key, current) pairs whose
-    distance is drawn uniformly from 0..``max_interval`` - 1, the key frame first.
+    distance is drawn uniformly from 0..``max_interval`` - 1, the key frame first; T > 2
+    on clips of T consecutive frames in order (STT's memory and current frame).
     """
 
     frames_per_sample: int = 1
@@ -66,6 +67,9 @@ class VideoMethod(nn.Module, abc.ABC):
     default_preset: ClassVar[str]
     variants: ClassVar[tuple[str, ...]] = ("default",)
     uses_key_frames: ClassVar[bool] = True  # False: the key-frame interval does not change the output
+    # What a sweep varies: the key-frame interval (--intervals), or "memory_frames" for methods that
+    # attend to a memory of previous frames instead of using key frames (STT; --memory).
+    sweep_axis: ClassVar[str] = "key_interval"
     recipe: ClassVar[TrainingRecipe] = TrainingRecipe()
     has_own_training_stage: ClassVar[bool] = True  # False: training it is training its segmentor
 
@@ -112,6 +116,10 @@ class VideoMethod(nn.Module, abc.ABC):
         self.reset()
         self.step(frame, True)
         return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
+
+    def cost_settings(self) -> dict:
+        """Settings the cost of this method depends on beyond its preset, recorded in the cost block."""
+        return {}
 
     def component_methods(self) -> dict[str, VideoMethod]:
         """Whole video methods this one is built from (Accel's DFF reference branch and
@@ -176,4 +184,5 @@ def _import_all_methods() -> None:
     import vssbench.methods.dff  # noqa: F401
     import vssbench.methods.mpvss  # noqa: F401
     import vssbench.methods.perframe  # noqa: F401
+    import vssbench.methods.stt  # noqa: F401
     import vssbench.methods.tfc  # noqa: F401
