@@ -1,4 +1,4 @@
-"""The ``bench`` command: run, train, profile, data, list.
+"""The ``bench`` command: run, train, profile, report, check, data, list.
 
 Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
 checkpoint), with a message naming the argument or file and what was expected.
@@ -36,6 +36,19 @@ def _int_list(text: str, argument: str) -> list[int]:
         raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10") from None
     if not values or any(v < 1 for v in values):
         raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
+    return values
+
+
+def _memory_list(text: str) -> list[int]:
+    """``--memory``: comma-separated memory lengths M in 0..7 (STT's sweep axis)."""
+    from vssbench.methods.stt import MAX_MEMORY
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0 <= v <= MAX_MEMORY for v in values):
+        raise UsageError(f"--memory {text!r}: expected comma-separated memory lengths in 0..{MAX_MEMORY}, e.g. 0,1,7")
     return values
 
 
@@ -135,6 +148,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     specs = _specs(args.methods)
     intervals = _int_list(args.intervals, "--intervals")
+    memory_frames = _memory_list(args.memory)
     checkpoints = _checkpoints(args.checkpoint, specs)
     _check_device(args.device)
     torch.manual_seed(args.seed)
@@ -155,6 +169,7 @@ def command_run(args: argparse.Namespace) -> int:
     settings = SweepSettings(
         specs=specs,
         intervals=intervals,
+        memory_frames=memory_frames,
         variants=args.variants.split(",") if args.variants else None,
         output=args.output,
         predictions_dir=args.save_predictions,
@@ -171,15 +186,17 @@ def command_run(args: argparse.Namespace) -> int:
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows of a run as a Markdown table (metrics in percent)."""
+    from vssbench.benchmark.runner import schedule_text
+
     def fmt(value: object) -> str:
         return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
     table = []
     for row in rows:
         metrics = row.get("metrics") or {}
-        table.append([row["label"], row["method"], row["preset"], row["variant"], row["schedule"]["key_interval"],
+        table.append([row["label"], row["method"], row["preset"], row["variant"], schedule_text(row["schedule"]),
                       *(fmt(metrics.get(k)) for k in ("miou", "wiou", "mvc8", "mvc16")), row["status"]])
-    headers = ["label", "method", "preset", "variant", "k", "mIoU", "WIoU", "mVC8", "mVC16", "status"]
+    headers = ["label", "method", "preset", "variant", "schedule", "mIoU", "WIoU", "mVC8", "mVC16", "status"]
     return tabulate(table, headers=headers, tablefmt="github")
 
 
@@ -231,6 +248,7 @@ def command_profile(args: argparse.Namespace) -> int:
     specs = _specs(args.methods)
     height, width = _size(args.resolution, "--resolution")
     intervals = _int_list(args.intervals, "--intervals")
+    memory_frames = _memory_list(args.memory)
     _check_device(args.device)
     results = ResultFile(args.output)
     rows = []
@@ -238,20 +256,27 @@ def command_profile(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         method = build_method(spec, args.num_classes, args.variant).to(args.device).eval()
         frame = torch.randn(1, 3, height, width, device=args.device)
-        config = {"kind": "profile", "spec": method.spec, "variant": method.variant, "resolution": [height, width],
-                  "num_classes": args.num_classes, "intervals": intervals, "device": args.device}
-        row = {"schema": "vssbench.profile/1",
-               "label": row_label(method.name, method.preset, method.variant, type(method).variants[0]),
-               "method": method.name, "preset": method.preset, "variant": method.variant,
-               "resolution": [height, width], "num_classes": args.num_classes, "status": "ok", "error": None,
-               "cost": None, "env": environment(args.device, args.seed), "config_hash": config_hash(config)}
-        try:
-            latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats, args.warmup)
-            row["cost"] = cost_block(method, frame, intervals, latency)
-        except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
-            row.update(status="error", error=f"{type(error).__name__}: {error}")
-        results.put(row)
-        rows.append(row)
+        # Methods with a memory instead of key frames (STT) get one row per memory length.
+        for memory in memory_frames if method.sweep_axis == "memory_frames" else [None]:
+            suffix = None
+            if memory is not None:
+                method.memory_frames, suffix = memory, f"m{memory}"
+            config = {"kind": "profile", "spec": method.spec, "variant": method.variant, "resolution": [height, width],
+                      "num_classes": args.num_classes, "intervals": intervals, "device": args.device,
+                      **({"memory_frames": memory} if memory is not None else {})}
+            row = {"schema": "vssbench.profile/1",
+                   "label": row_label(method.name, method.preset, method.variant, type(method).variants[0], suffix),
+                   "method": method.name, "preset": method.preset, "variant": method.variant,
+                   "resolution": [height, width], "num_classes": args.num_classes, "status": "ok", "error": None,
+                   "cost": None, "env": environment(args.device, args.seed), "config_hash": config_hash(config)}
+            try:
+                latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats,
+                                                                       args.warmup)
+                row["cost"] = cost_block(method, frame, intervals, latency)
+            except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
+                row.update(status="error", error=f"{type(error).__name__}: {error}")
+            results.put(row)
+            rows.append(row)
     print(cost_table(rows, intervals))
     return _exit_code(rows)
 
@@ -272,6 +297,49 @@ def cost_table(rows: list[dict], intervals: list[int]) -> str:
     return tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}."
 
 
+def command_report(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.report import write_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    compare = None
+    if args.compare:
+        compare = tuple(label.strip() for label in args.compare.split(","))
+        if len(compare) != 2:
+            raise UsageError(f"--compare {args.compare!r}: expected two row labels separated by a comma")
+    for path in args.files:
+        if not path.is_file():
+            raise UsageError(f"result file {path} does not exist")
+    try:
+        written = write_report(args.files, args.out, formats, compare)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    for path in written:
+        print(path)
+    print(f"\nwrote {len(written)} files to {args.out}")
+    return 0
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.regression import check, parse_tolerances
+    from vssbench.benchmark.results import load_rows
+
+    for path in (args.file, args.baseline):
+        if not path.is_file():
+            raise UsageError(f"result file {path} does not exist")
+    try:
+        tolerances = parse_tolerances(args.tolerance)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    result = check(load_rows(args.file), load_rows(args.baseline), tolerances)
+    for label in result.new_rows:
+        print(f"new (not in the baseline): {label}")
+    for regression in result.regressions:
+        print(f"REGRESSION {regression}", file=sys.stderr)
+    verdict = "passed" if result.passed else f"FAILED with {len(result.regressions)} regressions"
+    print(f"bench check {args.file} against {args.baseline}: {result.compared} rows compared; {verdict}")
+    return 0 if result.passed else EXIT_ROWS_FAILED
+
+
 def command_list(args: argparse.Namespace) -> int:
     from vssbench.methods.base import registered_methods
 
@@ -279,7 +347,8 @@ def command_list(args: argparse.Namespace) -> int:
     for name, cls in sorted(registered_methods().items()):
         presets = [p + (" (default)" if p == cls.default_preset else "") for p in cls.presets]
         table.append([name, (cls.__doc__ or "").strip().splitlines()[0], ", ".join(presets), ", ".join(cls.variants),
-                      "key-frame interval" if cls.uses_key_frames else "-"])
+                      "memory frames M" if cls.sweep_axis == "memory_frames"
+                      else "key-frame interval" if cls.uses_key_frames else "-"])
     print(tabulate(table, headers=["method", "what", "presets", "variants", "sweep axis"], tablefmt="github"))
     print(f"\ndatasets: {', '.join(DATASETS)}")
     return 0
@@ -304,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variants", help="comma-separated variants to run for the methods that have them, or 'all' "
                                         "(default: each method's default)")
     run.add_argument("--intervals", default="1,2,5,10", help="comma-separated key-frame intervals (default: 1,2,5,10)")
+    run.add_argument("--memory", default="0,1,2,3,4,5,6,7",
+                     help="memory lengths M swept by methods without key frames (STT) in place of intervals; "
+                          "M = 0 is the image segmentor alone (default: 0,1,2,3,4,5,6,7)")
     _add_dataset_arguments(run, "val")
     run.add_argument("--output", type=Path, default=Path("results/run.jsonl"),
                      help="JSONL result file; rows already finished there are skipped (default: results/run.jsonl)")
@@ -369,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--resolution", default="480x853", help="input HxW (default: 480x853, VSPW)")
     profile.add_argument("--num-classes", type=int, default=124, help="classes (default: 124, VSPW; 19 Cityscapes)")
     profile.add_argument("--intervals", default="1,5,10", help="key-frame intervals (default: 1,5,10)")
+    profile.add_argument("--memory", default="0,7", help="memory lengths M profiled for STT (default: 0,7)")
     profile.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
     profile.add_argument("--repeats", type=int, default=5, help="timed key-interval cycles (default: 5)")
     profile.add_argument("--warmup", type=int, default=1, help="untimed warm-up cycles (default: 1)")
@@ -381,6 +454,29 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--report-dir", type=Path, default=Path("reports"), help="where --fidelity writes")
     profile.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     profile.set_defaults(handler=command_profile)
+
+    report = sub.add_parser("report", help="paper-style tables (Markdown, LaTeX, CSV) and figures from result rows",
+                            description="Write the comparison, ablation, memory and per-frame cost tables and "
+                                        "the figures (PNG and PDF) that the rows of the given files can fill.")
+    report.add_argument("files", type=Path, nargs="+", metavar="FILE.jsonl", help="result files of `bench run`")
+    report.add_argument("--out", type=Path, required=True, help="folder to write the tables and figures to")
+    report.add_argument("--format", default="md,tex,csv", help="table formats (default: md,tex,csv)")
+    report.add_argument("--compare", metavar="LABEL,LABEL",
+                        help="two row labels for the per-class IoU figure (default: the per-frame row and the "
+                             "MPVSS, else another method's, row at the largest interval)")
+    report.set_defaults(handler=command_report)
+
+    check_parser = sub.add_parser("check", help="fail when results regress against a baseline",
+                                  description="Match rows to the baseline by configuration and exit 1, naming "
+                                              "each regression, when accuracy drops by more than its tolerance, "
+                                              "parameters or FLOPs change, the speed ratio against the per-frame "
+                                              "run drops by more than its band, or a baseline row is missing.")
+    check_parser.add_argument("file", type=Path, metavar="FILE.jsonl", help="result file to check")
+    check_parser.add_argument("--baseline", type=Path, required=True, help="baseline result file")
+    check_parser.add_argument("--tolerance",
+                              help="overrides, e.g. miou=1,mvc8=1,speed=0.5: accuracy in points (default 0.5 "
+                                   "each), speed as the allowed fractional drop of the ratio (default 0.3)")
+    check_parser.set_defaults(handler=command_check)
 
     listing = sub.add_parser("list", help="list methods, presets and variants",
                              description="List every registered method with its presets and variants.")

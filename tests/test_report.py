@@ -1,0 +1,142 @@
+import copy
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vssbench.benchmark.regression import check, parse_tolerances
+from vssbench.benchmark.report import pareto_front, write_report
+from vssbench.benchmark.results import write_rows_atomically
+from vssbench.cli import main
+
+CLASSES = ("sky", "road", "car")
+
+
+def _row(method: str, preset: str, k: int | None = None, variant: str = "default", miou: float = 80.0,
+         mvc8: float = 95.0, gflops: float = 1.0, fps: float = 10.0, memory: int | None = None,
+         segmentor: str | None = None) -> dict:
+    schedule = {"type": "memory", "memory_frames": memory} if memory is not None else \
+        {"type": "interval", "key_interval": k, "offset": 0}
+    interval = str(k or 1)
+    suffix = f"m{memory}" if memory is not None else f"k{k}"
+    return {
+        "schema": "vssbench.result/1", "label": f"{method}_{preset}{'' if variant == 'default' else '_' + variant}_{suffix}",
+        "method": method, "preset": preset, "variant": variant, "dataset": "synthetic", "split": "val",
+        "resolution": [64, 96], "segmentor_preset": segmentor or preset, "schedule": schedule, "status": "ok",
+        "error": None,
+        "metrics": {"miou": miou, "wiou": miou + 5, "mvc8": mvc8, "mvc16": mvc8 - 1, "miou_mode": "vspw",
+                    "vc_protocol": "vspw", "per_class_iou": dict(zip(CLASSES, (miou, miou - 10, None)))},
+        "cost": {"params_m": 3.75, "gflops_key": gflops, "gflops_nonkey": gflops / 2, "gflops_avg": {interval: gflops},
+                 "flop_resolution": [64, 96], "fps": {interval: fps}, "device": "CPU: test"},
+        "config_hash": f"{method}{preset}{variant}{suffix}",
+    }
+
+
+ROWS = [
+    _row("perframe", "segformer-tiny", 1, miou=90.0, mvc8=98.0, gflops=2.0, fps=10.0),
+    _row("copy", "segformer-tiny", 1, miou=90.0, mvc8=98.0, gflops=2.0, fps=10.0),
+    _row("copy", "segformer-tiny", 5, miou=70.0, mvc8=94.0, gflops=0.4, fps=50.0),
+    _row("mpvss", "tiny", 1, variant="query-based-flow", miou=88.0, gflops=3.0, fps=8.0, segmentor="mask2former-tiny"),
+    _row("mpvss", "tiny", 5, variant="query-based-flow", miou=84.0, gflops=1.5, fps=20.0, segmentor="mask2former-tiny"),
+    _row("mpvss", "tiny", 5, variant="copy", miou=66.0, gflops=0.6, fps=40.0, segmentor="mask2former-tiny"),
+    _row("perframe", "mask2former-tiny", 1, miou=89.0, gflops=3.0, fps=9.0),
+    _row("stt", "tiny", memory=0, miou=85.0, mvc8=96.0, gflops=1.0, fps=12.0, segmentor="pspnet-tiny"),
+    _row("stt", "tiny", memory=7, miou=85.5, mvc8=97.0, gflops=1.1, fps=8.0, segmentor="pspnet-tiny"),
+]
+
+
+@pytest.fixture
+def rows_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    write_rows_atomically(path, ROWS)
+    return path
+
+
+def test_pareto_front_keeps_the_points_no_cheaper_point_beats():
+    points = [(1.0, 70.0), (2.0, 90.0), (1.5, 65.0), (3.0, 88.0), (0.5, 60.0), (2.0, 85.0)]
+    assert pareto_front(points) == [(0.5, 60.0), (1.0, 70.0), (2.0, 90.0)]
+
+
+def test_report_writes_every_table_in_three_formats_and_every_figure(rows_file, tmp_path):
+    out = tmp_path / "report"
+    written = {p.name for p in write_report([rows_file], out)}
+    for table in ("comparison_synthetic", "ablation_mpvss", "memory_stt", "per_frame_cost"):
+        assert {f"{table}.md", f"{table}.tex", f"{table}.csv"} <= written
+    for figure in ("accuracy_vs_interval", "gflops_vs_interval", "accuracy_vs_gflops", "mvc8_vs_miou",
+                   "stt_memory", "per_class_iou"):
+        assert {f"{figure}.png", f"{figure}.pdf"} <= written
+        with Image.open(out / f"{figure}.png") as image:
+            assert image.width > 400 and image.height > 300
+    assert "ablation_tfc.md" not in written  # no TFC rows
+
+
+def test_report_tables_hold_the_rows_values_and_name_the_fps_device(rows_file, tmp_path):
+    out = tmp_path / "report"
+    write_report([rows_file], out)
+    comparison = pd.read_csv(out / "comparison_synthetic.csv")
+    mpvss = comparison[(comparison["Method"] == "mpvss") & (comparison["Schedule"] == "k=5")]
+    assert mpvss[["mIoU", "WIoU", "mVC8", "GFLOPs", "FPS"]].values.tolist() == [[84.0, 89.0, 95.0, 1.5, 20.0]]
+    assert "mpvss (copy)" in set(comparison["Method"])  # a non-default variant is named
+    markdown = (out / "comparison_synthetic.md").read_text()
+    assert "FPS on CPU: test" in markdown and "mIoU mode vspw, VC protocol vspw" in markdown
+    assert "\\caption{" in (out / "ablation_mpvss.tex").read_text()
+    memory = pd.read_csv(out / "memory_stt.csv")
+    assert memory["M"].tolist() == [0, 7] and memory["mVC8"].tolist() == [96.0, 97.0]
+
+
+def test_report_compare_names_an_unknown_label(rows_file, tmp_path, capsys):
+    assert main(["report", str(rows_file), "--out", str(tmp_path / "r"), "--compare", "copy_segformer-tiny_k5,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_check_passes_on_the_baseline_against_itself(rows_file, capsys):
+    assert main(["check", str(rows_file), "--baseline", str(rows_file)]) == 0
+    assert f"{len(ROWS)} rows compared; passed" in capsys.readouterr().out
+
+
+def test_check_fails_naming_row_and_metric_when_the_baseline_miou_is_raised_by_5_points(rows_file, tmp_path, capsys):
+    baseline = copy.deepcopy(ROWS)
+    baseline[4]["metrics"]["miou"] += 5
+    path = tmp_path / "baseline.jsonl"
+    write_rows_atomically(path, baseline)
+    assert main(["check", str(rows_file), "--baseline", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "mpvss_tiny_query-based-flow_k5: miou 89.00 -> 84.00 (-5.00)" in err
+    assert err.count("REGRESSION") == 1
+
+
+def test_check_tolerates_accuracy_drops_within_tolerance_but_no_cost_change():
+    current = copy.deepcopy(ROWS)
+    current[2]["metrics"]["mvc8"] -= 0.4
+    assert check(current, ROWS).passed
+    current[2]["cost"]["gflops_key"] += 0.001
+    (regression,) = check(current, ROWS).regressions
+    assert regression.startswith("copy_segformer-tiny_k5: gflops_key changed")
+
+
+def test_check_compares_speed_as_a_ratio_to_the_per_frame_run_of_the_same_file():
+    current = copy.deepcopy(ROWS)
+    for row in current:  # a machine twice as slow: every ratio is unchanged
+        row["cost"]["fps"] = {k: v / 2 for k, v in row["cost"]["fps"].items()}
+    assert check(current, ROWS).passed
+    current[2]["cost"]["fps"]["5"] /= 2  # copy k=5 alone halves: its ratio drops by 50%
+    (regression,) = check(current, ROWS).regressions
+    assert regression.startswith("copy_segformer-tiny_k5: speed ratio vs per-frame 5.000 -> 2.500")
+
+
+def test_check_reports_missing_failed_and_new_rows():
+    current = copy.deepcopy(ROWS[1:])
+    current[0]["status"], current[0]["error"] = "error", "RuntimeError: boom"
+    current.append(_row("dff", "tiny", 5))
+    result = check(current, ROWS)
+    assert result.regressions[:2] == ["perframe_segformer-tiny_k1: missing (no row with this configuration)",
+                                      "copy_segformer-tiny_k1: status error: RuntimeError: boom"]
+    assert result.new_rows == ["dff_tiny_k5"]
+
+
+def test_tolerances_parse_and_reject_unknown_names():
+    assert parse_tolerances("miou=1,speed=0.5")["miou"] == 1.0
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_tolerances("accuracy=1")
+    assert json.dumps(parse_tolerances(None))

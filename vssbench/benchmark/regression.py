@@ -1,0 +1,120 @@
+"""The regression gate behind ``bench check``: result rows against a baseline, configuration by configuration.
+
+Rows are matched by what defines their configuration (method, preset, variant, dataset,
+split, resolution, schedule), not by the configuration hash, which also covers the
+checkpoint digest and so differs whenever weights are retrained. For each baseline row:
+
+* a missing row, or one whose status is not ``ok``, is a regression;
+* accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
+* parameters and GFLOPs (key and non-key paths) may not change at all: they are
+  properties of the architecture, so any change is a change of the method;
+* the speed ratio, the row's FPS over the FPS of the per-frame run of the same image
+  segmentor in the same file, may not drop by more than its band (a fraction). A ratio
+  is compared, never an absolute speed, because both sides are measured on one machine
+  in one run while the baseline may come from another machine.
+
+Rows the baseline does not have are listed as new and do not fail the check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+ACCURACY = ("miou", "wiou", "mvc8", "mvc16")
+COST = ("params_m", "gflops_key", "gflops_nonkey")
+DEFAULT_TOLERANCES = {"miou": 0.5, "wiou": 0.5, "mvc8": 0.5, "mvc16": 0.5, "speed": 0.3}
+
+
+def parse_tolerances(text: str | None) -> dict[str, float]:
+    """``miou=0.5,speed=0.3``-style overrides of :data:`DEFAULT_TOLERANCES`."""
+    tolerances = dict(DEFAULT_TOLERANCES)
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not sep or name not in tolerances or number < 0:
+            raise ValueError(f"--tolerance {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(DEFAULT_TOLERANCES)} and a non-negative VALUE")
+        tolerances[name] = number
+    return tolerances
+
+
+def row_key(row: dict) -> str:
+    """What identifies a row's configuration across runs and machines."""
+    fields = {k: row.get(k) for k in ("method", "preset", "variant", "dataset", "split", "resolution", "schedule")}
+    return json.dumps(fields, sort_keys=True)
+
+
+def _interval(row: dict) -> str:
+    return str(row["schedule"].get("key_interval", 1))
+
+
+def speed_ratios(rows: list[dict]) -> dict[str, float]:
+    """Row key -> its FPS over the FPS of the per-frame run of its segmentor in the same rows."""
+    per_frame = {}
+    for row in rows:
+        if row.get("method") == "perframe" and row.get("status") == "ok" and row.get("cost"):
+            per_frame[(row["preset"], row["dataset"], row["split"])] = (row["cost"].get("fps") or {}).get("1")
+    ratios = {}
+    for row in rows:
+        if row.get("status") != "ok" or not row.get("cost"):
+            continue
+        reference = per_frame.get((row.get("segmentor_preset"), row["dataset"], row["split"]))
+        fps = (row["cost"].get("fps") or {}).get(_interval(row))
+        if reference and fps:
+            ratios[row_key(row)] = fps / reference
+    return ratios
+
+
+@dataclass
+class CheckResult:
+    regressions: list[str] = field(default_factory=list)
+    new_rows: list[str] = field(default_factory=list)
+    compared: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+
+def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] | None = None) -> CheckResult:
+    """Compare ``rows`` with ``baseline``; every regression is named with its row and metric."""
+    tolerances = tolerances or DEFAULT_TOLERANCES
+    current = {row_key(r): r for r in rows}
+    current_ratios, baseline_ratios = speed_ratios(rows), speed_ratios(baseline)
+    result = CheckResult()
+    for key, expected in ((row_key(r), r) for r in baseline if r.get("status") == "ok"):
+        label = expected["label"]
+        found = current.get(key)
+        if found is None:
+            result.regressions.append(f"{label}: missing (no row with this configuration)")
+            continue
+        result.compared += 1
+        if found.get("status") != "ok":
+            result.regressions.append(f"{label}: status {found.get('status')}: {found.get('error')}")
+            continue
+        for metric in ACCURACY:
+            before, after = expected["metrics"].get(metric), found["metrics"].get(metric)
+            if before is None:
+                continue
+            if after is None or after < before - tolerances[metric]:
+                shown = "none" if after is None else f"{after:.2f} ({after - before:+.2f})"
+                result.regressions.append(f"{label}: {metric} {before:.2f} -> {shown}, "
+                                          f"tolerance {tolerances[metric]:g} points")
+        for metric in COST:
+            before, after = (expected.get("cost") or {}).get(metric), (found.get("cost") or {}).get(metric)
+            if before != after:
+                result.regressions.append(f"{label}: {metric} changed {before} -> {after} (must not change)")
+        before, after = baseline_ratios.get(key), current_ratios.get(key)
+        if before is not None and after is not None and after < before * (1 - tolerances["speed"]):
+            result.regressions.append(f"{label}: speed ratio vs per-frame {before:.3f} -> {after:.3f}, "
+                                      f"band {tolerances['speed']:.0%}")
+    baseline_keys = {row_key(r) for r in baseline}
+    result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]
+    return result

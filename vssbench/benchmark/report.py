@@ -1,0 +1,310 @@
+"""Paper-style tables and figures from result rows (``bench report``).
+
+Tables (each written as Markdown, LaTeX and CSV):
+
+* ``comparison_<dataset>``: MPVSS Table 1 / TFC Table 1 layout (method, backbone,
+  schedule, mIoU, WIoU, mVC8, mVC16, GFLOPs, params, FPS); for Cityscapes the MPVSS
+  Table 2 layout (no VC: its validation frames are single labelled frames).
+* ``ablation_mpvss`` and ``ablation_tfc``: MPVSS Table 3 and TFC Table 2, every variant at
+  every interval that was run.
+* ``memory_stt``: STT's sweep over the memory length M (its supplementary Figure 1 data).
+* ``per_frame_cost``: MPVSS supplementary Table III: parameters and GFLOPs of the key and
+  non-key paths of every method, at the resolution they were counted at.
+
+GFLOPs in the comparison and ablation tables are the per-frame average over a 15-frame
+clip at the row's interval (DESIGN.md section 6). Every table's caption names the devices
+FPS was measured on and the metric modes of its rows.
+
+Figures (PNG and PDF): mIoU and mVC8 against the key-frame interval (MPVSS Figure 3),
+GFLOPs against the interval, mIoU against GFLOPs with the Pareto front, mVC8 against mIoU,
+mIoU and mVC8 against STT's memory length, and the per-class IoU of two chosen rows (MPVSS
+supplementary Figure B).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vssbench.benchmark.results import load_rows  # noqa: E402
+from vssbench.methods.base import registered_methods  # noqa: E402
+
+FORMATS = ("md", "tex", "csv")
+METRICS = ("miou", "wiou", "mvc8", "mvc16")
+METRIC_NAMES = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
+
+
+def load_frame(paths: list[Path]) -> pd.DataFrame:
+    """One row per finished (status ok) result row of the given files, flattened for tables."""
+    records = []
+    for path in paths:
+        for row in load_rows(path):
+            if row.get("status") != "ok" or not row.get("metrics"):
+                continue
+            schedule, cost, metrics = row["schedule"], row.get("cost") or {}, row["metrics"]
+            memory = schedule.get("memory_frames")
+            interval = schedule.get("key_interval", 1)
+            records.append({
+                "label": row["label"],
+                "method": row["method"],
+                "preset": row["preset"],
+                "variant": row["variant"],
+                "dataset": row["dataset"],
+                "split": row["split"],
+                "schedule": f"M={memory}" if memory is not None else f"k={interval}",
+                "k": None if memory is not None else interval,
+                "M": memory,
+                **{name: metrics.get(name) for name in METRICS},
+                "gflops": (cost.get("gflops_avg") or {}).get(str(interval)),
+                "gflops_key": cost.get("gflops_key"),
+                "gflops_nonkey": cost.get("gflops_nonkey"),
+                "flop_resolution": "x".join(map(str, cost.get("flop_resolution") or [])) or None,
+                "params_m": cost.get("params_m"),
+                "fps": (cost.get("fps") or {}).get(str(interval)),
+                "fps_device": cost.get("device"),
+                "query_fraction": cost.get("query_fraction_measured"),
+                "miou_mode": metrics.get("miou_mode"),
+                "vc_protocol": metrics.get("vc_protocol"),
+                "per_class_iou": metrics.get("per_class_iou") or {},
+            })
+    if not records:
+        raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
+    return pd.DataFrame.from_records(records)
+
+
+def is_default_variant(method: str, variant: str) -> bool:
+    cls = registered_methods().get(method)
+    return variant == (cls.variants[0] if cls else "default")
+
+
+def method_name(row: pd.Series) -> str:
+    """``method`` plus the variant when it is not the method's default, as tables and legends print it."""
+    return row["method"] if is_default_variant(row["method"], row["variant"]) else f"{row['method']} ({row['variant']})"
+
+
+def caption(frame: pd.DataFrame, title: str, metrics: bool = True) -> str:
+    """The title, the metric modes and the devices that FPS was measured on."""
+    devices = ", ".join(sorted(set(frame["fps_device"].dropna())) or ["-"])
+    if not metrics:
+        return f"{title}. GFLOPs at the resolution shown (fvcore, 1 multiply-add = 1 FLOP); FPS of the rows on {devices}."
+    modes = ", ".join(sorted({f"mIoU mode {a}, VC protocol {b}" for a, b in zip(frame["miou_mode"], frame["vc_protocol"])}))
+    return f"{title}. Metrics in percent ({modes}); GFLOPs per frame averaged over a 15-frame clip; FPS on {devices}."
+
+
+def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Table name -> (caption, table), for the tables the rows can fill."""
+    out: dict[str, tuple[str, pd.DataFrame]] = {}
+    frame = frame.assign(Method=frame.apply(method_name, axis=1))
+    for dataset, rows in frame.groupby("dataset", sort=True):
+        rows = rows.sort_values(["method", "variant", "preset", "k", "M"], na_position="last")
+        columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule",
+                   **({"miou": "mIoU"} if dataset == "cityscapes" else {k: METRIC_NAMES[k] for k in METRICS}),
+                   "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS"}
+        title = ("Cityscapes comparison (MPVSS Table 2 layout)" if dataset == "cityscapes"
+                 else f"Comparison on {dataset} (MPVSS Table 1 / TFC Table 1 layout)")
+        out[f"comparison_{dataset}"] = (caption(rows, title), rows[list(columns)].rename(columns=columns))
+    for method, title in (("mpvss", "MPVSS ablation (Table 3)"), ("tfc", "TFC ablation (Table 2)")):
+        rows = frame[frame["method"] == method].sort_values(["variant", "k"])
+        if len(rows):
+            columns = {"variant": "Variant", "preset": "Backbone", "k": "k",
+                       **{k: METRIC_NAMES[k] for k in METRICS}, "gflops": "GFLOPs"}
+            out[f"ablation_{method}"] = (caption(rows, title), rows[list(columns)].rename(columns=columns))
+    rows = frame[frame["M"].notna()].sort_values(["preset", "M"])
+    if len(rows):
+        columns = {"Method": "Method", "preset": "Backbone", "M": "M", **{k: METRIC_NAMES[k] for k in METRICS},
+                   "gflops": "GFLOPs", "query_fraction": "Selected queries", "fps": "FPS"}
+        table = rows[list(columns)].rename(columns=columns).astype({"M": int})
+        out["memory_stt"] = (caption(rows, "STT over the memory length M (M = 0: PSPNet alone)"), table)
+    costs = frame.drop_duplicates(["method", "preset", "variant", "M"]).sort_values(["method", "preset", "variant"])
+    columns = {"Method": "Method", "preset": "Backbone", "params_m": "Params (M)", "gflops_key": "GFLOPs key",
+               "gflops_nonkey": "GFLOPs non-key", "flop_resolution": "Resolution"}
+    out["per_frame_cost"] = (caption(costs, "Per-frame cost (MPVSS supplementary Table III layout)", metrics=False),
+                             costs[list(columns)].rename(columns=columns))
+    return out
+
+
+def _number(value: object, column: str) -> object:
+    """Metrics with 2 decimals as the papers print them; costs with 3 significant digits or more."""
+    if not isinstance(value, float):
+        return value
+    if math.isnan(value):
+        return "-"
+    if column.startswith(("GFLOPs", "Params")):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:.2f}"
+
+
+def write_table(name: str, title: str, table: pd.DataFrame, out: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Write one table in each format; the caption goes above (Markdown), into \\caption (LaTeX)
+    and nowhere in CSV, which stays machine-readable at full precision."""
+    written = []
+    printed = table.apply(lambda column: column.map(lambda value: _number(value, column.name)))
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    for fmt in formats:
+        path = out / f"{name}.{fmt}"
+        if fmt == "md":
+            path.write_text(f"**{title}**\n\n{printed.to_markdown(index=False, disable_numparse=True, colalign=['right' if n else 'left' for n in numeric])}\n")
+        elif fmt == "tex":
+            path.write_text(printed.to_latex(index=False, caption=title, label=f"tab:{name}", na_rep="-",
+                                            column_format="".join("r" if n else "l" for n in numeric)))
+        else:
+            table.to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another with fewer or equal GFLOPs (x) and higher or equal accuracy (y)."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+_MARKERS = "osD^vP*Xh<>p"
+
+
+def _style(index: int) -> dict:
+    """A colour (20 distinct) and a marker per series, so that no two series look alike."""
+    return {"color": plt.get_cmap("tab20")(index % 20), "marker": _MARKERS[index % len(_MARKERS)]}
+
+
+def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None = None) -> list[Path]:
+    """PNG and PDF; the legend of ``legend_axis`` goes outside the plots, on the right."""
+    if legend_axis is not None:
+        handles, labels = legend_axis.get_legend_handles_labels()
+        figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    figure.tight_layout()
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return paths
+
+
+def _series_name(rows: pd.DataFrame) -> str:
+    first = rows.iloc[0]
+    return f"{method_name(first)}: {first['preset']}"
+
+
+def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
+    """Write every figure the rows can fill; returns the files written."""
+    written = []
+    # The interval figures show each method's default variant (the ablation tables have the rest).
+    interval_rows = frame[frame["k"].notna() & frame.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
+    series = list(interval_rows.groupby(["method", "variant", "preset"], sort=True))
+    devices = ", ".join(sorted(set(frame["fps_device"].dropna())))
+    if series:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for index, ((method, _, _), rows) in enumerate(series):
+            rows, style = rows.sort_values("k"), _style(index)
+            for axis, metric in zip(axes, ("miou", "mvc8")):
+                if method == "perframe":  # the interval does not apply: a reference line
+                    axis.axhline(rows[metric].iloc[0], linestyle="--", color=style["color"],
+                                 label=f"{_series_name(rows)} (every frame)")
+                else:
+                    axis.plot(rows["k"], rows[metric], label=_series_name(rows), **style)
+        for axis, metric in zip(axes, ("miou", "mvc8")):
+            axis.set_xlabel("key-frame interval k")
+            axis.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
+            axis.set_title(f"{METRIC_NAMES[metric]} against the key-frame interval")
+            axis.grid(alpha=0.3)
+        written += _save(figure, out, "accuracy_vs_interval", legend_axis=axes[0])
+
+        figure, axis = plt.subplots(figsize=(6.5, 4.2))
+        for index, ((method, _, _), rows) in enumerate(series):
+            rows = rows.sort_values("k")
+            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows), **_style(index))
+        axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",
+                 title="Cost against the key-frame interval")
+        axis.grid(alpha=0.3)
+        written += _save(figure, out, "gflops_vs_interval", legend_axis=axis)
+
+    for metric_y, name, title in (("miou", "accuracy_vs_gflops", "mIoU against cost (Pareto front dashed)"),
+                                  ("mvc8", "mvc8_vs_miou", "Temporal consistency against accuracy")):
+        figure, axis = plt.subplots(figsize=(6.5, 4.5))
+        x_column = "gflops" if metric_y == "miou" else "miou"
+        for index, (_, rows) in enumerate(frame.groupby(["method", "variant", "preset"], sort=True)):
+            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows), **_style(index))
+        if metric_y == "miou":
+            valid = frame.dropna(subset=["gflops", "miou"])
+            front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
+            axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--",
+                      linewidth=1, label="Pareto front")
+            axis.set_xlabel("GFLOPs per frame (15-frame clip average)")
+        else:
+            axis.set_xlabel("mIoU (%)")
+        axis.set_ylabel(f"{METRIC_NAMES[metric_y]} (%)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        written += _save(figure, out, name, legend_axis=axis)
+
+    memory_rows = frame[frame["M"].notna()]
+    if len(memory_rows):
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for preset, rows in memory_rows.groupby("preset"):
+            rows = rows.sort_values("M")
+            for axis, metric in zip(axes, ("miou", "mvc8")):
+                axis.plot(rows["M"], rows[metric], marker="o", label=f"stt: {preset}")
+        for axis, metric in zip(axes, ("miou", "mvc8")):
+            axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
+                     title=f"STT: {METRIC_NAMES[metric]} against M")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+        written += _save(figure, out, "stt_memory")
+
+    pair = compare or default_comparison(frame)
+    if pair:
+        rows = [frame[frame["label"] == label].iloc[0] for label in pair]
+        classes = list(rows[0]["per_class_iou"])
+        figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(classes) + 2), 4.2))
+        width = 0.4
+        for offset, row in zip((-width / 2, width / 2), rows):
+            values = [row["per_class_iou"].get(c) for c in classes]
+            axis.bar([i + offset for i in range(len(classes))], [math.nan if v is None else v for v in values],
+                     width, label=row["label"])
+        axis.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+        axis.set(ylabel="IoU (%)", title="Per-class IoU")
+        axis.legend(fontsize=8)
+        written += _save(figure, out, "per_class_iou")
+    if devices:
+        (out / "figures.md").write_text(f"Figures made from {len(frame)} rows; FPS and latency measured on {devices}.\n")
+    return written
+
+
+def default_comparison(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """The per-frame baseline and the first MPVSS (else any other method) row at the largest interval."""
+    baseline = frame[frame["method"] == "perframe"]
+    others = frame[(frame["method"] != "perframe") & frame["k"].notna()]
+    if baseline.empty or others.empty:
+        return None
+    preferred = others[(others["method"] == "mpvss") & others["variant"].map(lambda v: is_default_variant("mpvss", v))]
+    others = preferred if len(preferred) else others
+    return baseline.iloc[0]["label"], others.sort_values("k").iloc[-1]["label"]
+
+
+def write_report(paths: list[Path], out: Path, formats: tuple[str, ...] = FORMATS,
+                 compare: tuple[str, str] | None = None) -> list[Path]:
+    """Every table and figure for the rows in ``paths``, written under ``out``."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown table formats {sorted(unknown)}; expected some of {', '.join(FORMATS)}")
+    frame = load_frame(paths)
+    if compare:
+        missing = [label for label in compare if label not in set(frame["label"])]
+        if missing:
+            raise ValueError(f"--compare: no finished row labelled {', '.join(missing)}; labels: "
+                             f"{', '.join(sorted(set(frame['label'])))}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (title, table) in tables(frame).items():
+        written += write_table(name, title, table, out, formats)
+    return written + plot_all(frame, out, compare)
