@@ -1,6 +1,10 @@
 # The two quick-start commands, usable on a fresh machine with Python 3.11 and pip:
 #   make run    install into .venv, then run the main job on the synthetic dataset
 #   make test   install into .venv, then run the test suite
+# and the maintenance ones:
+#   make gate      the CI regression gate: a small synthetic sweep, trained from scratch, checked
+#                  against results/baselines/ci-synthetic-cpu.jsonl
+#   make baseline  regenerate the full synthetic sweep and the reports made from it
 # torch is pinned here only (a local CPU build); the package itself asks for torch>=2.4.
 
 VENV ?= .venv
@@ -9,7 +13,10 @@ TORCH_PIN ?= torch==2.13.0
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup run test
+GATE_DIR := .cache/gate
+SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,copy:mask2former-tiny,mpvss,tfc,dff,accel,stt
+
+.PHONY: setup run test gate gate-baseline baseline
 
 setup: $(VENV)/.installed
 
@@ -24,3 +31,17 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Its own cache, so that the gate always trains from scratch exactly as the baseline was made.
+gate: setup
+	rm -rf $(GATE_DIR)
+	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output $(GATE_DIR)/run.jsonl
+	$(BIN)/bench check $(GATE_DIR)/run.jsonl --baseline results/baselines/ci-synthetic-cpu.jsonl --tolerance speed=0.5
+
+gate-baseline: setup
+	rm -rf $(GATE_DIR)
+	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output results/baselines/ci-synthetic-cpu.jsonl --overwrite
+
+baseline: setup
+	$(BIN)/bench run --methods $(SWEEP_METHODS) --variants all --intervals 1,2,5,10 --output results/baselines/synthetic-cpu.jsonl
+	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic
