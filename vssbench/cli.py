@@ -92,6 +92,19 @@ def _check_device(device: str) -> None:
         raise UsageError("--device cuda: no CUDA device is available on this machine")
 
 
+def _check_writable(path: Path, argument: str) -> None:
+    """Fail before any work when result rows could not be written to ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{argument} {path}: cannot write there ({error.strerror or error})") from None
+    if path.is_dir():
+        raise UsageError(f"{argument} {path} is a folder; expected a .jsonl file path")
+
+
 def _exit_code(rows: list[dict]) -> int:
     """Name each failed row on stderr; exit 1 if any failed."""
     failed = [r for r in rows if r["status"] != "ok"]
@@ -143,6 +156,7 @@ def _checkpoint_cache(args: argparse.Namespace, dataset: VideoDataset) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from vssbench.benchmark import distributed
     from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
     from vssbench.benchmark.training import ensure_trained, load_checkpoint
 
@@ -151,6 +165,8 @@ def command_run(args: argparse.Namespace) -> int:
     memory_frames = _memory_list(args.memory)
     checkpoints = _checkpoints(args.checkpoint, specs)
     _check_device(args.device)
+    _check_writable(args.output, "--output")
+    distributed.init_from_environment(args.device)
     torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
     train_set = load_dataset(args, "train") if args.dataset == "synthetic" else None
@@ -161,8 +177,9 @@ def command_run(args: argparse.Namespace) -> int:
             load_checkpoint(method, path)
             return path
         if train_set is not None:
-            return ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
-                                  args.seed, args.device)
+            with distributed.main_process_first():  # rank 0 trains and caches; the others then load
+                return ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
+                                      args.seed, args.device)
         log.warning("no checkpoint for %s: evaluating random weights", method.spec)
         return None
 
@@ -179,6 +196,8 @@ def command_run(args: argparse.Namespace) -> int:
                                      num_workers=args.num_workers),
     )
     rows = run_sweep(settings, dataset, prepare)
+    if not distributed.is_main_process():
+        return 0
     print(markdown_table(rows))
     print(f"\n{len(rows)} rows in {args.output}")
     return _exit_code(rows)
@@ -201,9 +220,12 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    from vssbench.benchmark import distributed
     from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train
     from vssbench.methods.base import build_method
 
+    _check_device(args.device)
+    distributed.init_from_environment(args.device)
     torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
     method = build_method(args.method, dataset.num_classes, args.variant)
@@ -211,6 +233,8 @@ def command_train(args: argparse.Namespace) -> int:
         load_initial_weights(method, path)
     report = train(method, dataset, args.iters, args.seed, args.device, args.num_workers)
     out = args.out or Path("checkpoints") / f"{method.name}-{method.preset}-{method.variant}.pt"
+    if not distributed.is_main_process():
+        return 0
     save_checkpoint(method, out, {"dataset": dataset.name, "dataset_root": str(dataset.root), "split": dataset.split,
                                   "iterations": report.iterations, "seed": args.seed,
                                   "first_loss": report.first_loss, "final_loss": report.final_loss})

@@ -115,6 +115,9 @@ class VideoConsistency:
         self.protocol = protocol
         self.score_sum = {n: 0.0 for n in windows}  # vspw: sum of window scores; paper: sum of per-video means
         self.score_count = {n: 0 for n in windows}  # vspw: scored windows; paper: scored videos
+        # Each closed video's (sum, count) per window, in order: processes that evaluated different
+        # videos merge these in the single-process order, so that the float sums are bit-identical.
+        self.per_video: list[tuple[dict[int, float], dict[int, int]]] = []
         self._age_cap = max(windows) - 1  # uint8 ages never overflow
         self._buffers: dict[str, torch.Tensor] = {}
         self._thresholds: dict[int, torch.Tensor] = {}
@@ -171,18 +174,25 @@ class VideoConsistency:
     def end_video(self) -> None:
         """Close the current video: fold its window scores into the totals."""
         length = self._frames_in_video
+        sums, counts = {n: 0.0 for n in self.windows}, {n: 0 for n in self.windows}
         for n, scores in self._video_scores.items():
             if self.protocol == "vspw":
                 if length >= VSPW_MIN_VIDEO_LENGTH:
                     counted = [s for s in scores[: length - n] if not math.isnan(s)]
-                    self.score_sum[n] += sum(counted)
-                    self.score_count[n] += len(counted)
+                    sums[n], counts[n] = sum(counted), len(counted)
             else:
                 counted = [s for s in scores if not math.isnan(s)]
                 if counted:
-                    self.score_sum[n] += sum(counted) / len(counted)
-                    self.score_count[n] += 1
+                    sums[n], counts[n] = sum(counted) / len(counted), 1
+        self.add_video(sums, counts)
         self._start_video()
+
+    def add_video(self, sums: dict[int, float], counts: dict[int, int]) -> None:
+        """Fold one closed video's window-score sum and count per window length into the totals."""
+        for n in self.windows:
+            self.score_sum[n] += sums[n]
+            self.score_count[n] += counts[n]
+        self.per_video.append((sums, counts))
 
     def value(self, window: int) -> float:
         """mVC_n as a fraction in [0, 1]; NaN when no window was scored."""
@@ -218,6 +228,27 @@ class SegmentationMetrics:
     def end_video(self) -> None:
         self.consistency.end_video()
         self.videos += 1
+
+    def state(self) -> dict:
+        """What merging needs: the confusion matrix, per-video VC contributions and counts."""
+        return {"confusion": self.confusion.matrix.cpu(), "per_video": list(self.consistency.per_video),
+                "frames": self.frames}
+
+    @classmethod
+    def merged(cls, states: list[dict], video_order: list[list[int]], like: SegmentationMetrics) -> SegmentationMetrics:
+        """Metrics of several disjoint shards of videos, as one process evaluating all of them in
+        order would give: ``video_order[i]`` holds the global index of each video of shard i."""
+        merged = cls(like.confusion.num_classes, like.confusion.matrix.device, like.miou_mode, like.vc_protocol,
+                     like.consistency.windows)
+        for state in states:
+            merged.confusion.matrix += state["confusion"].to(merged.confusion.matrix.device)
+            merged.frames += state["frames"]
+        videos = sorted(((index, record) for state, indices in zip(states, video_order)
+                         for index, record in zip(indices, state["per_video"])), key=lambda item: item[0])
+        for _, (sums, counts) in videos:
+            merged.consistency.add_video(sums, counts)
+        merged.videos = len(videos)
+        return merged
 
     def summary(self, class_names: tuple[str, ...]) -> dict:
         """The metrics block of a result row, in percent (0-100) as the papers print them."""

@@ -55,6 +55,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "method": row["method"],
                 "preset": row["preset"],
                 "variant": row["variant"],
+                "segmentor_preset": row.get("segmentor_preset"),
                 "dataset": row["dataset"],
                 "split": row["split"],
                 "schedule": f"M={memory}" if memory is not None else f"k={interval}",
@@ -281,14 +282,17 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
 
 
 def default_comparison(frame: pd.DataFrame) -> tuple[str, str] | None:
-    """The per-frame baseline and the first MPVSS (else any other method) row at the largest interval."""
-    baseline = frame[frame["method"] == "perframe"]
+    """The default MPVSS row (else another method's) at the largest interval, and the per-frame
+    row of the same image segmentor (else the first per-frame row)."""
+    baselines = frame[frame["method"] == "perframe"]
     others = frame[(frame["method"] != "perframe") & frame["k"].notna()]
-    if baseline.empty or others.empty:
+    if baselines.empty or others.empty:
         return None
     preferred = others[(others["method"] == "mpvss") & others["variant"].map(lambda v: is_default_variant("mpvss", v))]
-    others = preferred if len(preferred) else others
-    return baseline.iloc[0]["label"], others.sort_values("k").iloc[-1]["label"]
+    chosen = (preferred if len(preferred) else others).sort_values("k").iloc[-1]
+    same_segmentor = baselines[baselines["preset"] == chosen["segmentor_preset"]]
+    baseline = (same_segmentor if len(same_segmentor) else baselines).iloc[0]
+    return baseline["label"], chosen["label"]
 
 
 def write_report(paths: list[Path], out: Path, formats: tuple[str, ...] = FORMATS,

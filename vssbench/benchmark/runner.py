@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary
 from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
@@ -70,18 +71,24 @@ def evaluate(
     options: EvaluationOptions,
     predictions_dir: Path | None = None,
 ) -> Evaluation:
-    """Run ``method`` over every video of ``dataset`` and return its metrics (DESIGN.md section 5)."""
+    """Run ``method`` over every video of ``dataset`` and return its metrics (DESIGN.md section 5).
+
+    Under torchrun each process evaluates its share of the videos and every process returns
+    the merged result, equal to a single process's.
+    """
     device = torch.device(options.device)
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
     workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
-    stream = FrameStream(dataset)
+    videos, video_indices = distributed.shard(dataset.videos)
+    stream = FrameStream(dataset, videos)
     loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
               if workers else (stream[i] for i in range(len(stream))))
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = (f"{method.spec} k={schedule.interval}" if method.uses_key_frames
                    else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
-    for item in tqdm(loader, total=len(stream), desc=description, unit="frame", disable=None if options.progress else True,
+    show_progress = options.progress and distributed.is_main_process()
+    for item in tqdm(loader, total=len(stream), desc=description, unit="frame", disable=None if show_progress else True,
                      leave=False):
         if item["is_first"]:
             method.reset()
@@ -101,6 +108,14 @@ def evaluate(
                 save_prediction(prediction, predictions_dir / item["video"] / f"{item['stem']}.png")
         if item["is_last"]:
             metrics.end_video()
+    shards = distributed.gather({"metrics": metrics.state(), "videos": video_indices, "key_ms": key_ms,
+                                 "nonkey_ms": nonkey_ms})
+    if len(shards) > 1:
+        metrics = SegmentationMetrics.merged([s["metrics"] for s in shards], [s["videos"] for s in shards], metrics)
+        key_ms = [ms for s in shards for ms in s["key_ms"]]
+        nonkey_ms = [ms for s in shards for ms in s["nonkey_ms"]]
+    if sample_frame is None:  # a process with no video (more processes than videos) still counts FLOPs
+        sample_frame = FrameStream(dataset)[0]["image"].unsqueeze(0).to(device)
     return Evaluation(
         metrics=metrics.summary(dataset.class_names),
         step_seconds=(sum(key_ms) + sum(nonkey_ms)) / 1000.0,
@@ -258,8 +273,11 @@ def _run_method(
         except Exception as error:  # noqa: BLE001 - every method failure becomes an error row
             row["status"] = "error"
             row["error"] = f"{type(error).__name__}: {error}"
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()  # let the next rows start from a clean allocator
             log.error("%s %s failed: %s\n%s", spec, suffix, row["error"], traceback.format_exc(limit=3))
-        results.put(row)
+        if distributed.is_main_process():
+            results.put(row)
         rows.append(row)
     return rows
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vssbench.benchmark import distributed
 from vssbench.datasets.base import VideoDataset
 from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
 from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
@@ -77,6 +78,17 @@ class TrainingClips(torch.utils.data.Dataset):
         return {"frames": torch.stack(images), "labels": torch.stack(labels)}
 
 
+class _Objective(torch.nn.Module):
+    """A method's loss as ``forward``, the call DistributedDataParallel wraps."""
+
+    def __init__(self, method: VideoMethod) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.method.loss(batch)
+
+
 @dataclass
 class TrainingReport:
     iterations: int
@@ -94,23 +106,38 @@ def train(
     num_workers: int = 1,
     progress: bool = True,
 ) -> TrainingReport:
-    """Optimise the method's trainable parameters with its own loss; returns the loss curve."""
+    """Optimise the method's trainable parameters with its own loss; returns the loss curve.
+
+    Under torchrun, with DistributedDataParallel: each process takes its share of every
+    batch (module docstring of :mod:`vssbench.benchmark.distributed`).
+    """
     recipe = method.recipe if iterations is None else replace(method.recipe, iterations=iterations)
+    rank, processes = distributed.world()
+    if recipe.batch_size % processes:
+        raise ValueError(f"training {method.spec}: batch size {recipe.batch_size} does not split across "
+                         f"{processes} processes")
     torch.manual_seed(seed)
     method.to(device).train()
     parameters = [p for p in method.trainable_parameters()]
     if not parameters:
         raise ValueError(f"{method.spec} has no trainable parameters of its own; train its segmentor instead")
+    objective: torch.nn.Module = _Objective(method)
+    if processes > 1:
+        objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
     optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / recipe.iterations)
     clips = TrainingClips(dataset, recipe, recipe.iterations * recipe.batch_size, seed)
-    loader = torch.utils.data.DataLoader(clips, batch_size=recipe.batch_size, num_workers=num_workers,
-                                         persistent_workers=num_workers > 0)
+    # Rank r takes samples r, r + N, ...: together the processes' i-th batches are the i-th single-process batch.
+    sampler = (torch.utils.data.distributed.DistributedSampler(clips, processes, rank, shuffle=False)
+               if processes > 1 else None)
+    loader = torch.utils.data.DataLoader(clips, batch_size=recipe.batch_size // processes, sampler=sampler,
+                                         num_workers=num_workers, persistent_workers=num_workers > 0)
     history = []
-    with tqdm(loader, desc=f"training {method.spec}", unit="it", disable=None if progress else True) as bar:
+    show = progress and rank == 0
+    with tqdm(loader, desc=f"training {method.spec}", unit="it", disable=None if show else True) as bar:
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            terms = method.loss(batch)
+            terms = objective(batch)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training {method.spec}: loss became {loss.item()} at iteration {len(history)}")
@@ -120,6 +147,8 @@ def train(
             schedule.step()
             history.append(loss.item())
             bar.set_postfix(loss=f"{history[-1]:.3f}", **{k: f"{v.item():.3f}" for k, v in terms.items()})
+    if processes > 1:  # batch-norm statistics moved on each rank's own share of the last batch: keep rank 0's
+        distributed.broadcast_buffers(method)
     method.eval()
     tail = history[-max(1, len(history) // 10):]
     return TrainingReport(len(history), history[0], sum(tail) / len(tail), history)

@@ -34,9 +34,11 @@ What the paper leaves open, and what is chosen here:
   M > 0 comes from the temporal attention. (Retraining the head as well was measured on
   the synthetic set: M = 0 then differs from PSPNet, mIoU 90.79 vs 90.05 and mVC8 98.35
   vs 98.62, which mixes longer head training into the memory sweep.)
-* Cost rows count FLOPs with a fixed share of selected queries
-  (:data:`COUNTED_QUERY_FRACTION`), since the share depends on the image and the
-  weights; the share measured during evaluation is recorded next to it.
+* FLOPs are counted with a given share of the points selected, evenly spread, since the
+  share depends on the image and the weights: the share measured over the steps run so
+  far at this M (in ``bench run``, the whole evaluation), else
+  :data:`COUNTED_QUERY_FRACTION` (``bench profile`` on random frames). The row's cost
+  block records both the counted and the measured share.
 """
 
 from __future__ import annotations
@@ -95,6 +97,19 @@ class SparseTemporalAttention(nn.Module):
         channels-last, so that gathering a window reads contiguous rows."""
         return self.key_value(features).permute(0, 2, 3, 1).contiguous()
 
+    @staticmethod
+    def _key_layout(memory: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the keys of ``memory`` frames, in order: the memory frame, the (dy, dx) offset and
+        the row of the position-bias table, (distance - 1) * side^2 + offset index."""
+        side = 2 * WINDOW_END + 1
+        frames, offsets, rows = [], [], []
+        for distance in range(1, memory + 1):
+            window = window_offsets(window_radius(distance), device)
+            frames.append(torch.full((len(window),), distance - 1, device=device))
+            offsets.append(window)
+            rows.append((distance - 1) * side * side + (window[:, 0] + WINDOW_END) * side + window[:, 1] + WINDOW_END)
+        return torch.cat(frames), torch.cat(offsets), torch.cat(rows)
+
     def forward(self, features: torch.Tensor, memory: list[torch.Tensor], selected: torch.Tensor) -> torch.Tensor:
         """Update the ``selected`` (B, h, w) points of ``features`` from ``memory`` (most recent first)."""
         if not memory or not bool(selected.any()):
@@ -103,27 +118,20 @@ class SparseTemporalAttention(nn.Module):
         where = selected.nonzero()  # (n, 3): batch, y, x
         b, y, x = where.unbind(1)
         points = features.permute(0, 2, 3, 1)[b, y, x]  # (n, C)
-        keys, values, bias, valid = [], [], [], []
-        side = 2 * WINDOW_END + 1
-        for distance, entry in enumerate(memory, start=1):
-            radius = window_radius(distance)
-            offsets = window_offsets(radius, features.device)
-            ky, kx = y[:, None] + offsets[:, 0], x[:, None] + offsets[:, 1]  # (n, K)
-            inside = (ky >= 0) & (ky < height) & (kx >= 0) & (kx < width)
-            gathered = entry[b[:, None], ky.clamp(0, height - 1), kx.clamp(0, width - 1)]
-            key, value = gathered.split(self.dim, dim=-1)  # (n, K, dim) each
-            keys.append(key)
-            values.append(value)
-            valid.append(inside)
-            table_index = (offsets[:, 0] + WINDOW_END) * side + offsets[:, 1] + WINDOW_END
-            bias.append(self.position_bias[distance - 1, table_index])  # (K, heads)
+        # Every key of every memory frame in one gather: (memory frame, dy, dx) per key.
+        frame_of_key, offsets, bias_index = self._key_layout(len(memory), features.device)
+        ky, kx = y[:, None] + offsets[:, 0], x[:, None] + offsets[:, 1]  # (n, L)
+        inside = (ky >= 0) & (ky < height) & (kx >= 0) & (kx < width)
+        gathered = torch.stack(memory)[frame_of_key, b[:, None], ky.clamp(0, height - 1), kx.clamp(0, width - 1)]
+        key, value = gathered.split(self.dim, dim=-1)  # (n, L, dim) each
+        bias = self.position_bias.flatten(0, 1)[bias_index]  # (L, heads)
         head_dim = self.dim // self.heads
         # Batched products per (query, head); matmul rather than einsum, which fvcore counts only approximately.
         query = self.query(points).view(-1, self.heads, head_dim, 1)
-        key = torch.cat(keys, 1).unflatten(-1, (self.heads, head_dim)).transpose(1, 2)  # (n, heads, L, head_dim)
-        value = torch.cat(values, 1).unflatten(-1, (self.heads, head_dim)).transpose(1, 2)
-        logits = torch.matmul(key, query)[..., 0] / math.sqrt(head_dim) + torch.cat(bias).t()  # (n, heads, L)
-        logits = logits.masked_fill(~torch.cat(valid, 1)[:, None, :], float("-inf"))
+        key = key.unflatten(-1, (self.heads, head_dim)).transpose(1, 2)  # (n, heads, L, head_dim)
+        value = value.unflatten(-1, (self.heads, head_dim)).transpose(1, 2)
+        logits = torch.matmul(key, query)[..., 0] / math.sqrt(head_dim) + bias.t()  # (n, heads, L)
+        logits = logits.masked_fill(~inside[:, None, :], float("-inf"))
         attended = torch.matmul(logits.softmax(-1).unsqueeze(2), value).reshape(-1, self.dim)
         updated = features.permute(0, 2, 3, 1).clone()
         updated[b, y, x] = points + self.output(attended)
@@ -210,12 +218,13 @@ class STT(VideoMethod):
                 "selector_cross_entropy": cross_entropy(selector_logits, label)}
 
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-        """Both paths are one step with M frames in memory and :data:`COUNTED_QUERY_FRACTION`
-        of the points selected, evenly spread."""
+        """Both paths are one step with M frames in memory and the counted share of the points
+        selected, evenly spread."""
+        fraction = self._counted_fraction()
 
         def counted_share(features: torch.Tensor) -> torch.Tensor:
             height, width = (int(n) for n in features.shape[-2:])  # plain ints, also while fvcore traces
-            chosen = torch.linspace(0, height * width - 1, max(1, round(COUNTED_QUERY_FRACTION * height * width)),
+            chosen = torch.linspace(0, height * width - 1, max(1, round(fraction * height * width)),
                                     device=features.device).long()
             selected = torch.zeros(height * width, dtype=torch.bool, device=features.device)
             selected[chosen] = True
@@ -235,8 +244,15 @@ class STT(VideoMethod):
 
         return {"key": path, "nonkey": path}
 
-    def cost_settings(self) -> dict:
+    def _measured_fraction(self) -> float | None:
         selected, points = self._selection_counts.get(self.memory_frames, (0, 0))
-        measured = selected / points if points else None
-        return {"memory_frames": self.memory_frames, "query_fraction_counted": COUNTED_QUERY_FRACTION,
+        return selected / points if points else None
+
+    def _counted_fraction(self) -> float:
+        measured = self._measured_fraction()
+        return COUNTED_QUERY_FRACTION if measured is None else measured
+
+    def cost_settings(self) -> dict:
+        measured = self._measured_fraction()
+        return {"memory_frames": self.memory_frames, "query_fraction_counted": round(self._counted_fraction(), 4),
                 "query_fraction_measured": None if measured is None else round(measured, 4)}
