@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from reference_metrics import confusion, miou_and_wiou, vc_vspw
-from vssbench.benchmark.results import load_rows
+from vssbench.benchmark.results import load_rows, write_rows_atomically
 from vssbench.benchmark.training import save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
@@ -125,10 +125,14 @@ def _vspw_copy(small_synthetic, tmp_path):
 def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path, capsys, break_it, named):
     root = _vspw_copy(small_synthetic, tmp_path)
     break_it(root)
+    output = tmp_path / "rows.jsonl"
+    finished = {"label": "earlier_row", "config_hash": "0123456789abcdef", "status": "ok"}
+    write_rows_atomically(output, [finished])
     code = main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),
-                 "--max-videos", "1", "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0"])
+                 "--max-videos", "1", "--output", str(output), "--num-workers", "0"])
     assert code == 2
     assert named in capsys.readouterr().err
+    assert load_rows(output) == [finished]  # a finished result survives the failed sweep
 
 
 @pytest.mark.parametrize(
