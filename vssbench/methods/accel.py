@@ -64,6 +64,11 @@ class Accel(VideoMethod):
         self.update.requires_grad_(True)
         self._previous: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
+    @property
+    def segmentor_preset(self) -> str:
+        """The reference network's segmentor: the per-frame model that Accel accelerates."""
+        return self.reference.segmentor_preset
+
     def component_methods(self) -> dict[str, VideoMethod]:
         return {"reference": self.reference, "update": self.update}
 
