@@ -10,9 +10,11 @@ accumulators. Nothing per frame is kept except what VC needs. The time spent ins
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary
 from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
-from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset
+from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
 
 log = logging.getLogger("vssbench")
@@ -83,7 +85,7 @@ def evaluate(
     videos, video_indices = distributed.shard(dataset.videos)
     stream = FrameStream(dataset, videos)
     loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
-              if workers else (stream[i] for i in range(len(stream))))
+              if workers else prefetched(stream))
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = (f"{method.spec} k={schedule.interval}" if method.uses_key_frames
                    else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
@@ -125,6 +127,41 @@ def evaluate(
         nonkey_ms=nonkey_ms,
         sample_frame=sample_frame,
     )
+
+
+def prefetched(stream: FrameStream, depth: int = 2) -> Iterator[dict]:
+    """The stream's items in order, each loaded by a background thread while the method runs
+    on the one before. The thread runs only PIL and NumPy work, which releases the GIL and
+    leaves torch's thread pool to the method (``FrameStream.load``); the tensors are wrapped
+    here. An error loading an item is raised here, in order."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def load() -> None:
+        for index in range(len(stream)):
+            if stop.is_set():
+                return
+            try:
+                items.put((stream.load(index), None))
+            except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+                items.put((None, error))
+                return
+
+    loader = threading.Thread(target=load, name="vssbench-prefetch", daemon=True)
+    loader.start()
+    try:
+        for _ in range(len(stream)):
+            item, error = items.get()
+            if error is not None:
+                raise error
+            yield as_tensors(item)
+    finally:
+        stop.set()
+        while loader.is_alive():  # unblock a loader waiting on a full queue, then let it end
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                loader.join(timeout=0.01)
 
 
 def predict_labels(scores: torch.Tensor, size: tuple[int, int], method: VideoMethod, item: dict) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vssbench.datasets.transforms import image_to_tensor, resize_image
+from vssbench.datasets.transforms import normalize_image, resize_image
 
 IGNORE_INDEX = 255
 
@@ -127,6 +127,11 @@ class FrameStream(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, item: int) -> dict:
+        return as_tensors(self.load(item))
+
+    def load(self, item: int) -> dict:
+        """The item with NumPy arrays: decoding, resizing and normalising, no torch operation
+        (what a background loading thread may run, :func:`normalize_image`)."""
         video_index, frame_index = self.index[item]
         video = self.videos[video_index]
         record = video.frames[frame_index]
@@ -138,9 +143,9 @@ class FrameStream(torch.utils.data.Dataset):
                     f"mask {record.mask} is {label.shape[1]}x{label.shape[0]} but its frame {record.image} "
                     f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
                 )
-            label_tensor = torch.from_numpy(label.astype(np.uint8, copy=False))
+            label = label.astype(np.uint8, copy=False)
         else:
-            label_tensor = torch.empty(0, dtype=torch.uint8)
+            label = np.empty(0, dtype=np.uint8)
         image = resize_image(image, self.dataset.target_size(*image.shape[:2]))
         return {
             "video": video.name,
@@ -148,9 +153,14 @@ class FrameStream(torch.utils.data.Dataset):
             "stem": record.stem,
             "is_first": frame_index == 0,
             "is_last": frame_index == len(video.frames) - 1,
-            "image": image_to_tensor(image),
-            "label": label_tensor,
+            "image": normalize_image(image),
+            "label": label,
         }
+
+
+def as_tensors(item: dict) -> dict:
+    """A loaded item with its image and label as tensors sharing the arrays' memory."""
+    return {**item, "image": torch.from_numpy(item["image"]), "label": torch.from_numpy(item["label"])}
 
 
 def read_split_list(root: Path, split: str) -> list[str]:

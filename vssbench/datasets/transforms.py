@@ -35,14 +35,26 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST))
 
 
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W), normalised with the ImageNet statistics.
+
+    NumPy only, no torch operation: a background loading thread can run it without competing
+    for torch's intra-op thread pool with the method running in the main thread (measured on 2
+    cores: a loader thread running torch ops made segformer-tiny steps 2.8x slower, NumPy and PIL
+    work 1.15x).
+    """
+    # channels first while still uint8 (a quarter of the bytes to move), then to float;
+    # (x / 255 - mean) / std as one subtraction and one multiplication in place
+    array = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+    array -= _PIXEL_MEAN
+    array *= _PIXEL_SCALE
+    return array
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (3, H, W), normalised with the ImageNet statistics."""
-    # channels first while still uint8 (a quarter of the bytes to move), then to float
-    # (np.require copies only arrays torch cannot wrap: read-only or negatively strided, e.g. flipped)
-    tensor = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).contiguous().float()
-    # (x / 255 - mean) / std, as one subtraction and one multiplication in place
-    return tensor.sub_(_PIXEL_MEAN).mul_(_PIXEL_SCALE)
+    """uint8 (H, W, 3) -> float (3, H, W) tensor, normalised with the ImageNet statistics."""
+    return torch.from_numpy(normalize_image(image))
 
 
-_PIXEL_MEAN = 255.0 * torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_PIXEL_SCALE = 1.0 / (255.0 * torch.tensor(IMAGENET_STD).view(3, 1, 1))
+_PIXEL_MEAN = (np.float32(255.0) * np.asarray(IMAGENET_MEAN, dtype=np.float32)).reshape(3, 1, 1)
+_PIXEL_SCALE = (np.float32(1.0) / (np.float32(255.0) * np.asarray(IMAGENET_STD, dtype=np.float32))).reshape(3, 1, 1)
