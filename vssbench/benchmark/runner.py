@@ -1,7 +1,8 @@
 """The runner: streams a dataset through a method under a key-frame schedule into metrics.
 
-One pass per (method, schedule). Frames are loaded by a DataLoader (workers, outside
-the timed region), handed to ``method.step`` with ``is_key`` from the schedule; the
+One pass per (method, schedule; for STT, per memory length). Frames are loaded outside the
+timed region (a DataLoader with worker processes on CUDA; on a CPU one background thread,
+:func:`prefetched`), handed to ``method.step`` with ``is_key`` from the schedule; the
 scores are upsampled to the label's resolution, argmax'ed and fed straight into the
 accumulators. Nothing per frame is kept except what VC needs. The time spent inside
 ``step`` is recorded next to the wall time of the pass, so harness overhead is visible.
