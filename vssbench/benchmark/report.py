@@ -150,7 +150,9 @@ def write_table(name: str, title: str, table: pd.DataFrame, out: Path, formats: 
     for fmt in formats:
         path = out / f"{name}.{fmt}"
         if fmt == "md":
-            path.write_text(f"**{title}**\n\n{printed.to_markdown(index=False, disable_numparse=True, colalign=['right' if n else 'left' for n in numeric])}\n")
+            alignment = ["right" if n else "left" for n in numeric]
+            markdown = printed.to_markdown(index=False, disable_numparse=True, colalign=alignment)
+            path.write_text(f"**{title}**\n\n{markdown}\n")
         elif fmt == "tex":
             path.write_text(printed.to_latex(index=False, caption=title, label=f"tab:{name}", na_rep="-",
                                             column_format="".join("r" if n else "l" for n in numeric)))
@@ -221,7 +223,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         written += _save(figure, out, "accuracy_vs_interval", legend_axis=axes[0])
 
         figure, axis = plt.subplots(figsize=(6.5, 4.2))
-        for index, ((method, _, _), rows) in enumerate(series):
+        for index, (_, rows) in enumerate(series):
             rows = rows.sort_values("k")
             axis.plot(rows["k"], rows["gflops"], label=_series_name(rows), **_style(index))
         axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",

@@ -114,9 +114,8 @@ class SparseTemporalAttention(nn.Module):
         """Update the ``selected`` (B, h, w) points of ``features`` from ``memory`` (most recent first)."""
         if not memory or not bool(selected.any()):
             return features
-        batch, channels, height, width = features.shape
-        where = selected.nonzero()  # (n, 3): batch, y, x
-        b, y, x = where.unbind(1)
+        height, width = features.shape[-2:]
+        b, y, x = selected.nonzero().unbind(1)  # image, row and column of each selected point
         points = features.permute(0, 2, 3, 1)[b, y, x]  # (n, C)
         # Every key of every memory frame in one gather: (memory frame, dy, dx) per key.
         frame_of_key, offsets, bias_index = self._key_layout(len(memory), features.device)
