@@ -29,27 +29,23 @@ class UsageError(ValueError):
 # --------------------------------------------------------------------------- argument helpers
 
 
-def _int_list(text: str, argument: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10") from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(f"{argument} {text!r}: expected comma-separated positive integers, e.g. 1,2,5,10")
-    return values
-
-
-def _memory_list(text: str) -> list[int]:
-    """``--memory``: comma-separated memory lengths M in 0..7 (STT's sweep axis)."""
-    from vssbench.methods.stt import MAX_MEMORY
-
+def _int_list(text: str, argument: str, low: int = 1, high: int | None = None,
+              expected: str = "positive integers, e.g. 1,2,5,10") -> list[int]:
+    """Comma-separated integers in ``low``..``high``; the error names the argument and ``expected``."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or any(not 0 <= v <= MAX_MEMORY for v in values):
-        raise UsageError(f"--memory {text!r}: expected comma-separated memory lengths in 0..{MAX_MEMORY}, e.g. 0,1,7")
+    if not values or any(v < low or (high is not None and v > high) for v in values):
+        raise UsageError(f"{argument} {text!r}: expected comma-separated {expected}")
     return values
+
+
+def _memory_list(text: str) -> list[int]:
+    """``--memory``: memory lengths M in 0..7 (STT's sweep axis)."""
+    from vssbench.methods.stt import MAX_MEMORY
+
+    return _int_list(text, "--memory", 0, MAX_MEMORY, f"memory lengths in 0..{MAX_MEMORY}, e.g. 0,1,7")
 
 
 def _size(text: str, argument: str) -> tuple[int, int]:
@@ -90,6 +86,12 @@ def _specs(text: str) -> list[str]:
 def _check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available on this machine")
+
+
+def _require_files(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"result file {path} does not exist")
 
 
 def _check_writable(path: Path, argument: str) -> None:
@@ -205,7 +207,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def markdown_table(rows: list[dict]) -> str:
     """The rows of a run as a Markdown table (metrics in percent)."""
-    from vssbench.benchmark.runner import schedule_text
+    from vssbench.benchmark.results import schedule_text
 
     def fmt(value: object) -> str:
         return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
@@ -330,9 +332,7 @@ def command_report(args: argparse.Namespace) -> int:
         compare = tuple(label.strip() for label in args.compare.split(","))
         if len(compare) != 2:
             raise UsageError(f"--compare {args.compare!r}: expected two row labels separated by a comma")
-    for path in args.files:
-        if not path.is_file():
-            raise UsageError(f"result file {path} does not exist")
+    _require_files(args.files)
     try:
         written = write_report(args.files, args.out, formats, compare)
     except ValueError as error:
@@ -347,9 +347,7 @@ def command_check(args: argparse.Namespace) -> int:
     from vssbench.benchmark.regression import check, parse_tolerances
     from vssbench.benchmark.results import load_rows
 
-    for path in (args.file, args.baseline):
-        if not path.is_file():
-            raise UsageError(f"result file {path} does not exist")
+    _require_files([args.file, args.baseline])
     try:
         tolerances = parse_tolerances(args.tolerance)
     except ValueError as error:

@@ -68,7 +68,7 @@ def shard(items: list[T]) -> tuple[list[T], list[int]]:
 
 def gather(value: T) -> list[T]:
     """``value`` of every process, by rank (picklable objects)."""
-    rank, size = world()
+    _, size = world()
     if size == 1:
         return [value]
     values: list = [None] * size

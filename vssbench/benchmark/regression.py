@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from vssbench.benchmark.results import schedule_interval
+
 ACCURACY = ("miou", "wiou", "mvc8", "mvc16")
 COST = ("params_m", "gflops_key", "gflops_nonkey")
 DEFAULT_TOLERANCES = {"miou": 0.5, "wiou": 0.5, "mvc8": 0.5, "mvc16": 0.5, "speed": 0.3}
@@ -51,10 +53,6 @@ def row_key(row: dict) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
-def _interval(row: dict) -> str:
-    return str(row["schedule"].get("key_interval", 1))
-
-
 def speed_ratios(rows: list[dict]) -> dict[str, float]:
     """Row key -> its FPS over the FPS of the per-frame run of its segmentor in the same rows."""
     per_frame = {}
@@ -66,7 +64,7 @@ def speed_ratios(rows: list[dict]) -> dict[str, float]:
         if row.get("status") != "ok" or not row.get("cost"):
             continue
         reference = per_frame.get((row.get("segmentor_preset"), row["dataset"], row["split"]))
-        fps = (row["cost"].get("fps") or {}).get(_interval(row))
+        fps = (row["cost"].get("fps") or {}).get(str(schedule_interval(row["schedule"])))
         if reference and fps:
             ratios[row_key(row)] = fps / reference
     return ratios

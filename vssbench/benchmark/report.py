@@ -32,7 +32,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vssbench.benchmark.results import load_rows  # noqa: E402
+from vssbench.benchmark.results import load_rows, schedule_interval, schedule_text  # noqa: E402
 from vssbench.methods.base import registered_methods  # noqa: E402
 
 FORMATS = ("md", "tex", "csv")
@@ -48,8 +48,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
             if row.get("status") != "ok" or not row.get("metrics"):
                 continue
             schedule, cost, metrics = row["schedule"], row.get("cost") or {}, row["metrics"]
-            memory = schedule.get("memory_frames")
-            interval = schedule.get("key_interval", 1)
+            memory, interval = schedule.get("memory_frames"), schedule_interval(schedule)
             records.append({
                 "label": row["label"],
                 "method": row["method"],
@@ -58,7 +57,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "segmentor_preset": row.get("segmentor_preset"),
                 "dataset": row["dataset"],
                 "split": row["split"],
-                "schedule": f"M={memory}" if memory is not None else f"k={interval}",
+                "schedule": schedule_text(schedule),
                 "k": None if memory is not None else interval,
                 "M": memory,
                 **{name: metrics.get(name) for name in METRICS},

@@ -25,6 +25,19 @@ import vssbench
 SCHEMA = "vssbench.result/1"
 
 
+def schedule_interval(schedule: dict) -> int:
+    """The key-frame interval of a row's schedule (1 for a memory schedule, which has no key
+    frames): the key of its per-interval cost entries (``gflops_avg``, ``fps``)."""
+    return schedule.get("key_interval", 1)
+
+
+def schedule_text(schedule: dict) -> str:
+    """A row's schedule as tables print it: ``k=5`` or ``M=7``."""
+    if schedule.get("type") == "memory":
+        return f"M={schedule['memory_frames']}"
+    return f"k={schedule['key_interval']}"
+
+
 def config_hash(config: dict) -> str:
     """A short stable digest of a row's configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]

@@ -328,13 +328,6 @@ def sweep_points(method: VideoMethod, settings: SweepSettings) -> list[tuple[Key
     return [(KeySchedule(k), {"type": "interval", "key_interval": k, "offset": 0}, f"k{k}") for k in intervals]
 
 
-def schedule_text(schedule: dict) -> str:
-    """A row's schedule as printed in tables: ``k=5`` or ``M=7``."""
-    if schedule.get("type") == "memory":
-        return f"M={schedule['memory_frames']}"
-    return f"k={schedule['key_interval']}"
-
-
 def _resolution(dataset: VideoDataset) -> list[int] | str:
     if dataset.input_size is not None:
         return list(dataset.input_size)
