@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -153,3 +156,24 @@ def test_training_reduces_both_losses(small_synthetic):
         first = sum(h[term] for h in history[:10]) / 10
         last = sum(h[term] for h in history[-10:]) / 10
         assert last < 0.8 * first, (term, first, last)
+
+
+def _weight_oracle_script():
+    path = Path(__file__).parents[1] / "scripts" / "tfc_weight_oracle.py"
+    spec = importlib.util.spec_from_file_location("tfc_weight_oracle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weight_oracle_rows_reduce_to_the_method_where_they_must(small_synthetic):
+    """scripts/tfc_weight_oracle.py: w = 0 is exactly the feature-reuse path, and with every frame
+    a key frame the weight is never used, so every row is the key path."""
+    oracle = _weight_oracle_script()
+    torch.manual_seed(0)
+    dataset = load_synthetic(small_synthetic, "val")
+    reuse = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes, variant="feature-reuse"), dataset, 4)
+    assert reuse["learned"]["per_class_iou"] == reuse["current"]["per_class_iou"]
+    assert reuse["key"]["miou"] != reuse["current"]["miou"]
+    every_key = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes), dataset, 1)
+    assert all(summary == every_key["learned"] for summary in every_key.values())

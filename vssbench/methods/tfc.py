@@ -87,6 +87,13 @@ def cosine_similarity_map(unit_key: torch.Tensor, unit_current: torch.Tensor) ->
     return (unit_key * unit_current).sum(1, keepdim=True)
 
 
+def interpolate_level(key_level: torch.Tensor, current_level: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 at the level's own resolution (the 1/4 weights average-pooled to it)."""
+    if weight.shape[-2:] != key_level.shape[-2:]:
+        weight = F.adaptive_avg_pool2d(weight, key_level.shape[-2:])
+    return weight * key_level + (1.0 - weight) * current_level
+
+
 def focal_consistency_loss(similarity: torch.Tensor, key_label: torch.Tensor, label: torch.Tensor,
                            gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Eq. 12: focal binary cross-entropy of clamp(w_t) against "same label in both frames",
@@ -205,20 +212,13 @@ class TFC(VideoMethod):
             weight = (similarity >= HARD_INTERP_THRESHOLD).to(similarity.dtype)
         else:
             weight = similarity.clamp(0.0, 1.0)
-        mixed = [self._interpolate(key.levels[level], current[level], weight) for level in range(KEY_STAGES)]
+        mixed = [interpolate_level(key.levels[level], current[level], weight) for level in range(KEY_STAGES)]
         fused = self.finish_fuse(self.fuse_terms(mixed, 0, size) + key.reused_fuse_terms)
         if self.threshold is not None:
             values = [self.refinement.attention.project_values(z) for z in mixed] + key.reused_values
             fused = self.refine(fused, similarity, values, refine_fraction)
         # fixed-interp never uses w_t, so nothing supervises it there
         return self.head.classifier(fused), None if self.variant == "fixed-interp" else similarity
-
-    @staticmethod
-    def _interpolate(key_level: torch.Tensor, current_level: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Eq. 7 at the level's own resolution (the 1/4 weights average-pooled to it)."""
-        if weight.shape[-2:] != key_level.shape[-2:]:
-            weight = F.adaptive_avg_pool2d(weight, key_level.shape[-2:])
-        return weight * key_level + (1.0 - weight) * current_level
 
     def refine(self, fused: torch.Tensor, similarity: torch.Tensor, values: list[torch.Tensor],
                refine_fraction: float | None = None) -> torch.Tensor:

@@ -1,0 +1,115 @@
+"""How much can TFC's interpolation weight w_t gain on a dataset? An oracle experiment.
+
+Runs a trained ``tfc`` checkpoint over a split at key-frame interval k and scores its
+non-key path with w_t replaced by:
+
+* ``learned``: the method as trained (Eq. 5-7, plus the refinement if the variant has it);
+* ``current`` (w = 0): the current frame's levels 1-2 with the key frame's levels 3-4,
+  i.e. the ``feature-reuse`` path with this model's weights;
+* ``key`` (w = 1): the key frame's levels everywhere, i.e. the key prediction copied;
+* ``oracle``: w = 1 exactly where the ground-truth labels of the key and the current
+  frame agree (Eq. 12's target), 0 elsewhere;
+* ``oracle-eroded-r``: the oracle with its agreeing region eroded by r points at 1/4
+  resolution, so that key features are used only away from any label change.
+
+The oracle rows are interpolation without refinement. If ``current`` beats every
+``oracle`` row, taking the key frame's levels 1-2 even exactly where the labels agree
+costs accuracy on that data, so a better-learned w_t would not help either. Key frames are
+scored too, identically in every row, so the numbers compare with ``bench run``'s.
+
+    python scripts/tfc_weight_oracle.py CHECKPOINT [--interval 4] [--data-root DIR] [--split val] [--max-videos N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vssbench.benchmark.metrics import SegmentationMetrics
+from vssbench.benchmark.training import load_checkpoint, read_checkpoint
+from vssbench.datasets.base import IGNORE_INDEX, FrameStream, VideoDataset
+from vssbench.datasets.synthetic import SyntheticSpec, ensure_generated, load_synthetic
+from vssbench.methods.base import build_method
+from vssbench.methods.tfc import KEY_STAGES, TFC, KeyFrameState, cosine_similarity_map, interpolate_level, unit_features
+
+EROSION_RADII = (2, 4)
+
+
+def interpolated_logits(method: TFC, key: KeyFrameState, current: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 with a given weight map, then the decoder; no refinement."""
+    size = current[0].shape[-2:]
+    mixed = [interpolate_level(key.levels[level], current[level], weight) for level in range(len(current))]
+    return method.head.classifier(method.finish_fuse(method.fuse_terms(mixed, 0, size) + key.reused_fuse_terms))
+
+
+def label_agreement(key_label: torch.Tensor, label: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """1 where both frames have the same valid label at 1/4 resolution (nearest), else 0; (1, 1, h, w)."""
+    pair = F.interpolate(torch.stack([key_label, label])[None].float(), size=size, mode="nearest")[0]
+    return ((pair[0] == pair[1]) & (pair != IGNORE_INDEX).all(0)).float()[None, None]
+
+
+def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
+
+
+@torch.inference_mode()
+def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> dict[str, dict]:
+    """Each row's metrics summary (``SegmentationMetrics.summary``) over ``dataset`` at interval k."""
+    method.eval()
+    metrics = {row: SegmentationMetrics(dataset.num_classes) for row in ROWS}
+    stream = FrameStream(dataset)
+    for index in tqdm(range(len(stream)), desc=f"{method.spec} ({method.variant}) k={interval}", unit="frame"):
+        item = stream[index]
+        frame, label = item["image"][None], item["label"].long()
+        if item["frame_index"] % interval == 0:
+            logits, key = method.key_forward(frame)
+            key_label = label
+            predictions = {row: logits for row in ROWS}
+        else:
+            current = method.project_levels(method.segmentor.extract_stages(frame, KEY_STAGES))
+            size = current[0].shape[-2:]
+            similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))
+            agreement = label_agreement(key_label, label, size)
+            weights = {"current": torch.zeros_like(similarity), "key": torch.ones_like(similarity),
+                       "oracle": agreement, **{f"oracle-eroded-{r}": erode(agreement, r) for r in EROSION_RADII}}
+            predictions = {"learned": method.nonkey_forward(frame, key)[0],
+                           **{row: interpolated_logits(method, key, current, w) for row, w in weights.items()}}
+        for row, logits in predictions.items():
+            scores = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
+            metrics[row].update(scores.argmax(1)[0], label)
+            if item["is_last"]:
+                metrics[row].end_video()
+    return {row: metrics[row].summary(dataset.class_names) for row in ROWS}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a tfc checkpoint (e.g. from the bench run cache)")
+    parser.add_argument("--interval", type=int, default=4, help="key-frame interval k (default: 4, TFC's)")
+    parser.add_argument("--data-root", type=Path,
+                        help="a synthetic dataset written by `bench data synthetic` (default: the cached default set)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-videos", type=int, help="use only the first N videos of the split")
+    args = parser.parse_args(argv)
+    dataset = load_synthetic(args.data_root or ensure_generated(SyntheticSpec()), args.split)
+    dataset.videos = dataset.videos[: args.max_videos]
+    payload = read_checkpoint(args.checkpoint)
+    method = build_method(f"tfc:{payload['preset']}", dataset.num_classes, variant=payload["variant"])
+    load_checkpoint(method, args.checkpoint)
+    summaries = oracle_metrics(method, dataset, args.interval)
+    print(f"{method.spec} ({method.variant}), k = {args.interval}, {dataset.name}/{args.split}")
+    print(f"  {'w_t':18s} {'mIoU':>6s} {'mVC8':>6s} {'mVC16':>6s}")
+    for row, summary in summaries.items():
+        values = " ".join("     -" if summary[m] is None else f"{summary[m]:6.2f}" for m in ("miou", "mvc8", "mvc16"))
+        print(f"  {row:18s} {values}")
+
+
+if __name__ == "__main__":
+    main()
