@@ -27,10 +27,11 @@ masks), ``query-random`` (fixed random flow queries), ``query-learned`` (learned
 queries, not from the key frame), ``query-for-pf`` (key-frame queries refine the motion
 maps, but only the pixel-wise flow warps the masks) and ``query-based-flow`` (default).
 
-Training: Mask2Former's set loss (weights class 1, mask 20, dice 1, as the official
-config) on the warped masks of every decoder layer, for (key, current) pairs up to 10
-frames apart; the segmentor is frozen except its class head and mask embedding, and its
-batch-norm statistics stay fixed.
+Training: Mask2Former's set loss on the warped masks of every decoder layer, with the
+weights of the official VSPW config (``MPVSS-VSPW.yaml``: class 2, mask 5, dice 5, for the
+loss and the Hungarian matcher alike; it overrides ``config.py``'s defaults 1, 20, 1), for
+(key, current) pairs up to 10 frames apart; the segmentor is frozen except its class head
+and mask embedding, and its batch-norm statistics stay fixed.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from vssbench.methods.segmentors import Mask2Former, Mask2FormerOutput, build_se
 from vssbench.methods.warp import flow_warp
 
 VARIANTS = ("query-based-flow", "copy", "optical-flow", "query-random", "query-learned", "query-for-pf")
-MPVSS_LOSS_WEIGHTS = (1.0, 20.0, 1.0)  # class, mask, dice (official config)
+MPVSS_LOSS_WEIGHTS = (2.0, 5.0, 5.0)  # class, mask, dice (MPVSS-VSPW.yaml)
 FINETUNED_SEGMENTOR_PARTS = ("class_predictor", "mask_embedder")
 
 
