@@ -37,6 +37,7 @@ from vssbench.methods.base import build_method
 from vssbench.methods.tfc import KEY_STAGES, TFC, KeyFrameState, cosine_similarity_map, interpolate_level, unit_features
 
 EROSION_RADII = (2, 4)
+ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
 
 
 def interpolated_logits(method: TFC, key: KeyFrameState, current: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
@@ -53,10 +54,8 @@ def label_agreement(key_label: torch.Tensor, label: torch.Tensor, size: torch.Si
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary erosion of a (1, 1, h, w) 0/1 map with a square of side 2 * radius + 1."""
     return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
-
-
-ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
 
 
 @torch.inference_mode()
