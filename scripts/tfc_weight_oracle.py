@@ -31,10 +31,18 @@ from tqdm import tqdm
 
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.training import load_checkpoint, read_checkpoint
-from vssbench.datasets.base import IGNORE_INDEX, FrameStream, VideoDataset
+from vssbench.datasets.base import FrameStream, VideoDataset
 from vssbench.datasets.synthetic import SyntheticSpec, ensure_generated, load_synthetic
 from vssbench.methods.base import build_method
-from vssbench.methods.tfc import KEY_STAGES, TFC, KeyFrameState, cosine_similarity_map, interpolate_level, unit_features
+from vssbench.methods.tfc import (
+    KEY_STAGES,
+    TFC,
+    KeyFrameState,
+    cosine_similarity_map,
+    interpolate_level,
+    label_consistency,
+    unit_features,
+)
 
 EROSION_RADII = (2, 4)
 ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
@@ -45,12 +53,6 @@ def interpolated_logits(method: TFC, key: KeyFrameState, current: list[torch.Ten
     size = current[0].shape[-2:]
     mixed = [interpolate_level(key.levels[level], current[level], weight) for level in range(len(current))]
     return method.head.classifier(method.finish_fuse(method.fuse_terms(mixed, 0, size) + key.reused_fuse_terms))
-
-
-def label_agreement(key_label: torch.Tensor, label: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """1 where both frames have the same valid label at 1/4 resolution (nearest), else 0; (1, 1, h, w)."""
-    pair = F.interpolate(torch.stack([key_label, label])[None].float(), size=size, mode="nearest")[0]
-    return ((pair[0] == pair[1]) & (pair != IGNORE_INDEX).all(0)).float()[None, None]
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -75,7 +77,8 @@ def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> dict[st
             current = method.project_levels(method.segmentor.extract_stages(frame, KEY_STAGES))
             size = current[0].shape[-2:]
             similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))
-            agreement = label_agreement(key_label, label, size)
+            same, valid = label_consistency(key_label[None], label[None], size)
+            agreement = (same & valid).float()[:, None]  # Eq. 12's target, void counted as changed
             weights = {"current": torch.zeros_like(similarity), "key": torch.ones_like(similarity),
                        "oracle": agreement, **{f"oracle-eroded-{r}": erode(agreement, r) for r in EROSION_RADII}}
             predictions = {"learned": method.nonkey_forward(frame, key)[0],

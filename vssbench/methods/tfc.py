@@ -94,14 +94,20 @@ def interpolate_level(key_level: torch.Tensor, current_level: torch.Tensor, weig
     return weight * key_level + (1.0 - weight) * current_level
 
 
+def label_consistency(key_label: torch.Tensor, label: torch.Tensor,
+                      size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 12's target for label maps (B, H, W) at ``size`` (labels subsampled nearest):
+    ``same`` (the two frames' labels agree) and ``valid`` (neither is void), both bool (B, h, w)."""
+    pair = F.interpolate(torch.stack([key_label, label], 1).float(), size=size, mode="nearest")
+    return pair[:, 0] == pair[:, 1], (pair != IGNORE_INDEX).all(1)
+
+
 def focal_consistency_loss(similarity: torch.Tensor, key_label: torch.Tensor, label: torch.Tensor,
                            gamma: float = FOCAL_GAMMA) -> torch.Tensor:
     """Eq. 12: focal binary cross-entropy of clamp(w_t) against "same label in both frames",
     at the similarity map's resolution (labels subsampled nearest); void pixels excluded."""
-    size = similarity.shape[-2:]
-    pair = F.interpolate(torch.stack([key_label, label], 1).float(), size=size, mode="nearest")
-    same = (pair[:, 0] == pair[:, 1]).float()
-    valid = (pair != IGNORE_INDEX).all(1)
+    same, valid = label_consistency(key_label, label, similarity.shape[-2:])
+    same = same.float()
     probability = similarity[:, 0].clamp(1e-6, 1.0 - 1e-6)
     loss = -(same * (1 - probability) ** gamma * probability.log()
              + (1 - same) * probability**gamma * (1 - probability).log())
