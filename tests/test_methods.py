@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vssbench.benchmark.training import train
+from vssbench.benchmark.training import ensure_trained, save_checkpoint, train
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, build_method, parse_spec
 from vssbench.methods.segmentors import Mask2Former, build_segmentor, semantic_from_masks
@@ -120,4 +120,35 @@ def test_training_reduces_the_loss_deterministically(spec, ratio, small_syntheti
     report = reports[0]
     assert report.final_loss < ratio * report.first_loss
     assert reports[0].history == reports[1].history
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_cached_stage_is_retrained_when_the_segmentor_it_started_from_changes(small_synthetic, tmp_path):
+    dataset = load_synthetic(small_synthetic, "train")
+
+    def dff_checkpoint():
+        torch.manual_seed(0)
+        return ensure_trained(build_method("dff:tiny", dataset.num_classes), dataset, tmp_path, iterations=2)
+
+    first = dff_checkpoint()
+    assert dff_checkpoint() == first  # cached: found under the same name
+    segmentor = build_method("perframe:segformer-tiny", dataset.num_classes)
+    train(segmentor, dataset, iterations=3, num_workers=0, progress=False)
+    save_checkpoint(segmentor, tmp_path / "perframe-segformer-tiny-s0-it2.pt")  # what the cache holds changed
+    retrained = dff_checkpoint()
+    assert retrained != first and retrained.is_file()
+    assert dff_checkpoint() == retrained
+
+
+def test_auto_trained_weights_do_not_depend_on_what_the_process_ran_before(small_synthetic, tmp_path):
+    """The segmentor trained on the way to a stage starts from its seed's initialisation, not from
+    wherever earlier builds and trainings left the global random state."""
+    dataset = load_synthetic(small_synthetic, "train")
+    states = []
+    for cache, draws_before in ((tmp_path / "a", 0), (tmp_path / "b", 1000)):
+        torch.manual_seed(0)
+        method = build_method("dff:tiny", dataset.num_classes)
+        torch.rand(draws_before)
+        ensure_trained(method, dataset, cache, iterations=2)
+        states.append(method.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -8,6 +8,7 @@ from PIL import Image
 
 from reference_metrics import confusion, miou_and_wiou, vc_vspw
 from vssbench.benchmark.results import load_rows, write_rows_atomically
+from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
 from vssbench.benchmark.training import save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
@@ -174,3 +175,22 @@ def test_vspw_run_resizes_inputs_and_scores_at_label_resolution(small_synthetic,
     assert row["cost"]["flop_resolution"] == [480, 720]  # 64x96 scaled into 480x853 keeping the ratio
     png = np.asarray(Image.open(tmp_path / "pred" / row["label"] / "val_0000" / "00000000.png"))
     assert png.shape == (64, 96) and png.max() < 124
+
+
+def test_each_method_starts_from_its_seed_whatever_the_sweep_built_before(small_synthetic, tmp_path):
+    dataset = load_synthetic(small_synthetic, "val")
+    initial_weights = []
+
+    def prepare(method):  # no checkpoint: the weights the runner built are evaluated
+        initial_weights.append({k: v.clone() for k, v in method.state_dict().items()})
+
+    def sweep(specs):
+        settings = SweepSettings(specs=specs, intervals=[1], output=tmp_path / f"{len(specs)}.jsonl",
+                                 evaluation=EvaluationOptions(progress=False))
+        return run_sweep(settings, dataset, prepare)
+
+    alone = sweep(["perframe:pspnet-tiny"])
+    after_another = sweep(["perframe:segformer-tiny", "perframe:pspnet-tiny"])
+    assert initial_weights[0].keys() == initial_weights[2].keys()
+    assert all(torch.equal(initial_weights[0][k], initial_weights[2][k]) for k in initial_weights[0])
+    assert alone[0]["metrics"]["miou"] == after_another[1]["metrics"]["miou"]

@@ -228,8 +228,8 @@ def command_train(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     distributed.init_from_environment(args.device)
-    torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
+    torch.manual_seed(args.seed)
     method = build_method(args.method, dataset.num_classes, args.variant)
     for path in args.init or []:
         load_initial_weights(method, path)

@@ -244,6 +244,9 @@ def _run_method(
     prepare: Callable[[VideoMethod], Path | None],
     results: ResultFile,
 ) -> list[dict]:
+    # Every method starts from the initialisation its seed gives, whatever the sweep built or trained
+    # before it, so auto-trained weights do not depend on the sweep's composition or the cache's state.
+    torch.manual_seed(settings.seed)
     method = build_method(spec, dataset.num_classes, variant)
     base = {
         "method": method.name,

@@ -8,11 +8,15 @@ generator seeded by (seed, sample index), so worker count and order do not matte
 
 ``ensure_trained`` is what ``bench run`` uses on the synthetic dataset when no checkpoint
 is given: it trains the segmentor once per preset (as ``perframe``), then the method's
-own stage if it has parameters beyond the segmentor, caching both.
+own stage if it has parameters beyond the segmentor, caching both. A stage's cache name
+carries a digest of the checkpoints it started from, so retraining a segmentor (say,
+after its schedule changed) retrains every stage built on it instead of reusing stale
+weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -25,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from vssbench.benchmark import distributed
+from vssbench.benchmark.results import file_sha256
 from vssbench.datasets.base import VideoDataset
 from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
 from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
@@ -250,21 +255,25 @@ def ensure_trained(
 ) -> Path:
     """Load cached weights for ``method`` trained on ``train_set``, training whatever is missing.
 
-    Returns the checkpoint that now describes the method's weights.
+    ``method`` is expected fresh from ``build_method`` under ``torch.manual_seed(seed)``, as the
+    runner and ``bench train`` build it: a stage trained here then starts from the same
+    weights as ``bench train`` would. Returns the checkpoint that now describes the weights.
     """
     cache_dir = Path(cache_dir)
-    method_iterations = iterations or method.recipe.iterations
-    method_path = cache_dir / f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}-it{method_iterations}.pt"
-    if method.has_own_training_stage and method_path.is_file():
-        load_checkpoint(method, method_path)
-        return method_path
     components = method.component_methods()
-    for component in components.values():  # loaded in place: they are submodules of ``method``
-        ensure_trained(component, train_set, cache_dir, iterations, seed, device)
-    if not components:
-        _load_trained_segmentor(method, train_set, cache_dir, iterations, seed, device)
+    if components:  # loaded in place: they are submodules of ``method``
+        starts = [ensure_trained(component, train_set, cache_dir, iterations, seed, device)
+                  for component in components.values()]
+    else:
+        starts = [_ensure_segmentor(method, train_set, cache_dir, iterations, seed, device)]
     if not method.has_own_training_stage:
         return _segmentor_checkpoint(method, cache_dir, iterations, seed)
+    started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
+    method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
+                               f"-it{iterations or method.recipe.iterations}-from{started_from}.pt")
+    if method_path.is_file():
+        load_checkpoint(method, method_path)
+        return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, iterations, seed, device)
     save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
@@ -278,17 +287,19 @@ def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int 
     return cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
 
 
-def _load_trained_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
-                            seed: int, device: torch.device | str) -> None:
+def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
+                      seed: int, device: torch.device | str) -> Path:
     """Load the method's segmentor from the cache, training the per-frame segmentor first if needed."""
     segmentor_path = _segmentor_checkpoint(method, cache_dir, iterations, seed)
     if not segmentor_path.is_file():
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
+        torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         report = train(segmentor_method, train_set, iterations, seed, device)
         save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_checkpoint(method, segmentor_path, allow_missing_prefixes=own_parameter_prefixes(method))
+    return segmentor_path
 
 
 def _report_metadata(report: TrainingReport, dataset: VideoDataset, seed: int) -> dict:
