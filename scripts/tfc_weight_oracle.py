@@ -12,7 +12,10 @@ non-key path with w_t replaced by:
 * ``oracle-eroded-r``: the oracle with its agreeing region eroded by r points at 1/4
   resolution, so that key features are used only away from any label change.
 
-The oracle rows are interpolation without refinement. If ``current`` beats every
+It also reports how the learned similarity separates the two cases the oracle knows:
+its mean (clamped to [0, 1], as Eq. 7 uses it) over points whose label stayed and over
+points whose label changed, and the share of changed points below the refinement
+threshold 0.8. The oracle rows are interpolation without refinement. If ``current`` beats every
 ``oracle`` row, taking the key frame's levels 1-2 even exactly where the labels agree
 costs accuracy on that data, so a better-learned w_t would not help either. Key frames are
 scored too, identically in every row, so the numbers compare with ``bench run``'s.
@@ -45,6 +48,7 @@ from vssbench.methods.tfc import (
 )
 
 EROSION_RADII = (2, 4)
+REFINE_THRESHOLD = 0.8  # the default variant's
 ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
 
 
@@ -55,16 +59,43 @@ def interpolated_logits(method: TFC, key: KeyFrameState, current: list[torch.Ten
     return method.head.classifier(method.finish_fuse(method.fuse_terms(mixed, 0, size) + key.reused_fuse_terms))
 
 
+class SimilarityByLabelChange:
+    """Clamped w_t summed over non-key points whose label stayed, and over points whose label
+    changed (void excluded), at the 1/4 resolution where Eq. 12 compares them."""
+
+    def __init__(self) -> None:
+        self.stayed_sum = self.changed_sum = 0.0
+        self.stayed = self.changed = self.changed_below_threshold = 0
+
+    def update(self, similarity: torch.Tensor, same: torch.Tensor, valid: torch.Tensor) -> None:
+        weight = similarity[:, 0].clamp(0.0, 1.0)
+        stayed, changed = same & valid, ~same & valid
+        self.stayed_sum += float(weight[stayed].sum())
+        self.changed_sum += float(weight[changed].sum())
+        self.stayed += int(stayed.sum())
+        self.changed += int(changed.sum())
+        self.changed_below_threshold += int((weight[changed] < REFINE_THRESHOLD).sum())
+
+    def summary(self) -> str:
+        if not (self.stayed and self.changed):
+            return "learned w_t: no non-key point with both cases"
+        return (f"learned w_t: mean {self.stayed_sum / self.stayed:.2f} where the label stayed, "
+                f"{self.changed_sum / self.changed:.2f} where it changed; "
+                f"{100 * self.changed_below_threshold / self.changed:.0f}% of changed points below {REFINE_THRESHOLD}")
+
+
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Binary erosion of a (1, 1, h, w) 0/1 map with a square of side 2 * radius + 1."""
     return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
 
 
 @torch.inference_mode()
-def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> dict[str, dict]:
-    """Each row's metrics summary (``SegmentationMetrics.summary``) over ``dataset`` at interval k."""
+def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> tuple[dict[str, dict], SimilarityByLabelChange]:
+    """Each row's metrics summary (``SegmentationMetrics.summary``) over ``dataset`` at interval k,
+    and the learned similarity by label change."""
     method.eval()
     metrics = {row: SegmentationMetrics(dataset.num_classes) for row in ROWS}
+    similarity_stats = SimilarityByLabelChange()
     stream = FrameStream(dataset)
     for index in tqdm(range(len(stream)), desc=f"{method.spec} ({method.variant}) k={interval}", unit="frame"):
         item = stream[index]
@@ -78,6 +109,7 @@ def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> dict[st
             size = current[0].shape[-2:]
             similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))
             same, valid = label_consistency(key_label[None], label[None], size)
+            similarity_stats.update(similarity, same, valid)
             agreement = (same & valid).float()[:, None]  # Eq. 12's target, void counted as changed
             weights = {"current": torch.zeros_like(similarity), "key": torch.ones_like(similarity),
                        "oracle": agreement, **{f"oracle-eroded-{r}": erode(agreement, r) for r in EROSION_RADII}}
@@ -88,7 +120,7 @@ def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> dict[st
             metrics[row].update(scores.argmax(1)[0], label)
             if item["is_last"]:
                 metrics[row].end_video()
-    return {row: metrics[row].summary(dataset.class_names) for row in ROWS}
+    return {row: metrics[row].summary(dataset.class_names) for row in ROWS}, similarity_stats
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,12 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     payload = read_checkpoint(args.checkpoint)
     method = build_method(f"tfc:{payload['preset']}", dataset.num_classes, variant=payload["variant"])
     load_checkpoint(method, args.checkpoint)
-    summaries = oracle_metrics(method, dataset, args.interval)
+    summaries, similarity_stats = oracle_metrics(method, dataset, args.interval)
     print(f"{method.spec} ({method.variant}), k = {args.interval}, {dataset.name}/{args.split}")
     print(f"  {'w_t':18s} {'mIoU':>6s} {'mVC8':>6s} {'mVC16':>6s}")
     for row, summary in summaries.items():
         values = " ".join("     -" if summary[m] is None else f"{summary[m]:6.2f}" for m in ("miou", "mvc8", "mvc16"))
         print(f"  {row:18s} {values}")
+    print(f"  {similarity_stats.summary()}")
 
 
 if __name__ == "__main__":

@@ -172,8 +172,13 @@ def test_weight_oracle_rows_reduce_to_the_method_where_they_must(small_synthetic
     oracle = _weight_oracle_script()
     torch.manual_seed(0)
     dataset = load_synthetic(small_synthetic, "val")
-    reuse = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes, variant="feature-reuse"), dataset, 4)
+    reuse, similarity = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes, variant="feature-reuse"),
+                                              dataset, 4)
     assert reuse["learned"]["per_class_iou"] == reuse["current"]["per_class_iou"]
     assert reuse["key"]["miou"] != reuse["current"]["miou"]
-    every_key = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes), dataset, 1)
+    # Only non-key points are counted: most keep their label, some change it.
+    assert similarity.stayed > similarity.changed > 0
+    assert 0.0 <= similarity.changed_sum / similarity.changed <= 1.0
+    every_key, similarity = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes), dataset, 1)
     assert all(summary == every_key["learned"] for summary in every_key.values())
+    assert similarity.stayed == similarity.changed == 0
