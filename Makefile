@@ -38,10 +38,12 @@ gate: setup
 	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output $(GATE_DIR)/run.jsonl
 	$(BIN)/bench check $(GATE_DIR)/run.jsonl --baseline results/baselines/ci-synthetic-cpu.jsonl --tolerance speed=0.5
 
+# Both write a fresh file: rows of earlier weights would otherwise stay next to the new ones.
 gate-baseline: setup
-	rm -rf $(GATE_DIR)
-	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output results/baselines/ci-synthetic-cpu.jsonl --overwrite
+	rm -rf $(GATE_DIR) results/baselines/ci-synthetic-cpu.jsonl
+	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output results/baselines/ci-synthetic-cpu.jsonl
 
 baseline: setup
+	rm -f results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench run --methods $(SWEEP_METHODS) --variants all --intervals 1,2,5,10 --output results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic

@@ -135,6 +135,17 @@ def test_check_reports_missing_failed_and_new_rows():
     assert result.new_rows == ["dff_tiny_k5"]
 
 
+def test_check_refuses_two_rows_of_one_configuration(rows_file, tmp_path, capsys):
+    twice = copy.deepcopy(ROWS) + [copy.deepcopy(ROWS[2])]
+    twice[-1]["checkpoint"] = {"path": "other.pt", "sha256": "f" * 64}
+    with pytest.raises(ValueError, match="two finished rows in the baseline share the configuration of 'copy_segformer-tiny_k5'"):
+        check(ROWS, twice)
+    baseline = tmp_path / "baseline.jsonl"
+    write_rows_atomically(baseline, twice)
+    assert main(["check", str(rows_file), "--baseline", str(baseline)]) == 2
+    assert "keep one per configuration" in capsys.readouterr().err
+
+
 def test_tolerances_parse_and_reject_unknown_names():
     assert parse_tolerances("miou=1,speed=0.5")["miou"] == 1.0
     with pytest.raises(ValueError, match="NAME=VALUE"):

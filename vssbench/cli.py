@@ -352,7 +352,10 @@ def command_check(args: argparse.Namespace) -> int:
         tolerances = parse_tolerances(args.tolerance)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    result = check(load_rows(args.file), load_rows(args.baseline), tolerances)
+    try:
+        result = check(load_rows(args.file), load_rows(args.baseline), tolerances)
+    except ValueError as error:
+        raise UsageError(f"bench check {args.file} --baseline {args.baseline}: {error}") from None
     for label in result.new_rows:
         print(f"new (not in the baseline): {label}")
     for regression in result.regressions:

@@ -82,8 +82,14 @@ class CheckResult:
 
 
 def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] | None = None) -> CheckResult:
-    """Compare ``rows`` with ``baseline``; every regression is named with its row and metric."""
+    """Compare ``rows`` with ``baseline``; every regression is named with its row and metric.
+
+    Raises ValueError when either side holds two finished rows of one configuration (say,
+    from weights trained twice): which of them the other side should match is undefined.
+    """
     tolerances = tolerances or DEFAULT_TOLERANCES
+    for side, side_rows in (("results", rows), ("baseline", baseline)):
+        _require_one_row_per_configuration(side, side_rows)
     current = {row_key(r): r for r in rows}
     current_ratios, baseline_ratios = speed_ratios(rows), speed_ratios(baseline)
     result = CheckResult()
@@ -116,3 +122,21 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
     baseline_keys = {row_key(r) for r in baseline}
     result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]
     return result
+
+
+def _require_one_row_per_configuration(side: str, rows: list[dict]) -> None:
+    seen: dict[str, dict] = {}
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        key = row_key(row)
+        if key in seen:
+            raise ValueError(f"two finished rows in the {side} share the configuration of {row.get('label')!r} "
+                             f"(checkpoints {_checkpoint_digest(seen[key])} and {_checkpoint_digest(row)}); "
+                             f"keep one per configuration")
+        seen[key] = row
+
+
+def _checkpoint_digest(row: dict) -> str:
+    return ((row.get("checkpoint") or {}).get("sha256") or "none")[:12]
+
