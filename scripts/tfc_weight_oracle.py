@@ -12,13 +12,15 @@ non-key path with w_t replaced by:
 * ``oracle-eroded-r``: the oracle with its agreeing region eroded by r points at 1/4
   resolution, so that key features are used only away from any label change.
 
-It also reports how the learned similarity separates the two cases the oracle knows:
-its mean (clamped to [0, 1], as Eq. 7 uses it) over points whose label stayed and over
-points whose label changed, and the share of changed points below the refinement
-threshold 0.8. The oracle rows are interpolation without refinement. If ``current`` beats every
+The oracle rows are interpolation without refinement. If ``current`` beats every
 ``oracle`` row, taking the key frame's levels 1-2 even exactly where the labels agree
 costs accuracy on that data, so a better-learned w_t would not help either. Key frames are
 scored too, identically in every row, so the numbers compare with ``bench run``'s.
+
+It also reports how the learned similarity separates the two cases the oracle knows:
+its mean (clamped to [0, 1], as Eq. 7 uses it) over points whose label stayed and over
+points whose label changed, and the share of changed points below the default
+variant's refinement threshold.
 
     python scripts/tfc_weight_oracle.py CHECKPOINT [--interval 4] [--data-root DIR] [--split val] [--max-videos N]
 """
@@ -48,7 +50,7 @@ from vssbench.methods.tfc import (
 )
 
 EROSION_RADII = (2, 4)
-REFINE_THRESHOLD = 0.8  # the default variant's
+REFINE_THRESHOLD = 0.8  # the default variant, sparse-msda-0.8
 ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in EROSION_RADII))
 
 

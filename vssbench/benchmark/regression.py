@@ -139,4 +139,3 @@ def _require_one_row_per_configuration(side: str, rows: list[dict]) -> None:
 
 def _checkpoint_digest(row: dict) -> str:
     return ((row.get("checkpoint") or {}).get("sha256") or "none")[:12]
-
