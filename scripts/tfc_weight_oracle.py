@@ -71,12 +71,12 @@ class SimilarityByLabelChange:
 
     def update(self, similarity: torch.Tensor, same: torch.Tensor, valid: torch.Tensor) -> None:
         weight = similarity[:, 0].clamp(0.0, 1.0)
-        stayed, changed = same & valid, ~same & valid
-        self.stayed_sum += float(weight[stayed].sum())
-        self.changed_sum += float(weight[changed].sum())
-        self.stayed += int(stayed.sum())
-        self.changed += int(changed.sum())
-        self.changed_below_threshold += int((weight[changed] < REFINE_THRESHOLD).sum())
+        stayed, changed = weight[same & valid], weight[~same & valid]
+        self.stayed_sum += float(stayed.sum())
+        self.changed_sum += float(changed.sum())
+        self.stayed += stayed.numel()
+        self.changed += changed.numel()
+        self.changed_below_threshold += int((changed < REFINE_THRESHOLD).sum())
 
     def summary(self) -> str:
         if not (self.stayed and self.changed):

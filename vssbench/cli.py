@@ -169,7 +169,6 @@ def command_run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     _check_writable(args.output, "--output")
     distributed.init_from_environment(args.device)
-    torch.manual_seed(args.seed)
     dataset = load_dataset(args, args.split)
     train_set = load_dataset(args, "train") if args.dataset == "synthetic" else None
 
