@@ -158,9 +158,10 @@ class VideoConsistency:
             torch.eq(target, previous_target, out=same_target)
             torch.eq(prediction, previous_prediction, out=same_both)
             same_both &= same_target
-            # age <- min(age + 1, cap) where unchanged, 0 where changed
-            age_target.add_(1).clamp_(max=self._age_cap).mul_(same_target)
-            age_both.add_(1).clamp_(max=self._age_cap).mul_(same_both)
+            # age <- min(age + 1, cap) where unchanged, 0 where changed. The masks multiply as
+            # their uint8 views (bool storage is one 0/1 byte): a bool operand would be converted.
+            age_target.add_(1).clamp_(max=self._age_cap).mul_(same_target.view(torch.uint8))
+            age_both.add_(1).clamp_(max=self._age_cap).mul_(same_both.view(torch.uint8))
         previous_target.copy_(target)
         previous_prediction.copy_(prediction)
         stable = buffers["stable"]
