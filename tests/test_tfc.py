@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from vssbench.benchmark.profiler import count_flops
 from vssbench.benchmark.training import TrainingClips
 from vssbench.datasets.synthetic import load_synthetic
-from vssbench.methods.base import build_method
+from vssbench.methods.base import METHODS, build_method
 from vssbench.methods.msda import MultiScaleDeformableAttention, pixel_centres
 from vssbench.methods.tfc import (
     VARIANTS,
@@ -158,18 +158,38 @@ def test_training_reduces_both_losses(small_synthetic):
         assert last < 0.8 * first, (term, first, last)
 
 
-def _weight_oracle_script():
-    path = Path(__file__).parents[1] / "scripts" / "tfc_weight_oracle.py"
-    spec = importlib.util.spec_from_file_location("tfc_weight_oracle", path)
+def _script(name: str):
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.fixture
+def tfc_without_consistency_registered():
+    """scripts/tfc_without_consistency_loss.py imported, its method unregistered afterwards."""
+    yield _script("tfc_without_consistency_loss")
+    METHODS.pop("tfc-no-consistency")
+
+
+def test_the_ablation_script_drops_only_the_consistency_term(small_synthetic, tfc_without_consistency_registered):
+    dataset = load_synthetic(small_synthetic, "train")
+    clips = TrainingClips(dataset, tfc_without_consistency_registered.TFC.recipe, length=2, seed=0)
+    batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=2)))
+    torch.manual_seed(0)
+    full = build_method("tfc:tiny", dataset.num_classes, variant="linear-interp").eval()
+    torch.manual_seed(0)
+    ablated = build_method("tfc-no-consistency:tiny", dataset.num_classes, variant="linear-interp").eval()
+    full_terms, ablated_terms = full.loss(batch), ablated.loss(batch)
+    assert set(full_terms) - set(ablated_terms) == {"focal_consistency"}
+    assert all(torch.equal(value, full_terms[name]) for name, value in ablated_terms.items())
+
+
 def test_weight_oracle_rows_reduce_to_the_method_where_they_must(small_synthetic):
     """scripts/tfc_weight_oracle.py: w = 0 is exactly the feature-reuse path, and with every frame
     a key frame the weight is never used, so every row is the key path."""
-    oracle = _weight_oracle_script()
+    oracle = _script("tfc_weight_oracle")
     torch.manual_seed(0)
     dataset = load_synthetic(small_synthetic, "val")
     reuse, similarity = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes, variant="feature-reuse"),
