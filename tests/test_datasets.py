@@ -1,4 +1,5 @@
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 from conftest import SMALL_SPEC
 from vssbench.datasets.base import DatasetError, FrameStream
 from vssbench.datasets.cityscapes import CityscapesDataset
-from vssbench.datasets.synthetic import CLASS_NAMES, generate, load_synthetic
+from vssbench.datasets.synthetic import CLASS_NAMES, SyntheticSpec, generate, load_synthetic
 from vssbench.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, keep_ratio_size
 from vssbench.datasets.vspw import VSPWDataset
 
@@ -23,6 +24,21 @@ def test_synthetic_is_deterministic_by_seed(tmp_path, small_synthetic):
     assert _mask_bytes(again) == _mask_bytes(small_synthetic)
     other = generate(tmp_path / "other", SMALL_SPEC.__class__(**{**SMALL_SPEC.__dict__, "seed": 4}), progress=False)
     assert _mask_bytes(other) != _mask_bytes(small_synthetic)
+
+
+def test_photometric_noise_changes_frames_not_labels(tmp_path, small_synthetic):
+    noisy = generate(tmp_path / "noisy", replace(SMALL_SPEC, noise_std=12.0, brightness_jitter=0.15), progress=False)
+    assert _mask_bytes(noisy) == _mask_bytes(small_synthetic)
+
+    def frame_to_frame_change(root: Path) -> float:  # over the top rows, which are smooth sky
+        frames = [np.asarray(Image.open(p), np.float32)[:4] for p in sorted(root.glob("data/val_0000/origin/*.jpg"))]
+        return float(np.mean([np.abs(a - b).mean() for a, b in zip(frames[:-1], frames[1:])]))
+
+    assert frame_to_frame_change(noisy) > 2 * frame_to_frame_change(small_synthetic)
+    # The default dataset's name (and so every cached checkpoint and committed baseline) is unchanged
+    # by the noise fields; changing them names a different dataset.
+    assert SyntheticSpec().fingerprint == "42c3ce14e46f"
+    assert SyntheticSpec(noise_std=12.0).fingerprint != SyntheticSpec().fingerprint
 
 
 def test_synthetic_layout_and_content(small_synthetic):

@@ -121,5 +121,5 @@ def test_an_unknown_variant_lists_the_valid_ones(small_synthetic, tmp_path, caps
     code = main(["run", "--methods", "mpvss:tiny", "--variants", "flowy", "--data-root", str(small_synthetic),
                  "--output", str(tmp_path / "rows.jsonl")])
     assert code == 2
-    assert "none of the variants ['flowy'] exists for mpvss:tiny; valid variants: query-based-flow" in \
-        capsys.readouterr().err
+    assert "unknown variant 'flowy' for mpvss:tiny; valid variants ('default' names each method's first): " \
+        "mpvss:tiny: query-based-flow" in capsys.readouterr().err

@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SMALL_SPEC
 from reference_metrics import confusion, miou_and_wiou, vc_vspw
 from vssbench.benchmark.results import load_rows, write_rows_atomically
-from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
+from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, _check_variant_names, _variants_for, run_sweep
 from vssbench.benchmark.training import save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
-from vssbench.methods.base import build_method
+from vssbench.methods.base import SpecError, build_method
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def test_run_writes_one_row_per_configuration(trained_run, capsys):
                                           "copy_segformer-tiny_k5"]
     for row in rows:
         assert row["status"] == "ok" and row["error"] is None
-        assert row["dataset"] == "synthetic" and row["split"] == "val" and row["resolution"] == [64, 96]
+        assert row["dataset"] == f"synthetic-{SMALL_SPEC.fingerprint}" and row["split"] == "val"
+        assert row["resolution"] == [64, 96]
         for key in ("miou", "wiou", "mvc8", "mvc16"):
             assert 0 <= row["metrics"][key] <= 100
         assert row["metrics"]["miou_mode"] == "vspw" and row["metrics"]["vc_protocol"] == "vspw"
@@ -144,11 +146,25 @@ def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path
         (["run", "--intervals", "0,5"], "--intervals '0,5': expected comma-separated positive integers"),
         (["run", "--dataset", "vspw"], "--dataset vspw needs --data-root"),
         (["run", "--dataset", "vspw", "--data-root", "/nonexistent/vspw"], "/nonexistent/vspw does not exist"),
+        (["data", "synthetic", "--out", "/nonexistent/d", "--brightness-jitter", "1.5"],
+         "--brightness-jitter 1.5: expected a noise std >= 0 and a jitter in [0, 1)"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_variant_selection_across_methods():
+    requested = ["default", "feature-reuse"]
+    _check_variant_names(["perframe", "tfc:tiny", "mpvss:tiny"], requested)
+    assert _variants_for("perframe", requested) == ["default"]  # no variants: its only one
+    assert _variants_for("tfc:tiny", requested) == ["sparse-msda-0.8", "feature-reuse"]
+    assert _variants_for("mpvss:tiny", requested) == ["query-based-flow"]
+    with pytest.raises(SpecError, match=r"none of the variants \['feature-reuse'\] exists for mpvss:tiny"):
+        _variants_for("mpvss:tiny", ["feature-reuse"])
+    with pytest.raises(SpecError, match="unknown variant 'feature-reuze' for perframe, tfc:tiny"):
+        _check_variant_names(["perframe", "tfc:tiny"], ["feature-reuze", "linear-interp"])
 
 
 def test_list_and_data_commands(tmp_path, capsys):

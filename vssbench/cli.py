@@ -249,7 +249,11 @@ def command_data(args: argparse.Namespace) -> int:
     for name in ("train_videos", "val_videos", "frames", "seed"):
         if getattr(args, name) < (0 if name == "seed" else 1):
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive integer")
-    spec = SyntheticSpec(args.train_videos, args.val_videos, args.frames, height, width, args.seed)
+    if args.noise_std < 0 or not 0 <= args.brightness_jitter < 1:
+        raise UsageError(f"--noise-std {args.noise_std} / --brightness-jitter {args.brightness_jitter}: expected "
+                         "a noise std >= 0 and a jitter in [0, 1)")
+    spec = SyntheticSpec(args.train_videos, args.val_videos, args.frames, height, width, args.seed,
+                         args.noise_std, args.brightness_jitter)
     generate(args.out, spec)
     print(f"wrote {spec.train_videos} train and {spec.val_videos} val videos of {spec.frames} frames "
           f"({height}x{width}) to {args.out}")
@@ -394,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", default="perframe,copy",
                      help="comma-separated METHOD[:PRESET] specs, e.g. perframe:segformer-tiny,copy "
                           "(default: perframe,copy; `bench list` shows all)")
-    run.add_argument("--variants", help="comma-separated variants to run for the methods that have them, or 'all' "
-                                        "(default: each method's default)")
+    run.add_argument("--variants", help="comma-separated variants to run for the methods that have them, 'default' "
+                                        "for each method's default, or 'all' (default: each method's default)")
     run.add_argument("--intervals", default="1,2,5,10", help="comma-separated key-frame intervals (default: 1,2,5,10)")
     run.add_argument("--memory", default="0,1,2,3,4,5,6,7",
                      help="memory lengths M swept by methods without key frames (STT) in place of intervals; "
@@ -454,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--size", default=f"{defaults.height}x{defaults.width}",
                            help=f"frame size HxW (default: {defaults.height}x{defaults.width})")
     synthetic.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default: {defaults.seed})")
+    synthetic.add_argument("--noise-std", type=float, default=defaults.noise_std,
+                           help="std of the per-frame Gaussian pixel noise, 0-255 scale "
+                                f"(default: {defaults.noise_std})")
+    synthetic.add_argument("--brightness-jitter", type=float, default=defaults.brightness_jitter,
+                           help="per-frame gain drawn uniformly from 1 +- this "
+                                f"(default: {defaults.brightness_jitter})")
     synthetic.set_defaults(handler=command_data)
 
     profile = sub.add_parser("profile", help="measure parameters, FLOPs per path, latency and FPS (no data needed)",

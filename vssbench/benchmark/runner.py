@@ -216,21 +216,38 @@ def run_sweep(
     checkpoint used (or None for random init). A method that fails becomes an error row
     and the sweep goes on; bad dataset input stops the sweep (every row would fail).
     """
+    _check_variant_names(settings.specs, settings.variants)
+    plan = [(spec, variant) for spec in settings.specs for variant in _variants_for(spec, settings.variants)]
     results = ResultFile(settings.output)
     rows = []
-    for spec in settings.specs:
-        for variant in _variants_for(spec, settings.variants):
-            rows.extend(_run_method(spec, variant, settings, dataset, prepare, results))
+    for spec, variant in plan:
+        rows.extend(_run_method(spec, variant, settings, dataset, prepare, results))
     return rows
 
 
+def _check_variant_names(specs: list[str], requested: list[str] | None) -> None:
+    """Every requested variant must belong to some method of the sweep: a typo is an error, not a skip."""
+    if requested is None or requested == ["all"]:
+        return
+    classes = {spec: METHODS[parse_spec(spec)[0]] for spec in specs}
+    known = {"default"}.union(*(cls.variants for cls in classes.values()))
+    unknown = [v for v in requested if v not in known]
+    if unknown:
+        valid = "; ".join(f"{spec}: {', '.join(cls.variants)}" for spec, cls in classes.items())
+        raise SpecError(f"unknown variant {', '.join(map(repr, unknown))} for {', '.join(specs)}; valid variants "
+                        f"('default' names each method's first): {valid}")
+
+
 def _variants_for(spec: str, requested: list[str] | None) -> list[str]:
+    """The variants of ``spec`` to run. 'default' names its default variant and 'all' every one;
+    a method without variants runs its only one whatever is requested."""
     cls = METHODS[parse_spec(spec)[0]]
-    if requested is None:
+    if requested is None or len(cls.variants) == 1:
         return [cls.variants[0]]
     if requested == ["all"]:
         return list(cls.variants)
-    chosen = [v for v in requested if v in cls.variants]
+    named = (cls.variants[0] if v == "default" else v for v in requested)
+    chosen = list(dict.fromkeys(v for v in named if v in cls.variants))
     if not chosen:
         raise SpecError(f"none of the variants {requested} exists for {spec}; valid variants: {', '.join(cls.variants)}")
     return chosen

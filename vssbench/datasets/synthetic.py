@@ -7,7 +7,10 @@ objects (vehicles, people, animals, signs) with their own velocities, drawn in a
 depth order so they occlude each other and enter or leave the view. Textures are
 functions of world (background) or object-local (objects) coordinates, so they move
 with what they belong to, as real appearance does; every frame gets a small brightness
-change and Gaussian noise.
+change and Gaussian noise. Raising those two (``noise_std``, ``brightness_jitter``; `bench
+data synthetic --noise-std --brightness-jitter`) gives a photometrically harder variant,
+stronger sensor noise and exposure changes, with byte-identical labels: a test of whether
+a method's temporal stability holds when consecutive frames differ in more than motion.
 
 The labels follow VSPW's convention on disk (0 = others, 1..C classes, 255 = void), so
 :class:`~vssbench.datasets.vspw.VSPWDataset` reads the result unchanged.
@@ -40,6 +43,7 @@ SKY, VEGETATION, ROAD, WATER, VEHICLE, PERSON, ANIMAL, SIGN = range(1, 9)  # on-
 GROUND_CLASSES = (VEGETATION, ROAD, WATER)
 OBJECT_CLASSES = (VEHICLE, PERSON, ANIMAL, SIGN)
 GENERATOR_VERSION = 1
+_FIELDS_ADDED_AFTER_VERSION_1 = ("noise_std", "brightness_jitter")
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,16 @@ class SyntheticSpec:
     height: int = 128
     width: int = 224
     seed: int = 0
+    noise_std: float = 3.0  # per-frame Gaussian pixel noise, in 0-255 intensity units
+    brightness_jitter: float = 0.04  # per-frame gain drawn uniformly from 1 +- this
 
     @property
     def fingerprint(self) -> str:
-        payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        fields = asdict(self)
+        for name in _FIELDS_ADDED_AFTER_VERSION_1:  # hashed only when changed, so existing caches keep their names
+            if fields[name] == getattr(SyntheticSpec, name):
+                del fields[name]
+        payload = json.dumps({**fields, "version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -97,6 +107,7 @@ class _VideoScene:
         h, w, t = spec.height, spec.width, spec.frames
         scale = w / 224.0
         self.h, self.w = h, w
+        self.noise_std, self.brightness_jitter = spec.noise_std, spec.brightness_jitter
         self.rng = rng
         speed = rng.uniform(1.5, 3.5) * scale * rng.choice((-1.0, 1.0))
         start = rng.uniform(0, 200 * scale)
@@ -183,7 +194,8 @@ class _VideoScene:
             label[inside] = obj.cls
             image[inside] = obj.color + pattern[inside][:, None]
 
-        image = image * self.rng.uniform(0.96, 1.04) + self.rng.normal(0, 3.0, image.shape)
+        gain = self.rng.uniform(1 - self.brightness_jitter, 1 + self.brightness_jitter)
+        image = image * gain + self.rng.normal(0, self.noise_std, image.shape)
         return np.clip(image, 0, 255).astype(np.uint8), label
 
 
@@ -236,7 +248,12 @@ def ensure_generated(spec: SyntheticSpec, cache_dir: Path | None = None, progres
 
 
 def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
-    """A generated synthetic root read through the VSPW loader, with its own class list."""
+    """A generated synthetic root read through the VSPW loader, with its own class list.
+
+    The default spec's data is named ``synthetic``; any other spec's ``synthetic-<fingerprint>``,
+    so that result rows (and `bench check`, which matches rows by dataset) never mistake one
+    generated dataset for another.
+    """
     root = Path(root)
     meta_path = root / "meta.json"
     if not meta_path.is_file():
@@ -244,6 +261,7 @@ def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
     meta = json.loads(meta_path.read_text())
     names = tuple(meta["class_names"])
     dataset = VSPWDataset.from_root(root, split, num_classes=len(names), class_names=names, keep_ratio_scale=None)
-    dataset.name = "synthetic"
+    spec = SyntheticSpec(**meta["spec"])
+    dataset.name = "synthetic" if spec == SyntheticSpec() else f"synthetic-{spec.fingerprint}"
     dataset.input_size = (meta["spec"]["height"], meta["spec"]["width"])
     return dataset
