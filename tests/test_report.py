@@ -135,6 +135,19 @@ def test_check_reports_missing_failed_and_new_rows():
     assert result.new_rows == ["dff_tiny_k5"]
 
 
+def test_check_fails_rows_scored_on_other_videos_even_beside_rows_on_the_same_ones():
+    baseline, subset = copy.deepcopy(ROWS), copy.deepcopy(ROWS)
+    for row in subset:
+        row["videos"] = {"count": 2, "sha256": "b" * 16}
+    for row in baseline:
+        row["videos"] = {"count": 8, "sha256": "a" * 16}
+    result = check(subset, baseline)
+    assert len(result.regressions) == len(ROWS) and result.compared == 0
+    assert result.regressions[0] == ("perframe_segformer-tiny_k1: scored on other videos (8 in the baseline, 2 here, "
+                                     "or other names); results are not comparable")
+    assert check(subset + copy.deepcopy(baseline), baseline).passed  # the full-set rows are found and compared
+
+
 def test_check_refuses_two_rows_of_one_configuration(rows_file, tmp_path, capsys):
     twice = copy.deepcopy(ROWS) + [copy.deepcopy(ROWS[2])]
     twice[-1]["checkpoint"] = {"path": "other.pt", "sha256": "f" * 64}

@@ -82,6 +82,18 @@ def test_rerun_skips_finished_rows(trained_run, capsys):
     assert "perframe_segformer-tiny_k1" in capsys.readouterr().out
 
 
+def test_a_rerun_on_fewer_videos_scores_them_instead_of_resuming(trained_run, tmp_path):
+    _, work, argv = trained_run
+    output = tmp_path / "rows.jsonl"
+    shutil.copy(work / "rows.jsonl", output)
+    argv = [*argv[: argv.index("--output")], "--output", str(output), "--max-videos", "1"]
+    assert main(argv) == 0
+    rows = load_rows(output)
+    assert [r["videos"]["count"] for r in rows] == [2, 2, 2, 1, 1, 1]
+    assert rows[0]["videos"]["sha256"] != rows[3]["videos"]["sha256"]
+    assert rows[3]["timing"]["frames"] == rows[0]["timing"]["frames"] // 2
+
+
 def test_nan_scores_become_an_error_row_and_the_sweep_goes_on(small_synthetic, tmp_path, capsys):
     broken = build_method("perframe:segformer-tiny", 8)
     with torch.no_grad():

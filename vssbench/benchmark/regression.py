@@ -1,10 +1,12 @@
 """The regression gate behind ``bench check``: result rows against a baseline, configuration by configuration.
 
 Rows are matched by what defines their configuration (method, preset, variant, dataset,
-split, resolution, schedule), not by the configuration hash, which also covers the
+split, videos, resolution, schedule), not by the configuration hash, which also covers the
 checkpoint digest and so differs whenever weights are retrained. For each baseline row:
 
 * a missing row, or one whose status is not ``ok``, is a regression;
+* so is a row scored on other videos than the baseline's (``--max-videos``, another copy of
+  the split): the video selection is part of the configuration;
 * accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
 * parameters and GFLOPs (key and non-key paths) may not change at all: they are
   properties of the architecture, so any change is a change of the method;
@@ -47,9 +49,10 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
     return tolerances
 
 
-def row_key(row: dict) -> str:
+def row_key(row: dict, include_videos: bool = True) -> str:
     """What identifies a row's configuration across runs and machines."""
-    fields = {k: row.get(k) for k in ("method", "preset", "variant", "dataset", "split", "resolution", "schedule")}
+    names = ("method", "preset", "variant", "dataset", "split", "resolution", "schedule")
+    fields = {k: row.get(k) for k in names + (("videos",) if include_videos else ())}
     return json.dumps(fields, sort_keys=True)
 
 
@@ -58,16 +61,20 @@ def speed_ratios(rows: list[dict]) -> dict[str, float]:
     per_frame = {}
     for row in rows:
         if row.get("method") == "perframe" and row.get("status") == "ok" and row.get("cost"):
-            per_frame[(row["preset"], row["dataset"], row["split"])] = (row["cost"].get("fps") or {}).get("1")
+            per_frame[_speed_reference_key(row, row["preset"])] = (row["cost"].get("fps") or {}).get("1")
     ratios = {}
     for row in rows:
         if row.get("status") != "ok" or not row.get("cost"):
             continue
-        reference = per_frame.get((row.get("segmentor_preset"), row["dataset"], row["split"]))
+        reference = per_frame.get(_speed_reference_key(row, row.get("segmentor_preset")))
         fps = (row["cost"].get("fps") or {}).get(str(schedule_interval(row["schedule"])))
         if reference and fps:
             ratios[row_key(row)] = fps / reference
     return ratios
+
+
+def _speed_reference_key(row: dict, segmentor_preset: str | None) -> str:
+    return json.dumps([segmentor_preset, row["dataset"], row["split"], row.get("videos")], sort_keys=True)
 
 
 @dataclass
@@ -91,13 +98,20 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
     for side, side_rows in (("results", rows), ("baseline", baseline)):
         _require_one_row_per_configuration(side, side_rows)
     current = {row_key(r): r for r in rows}
+    current_on_any_videos = {row_key(r, include_videos=False): r for r in rows}
     current_ratios, baseline_ratios = speed_ratios(rows), speed_ratios(baseline)
     result = CheckResult()
     for key, expected in ((row_key(r), r) for r in baseline if r.get("status") == "ok"):
         label = expected["label"]
         found = current.get(key)
         if found is None:
-            result.regressions.append(f"{label}: missing (no row with this configuration)")
+            other = current_on_any_videos.get(row_key(expected, include_videos=False))
+            if other is None:
+                result.regressions.append(f"{label}: missing (no row with this configuration)")
+            else:
+                result.regressions.append(
+                    f"{label}: scored on other videos ({_video_count(expected)} in the baseline, "
+                    f"{_video_count(other)} here, or other names); results are not comparable")
             continue
         result.compared += 1
         if found.get("status") != "ok":
@@ -122,6 +136,11 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
     baseline_keys = {row_key(r) for r in baseline}
     result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]
     return result
+
+
+def _video_count(row: dict) -> str:
+    videos = row.get("videos")
+    return str(videos["count"]) if videos else "unrecorded"
 
 
 def _require_one_row_per_configuration(side: str, rows: list[dict]) -> None:
