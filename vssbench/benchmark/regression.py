@@ -5,8 +5,8 @@ split, videos, resolution, schedule), not by the configuration hash, which also 
 checkpoint digest and so differs whenever weights are retrained. For each baseline row:
 
 * a missing row, or one whose status is not ``ok``, is a regression;
-* so is a row scored on other videos than the baseline's (``--max-videos``, another copy of
-  the split): the video selection is part of the configuration;
+* so is a row scored on other videos than the baseline's (``--max-videos``, a split holding
+  other videos): the video selection is part of the configuration;
 * accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
 * parameters and GFLOPs (key and non-key paths) may not change at all: they are
   properties of the architecture, so any change is a change of the method;

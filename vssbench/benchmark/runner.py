@@ -203,8 +203,8 @@ class SweepSettings:
 def video_selection(dataset: VideoDataset) -> dict:
     """Which videos a row scores: their count and a digest of their names and labelled frames.
 
-    Part of the row's configuration, so a run restricted by ``--max-videos`` (or on another
-    copy of a split) never resumes from, or is checked against, a row of other videos.
+    Part of the row's configuration, so a run restricted by ``--max-videos`` (or on a split holding
+    other videos) never resumes from, or is checked against, a row of other videos.
     """
     listing = "\n".join(f"{video.name}:{video.num_labelled}" for video in dataset.videos)
     return {"count": len(dataset.videos), "sha256": hashlib.sha256(listing.encode()).hexdigest()[:16]}
