@@ -252,8 +252,9 @@ def command_data(args: argparse.Namespace) -> int:
     if args.noise_std < 0 or not 0 <= args.brightness_jitter < 1:
         raise UsageError(f"--noise-std {args.noise_std} / --brightness-jitter {args.brightness_jitter}: expected "
                          "a noise std >= 0 and a jitter in [0, 1)")
-    spec = SyntheticSpec(args.train_videos, args.val_videos, args.frames, height, width, args.seed,
-                         args.noise_std, args.brightness_jitter)
+    spec = SyntheticSpec(train_videos=args.train_videos, val_videos=args.val_videos, frames=args.frames,
+                         height=height, width=width, seed=args.seed, noise_std=args.noise_std,
+                         brightness_jitter=args.brightness_jitter)
     generate(args.out, spec)
     print(f"wrote {spec.train_videos} train and {spec.val_videos} val videos of {spec.frames} frames "
           f"({height}x{width}) to {args.out}")

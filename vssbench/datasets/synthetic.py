@@ -263,5 +263,5 @@ def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
     dataset = VSPWDataset.from_root(root, split, num_classes=len(names), class_names=names, keep_ratio_scale=None)
     spec = SyntheticSpec(**meta["spec"])
     dataset.name = "synthetic" if spec == SyntheticSpec() else f"synthetic-{spec.fingerprint}"
-    dataset.input_size = (meta["spec"]["height"], meta["spec"]["width"])
+    dataset.input_size = (spec.height, spec.width)
     return dataset
