@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from vssbench.benchmark.training import ensure_trained, save_checkpoint, train
+from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, build_method, parse_spec
 from vssbench.methods.segmentors import Mask2Former, build_segmentor, semantic_from_masks
@@ -138,6 +139,23 @@ def test_a_cached_stage_is_retrained_when_the_segmentor_it_started_from_changes(
     retrained = dff_checkpoint()
     assert retrained != first and retrained.is_file()
     assert dff_checkpoint() == retrained
+
+
+def test_stage_iterations_change_the_stage_schedule_only_and_match_bench_train(small_synthetic, tmp_path):
+    """`bench run --stage-iters N` trains the stage N iterations on the segmentor of the usual schedule,
+    to the very weights `bench train --iters N --init SEGMENTOR` gives (README's schedule study relies on it)."""
+    dataset = load_synthetic(small_synthetic, "train")
+    torch.manual_seed(0)
+    method = build_method("dff:tiny", dataset.num_classes)
+    stage = ensure_trained(method, dataset, tmp_path / "cache", iterations=2, stage_iterations=3)
+    segmentor = tmp_path / "cache" / "perframe-segformer-tiny-s0-it2.pt"
+    assert "-it3-" in stage.name and segmentor.is_file()
+    assert torch.load(stage, weights_only=False)["metadata"]["iterations"] == 3
+    out = tmp_path / "dff.pt"
+    assert main(["train", "--method", "dff:tiny", "--data-root", str(small_synthetic), "--iters", "3",
+                 "--init", str(segmentor), "--out", str(out)]) == 0
+    by_hand = torch.load(out, weights_only=False)["state_dict"]
+    assert all(torch.equal(value, by_hand[name]) for name, value in method.state_dict().items())
 
 
 def test_auto_trained_weights_do_not_depend_on_what_the_process_ran_before(small_synthetic, tmp_path):

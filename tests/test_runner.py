@@ -160,6 +160,8 @@ def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path
         (["run", "--dataset", "vspw", "--data-root", "/nonexistent/vspw"], "/nonexistent/vspw does not exist"),
         (["data", "synthetic", "--out", "/nonexistent/d", "--brightness-jitter", "1.5"],
          "--brightness-jitter 1.5: expected a noise std >= 0 and a jitter in [0, 1)"),
+        (["run", "--stage-iters", "0"], "--stage-iters 0: expected a positive number of iterations"),
+        (["train", "--method", "dff:tiny", "--iters", "-5"], "--iters -5: expected a positive number of iterations"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):

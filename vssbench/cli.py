@@ -83,6 +83,11 @@ def _specs(text: str) -> list[str]:
     return specs
 
 
+def _check_iterations(value: int | None, argument: str) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{argument} {value}: expected a positive number of iterations")
+
+
 def _check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available on this machine")
@@ -166,6 +171,8 @@ def command_run(args: argparse.Namespace) -> int:
     intervals = _int_list(args.intervals, "--intervals")
     memory_frames = _memory_list(args.memory)
     checkpoints = _checkpoints(args.checkpoint, specs)
+    _check_iterations(args.train_iters, "--train-iters")
+    _check_iterations(args.stage_iters, "--stage-iters")
     _check_device(args.device)
     _check_writable(args.output, "--output")
     distributed.init_from_environment(args.device)
@@ -180,7 +187,7 @@ def command_run(args: argparse.Namespace) -> int:
         if train_set is not None:
             with distributed.main_process_first():  # rank 0 trains and caches; the others then load
                 return ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
-                                      args.seed, args.device)
+                                      args.seed, args.device, args.stage_iters)
         log.warning("no checkpoint for %s: evaluating random weights", method.spec)
         return None
 
@@ -225,6 +232,7 @@ def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train
     from vssbench.methods.base import build_method
 
+    _check_iterations(args.iters, "--iters")
     _check_device(args.device)
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
@@ -414,8 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", action="append", metavar="[SPEC=]PATH",
                      help="weights to load: PATH for every method, or SPEC=PATH for one (repeatable); without it "
                           "the synthetic dataset trains and caches what is missing, other datasets use random weights")
-    run.add_argument("--train-iters", type=int, help="iterations for auto-training on synthetic (default: each "
-                                                     "method's synthetic schedule)")
+    run.add_argument("--train-iters", type=int, help="iterations for auto-training on synthetic, segmentors and "
+                                                     "stages alike (default: each one's synthetic schedule)")
+    run.add_argument("--stage-iters", type=int,
+                     help="iterations of the video methods' own stages only, on top of the segmentors' "
+                          "schedule, e.g. to compare variants at a longer schedule (default: --train-iters, "
+                          "else each method's synthetic schedule)")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to run on (default: cpu)")
     run.add_argument("--miou-mode", choices=("vspw", "mmseg"), default="vspw",
                      help="vspw: mean over classes present in the ground truth; mmseg: over classes with a "

@@ -252,30 +252,35 @@ def ensure_trained(
     iterations: int | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    stage_iterations: int | None = None,
 ) -> Path:
     """Load cached weights for ``method`` trained on ``train_set``, training whatever is missing.
 
-    ``method`` is expected fresh from ``build_method`` under ``torch.manual_seed(seed)``, as the
-    runner and ``bench train`` build it: a stage trained here then starts from the same
-    weights as ``bench train`` would. Returns the checkpoint that now describes the weights.
+    ``iterations`` overrides every schedule (segmentors and stages); ``stage_iterations``
+    overrides only the video methods' own stages, so that a stage's schedule can be varied
+    on top of the same segmentor. ``method`` is expected fresh from ``build_method`` under
+    ``torch.manual_seed(seed)``, as the runner and ``bench train`` build it: a stage trained
+    here then starts from the same weights as ``bench train`` would. Returns the checkpoint
+    that now describes the weights.
     """
     cache_dir = Path(cache_dir)
     components = method.component_methods()
     if components:  # loaded in place: they are submodules of ``method``
-        starts = [ensure_trained(component, train_set, cache_dir, iterations, seed, device)
+        starts = [ensure_trained(component, train_set, cache_dir, iterations, seed, device, stage_iterations)
                   for component in components.values()]
     else:
         starts = [_ensure_segmentor(method, train_set, cache_dir, iterations, seed, device)]
     if not method.has_own_training_stage:
         return _segmentor_checkpoint(method, cache_dir, iterations, seed)
+    stage_iterations = stage_iterations or iterations or method.recipe.iterations
     started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
-                               f"-it{iterations or method.recipe.iterations}-from{started_from}.pt")
+                               f"-it{stage_iterations}-from{started_from}.pt")
     if method_path.is_file():
         load_checkpoint(method, method_path)
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
-    report = train(method, train_set, iterations, seed, device)
+    report = train(method, train_set, stage_iterations, seed, device)
     save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
