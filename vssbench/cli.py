@@ -20,6 +20,7 @@ from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure
 log = logging.getLogger("vssbench")
 DATASETS = ("synthetic", "vspw", "cityscapes")
 EXIT_ROWS_FAILED, EXIT_BAD_INPUT = 1, 2
+ITERATIONS_EXPECTED = "a positive number of iterations"
 
 
 class UsageError(ValueError):
@@ -83,9 +84,10 @@ def _specs(text: str) -> list[str]:
     return specs
 
 
-def _check_iterations(value: int | None, argument: str) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{argument} {value}: expected a positive number of iterations")
+def _check_at_least(value: int | None, argument: str, low: int = 1, expected: str = "a positive integer") -> None:
+    """An optional integer argument must be at least ``low``; the error names the argument and ``expected``."""
+    if value is not None and value < low:
+        raise UsageError(f"{argument} {value}: expected {expected}")
 
 
 def _check_device(device: str) -> None:
@@ -149,8 +151,7 @@ def load_dataset(args: argparse.Namespace, split: str) -> VideoDataset:
 
         dataset = CityscapesDataset.from_root(args.data_root, split)
     if args.max_videos is not None:
-        if args.max_videos < 1:
-            raise UsageError(f"--max-videos {args.max_videos}: expected a positive integer")
+        _check_at_least(args.max_videos, "--max-videos")
         dataset.videos = dataset.videos[: args.max_videos]
     return dataset
 
@@ -171,8 +172,8 @@ def command_run(args: argparse.Namespace) -> int:
     intervals = _int_list(args.intervals, "--intervals")
     memory_frames = _memory_list(args.memory)
     checkpoints = _checkpoints(args.checkpoint, specs)
-    _check_iterations(args.train_iters, "--train-iters")
-    _check_iterations(args.stage_iters, "--stage-iters")
+    for value, argument in ((args.train_iters, "--train-iters"), (args.stage_iters, "--stage-iters")):
+        _check_at_least(value, argument, expected=ITERATIONS_EXPECTED)
     _check_device(args.device)
     _check_writable(args.output, "--output")
     distributed.init_from_environment(args.device)
@@ -232,7 +233,7 @@ def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train
     from vssbench.methods.base import build_method
 
-    _check_iterations(args.iters, "--iters")
+    _check_at_least(args.iters, "--iters", expected=ITERATIONS_EXPECTED)
     _check_device(args.device)
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
@@ -255,8 +256,7 @@ def command_train(args: argparse.Namespace) -> int:
 def command_data(args: argparse.Namespace) -> int:
     height, width = _size(args.size, "--size")
     for name in ("train_videos", "val_videos", "frames", "seed"):
-        if getattr(args, name) < (0 if name == "seed" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive integer")
+        _check_at_least(getattr(args, name), f"--{name.replace('_', '-')}", 0 if name == "seed" else 1)
     if args.noise_std < 0 or not 0 <= args.brightness_jitter < 1:
         raise UsageError(f"--noise-std {args.noise_std} / --brightness-jitter {args.brightness_jitter}: expected "
                          "a noise std >= 0 and a jitter in [0, 1)")
