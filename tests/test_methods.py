@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vssbench.benchmark.training import ensure_trained, save_checkpoint, train
+from vssbench.benchmark.training import checkpoint_metadata, ensure_trained, save_checkpoint, train
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, build_method, parse_spec
@@ -150,12 +150,16 @@ def test_stage_iterations_change_the_stage_schedule_only_and_match_bench_train(s
     stage = ensure_trained(method, dataset, tmp_path / "cache", iterations=2, stage_iterations=3)
     segmentor = tmp_path / "cache" / "perframe-segformer-tiny-s0-it2.pt"
     assert "-it3-" in stage.name and segmentor.is_file()
-    assert torch.load(stage, weights_only=False)["metadata"]["iterations"] == 3
+    record = checkpoint_metadata(stage)  # the whole chain: the stage's schedule and its segmentor's
+    assert (record["iterations"], record["seed"], record["split"]) == (3, 0, "train")
+    (start,) = record["started_from"]
+    assert (start["file"], start["iterations"], start["started_from"]) == (segmentor.name, 2, [])
     out = tmp_path / "dff.pt"
     assert main(["train", "--method", "dff:tiny", "--data-root", str(small_synthetic), "--iters", "3",
                  "--init", str(segmentor), "--out", str(out)]) == 0
-    by_hand = torch.load(out, weights_only=False)["state_dict"]
-    assert all(torch.equal(value, by_hand[name]) for name, value in method.state_dict().items())
+    by_hand = torch.load(out, weights_only=False)
+    assert all(torch.equal(value, by_hand["state_dict"][name]) for name, value in method.state_dict().items())
+    assert by_hand["metadata"] == record
 
 
 def test_auto_trained_weights_do_not_depend_on_what_the_process_ran_before(small_synthetic, tmp_path):

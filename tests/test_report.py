@@ -159,6 +159,27 @@ def test_check_refuses_two_rows_of_one_configuration(rows_file, tmp_path, capsys
     assert "keep one per configuration" in capsys.readouterr().err
 
 
+def test_check_fails_rows_trained_differently_down_the_chain_and_skips_rows_without_a_record():
+    segmentor = {"dataset": "synthetic", "split": "train", "iterations": 1800, "seed": 0, "final_loss": 0.1,
+                 "started_from": []}
+    stage = {"dataset": "synthetic", "split": "train", "iterations": 1000, "seed": 0, "final_loss": 4.4,
+             "started_from": [{"file": "perframe-mask2former-tiny-s0-it1800.pt", **segmentor}]}
+    baseline = copy.deepcopy(ROWS)
+    for row in baseline:
+        row["checkpoint"] = {"path": "a.pt", "sha256": "a" * 64, "training": copy.deepcopy(stage)}
+    current = copy.deepcopy(baseline)
+    current[4]["checkpoint"]["training"]["final_loss"] = 4.1  # retrained the same way: losses may differ
+    current[4]["checkpoint"]["training"]["started_from"][0]["dataset_root"] = "/elsewhere"
+    assert check(current, baseline).passed
+    current[4]["checkpoint"]["training"]["iterations"] = 3000
+    current[4]["checkpoint"]["training"]["started_from"][0]["iterations"] = 600
+    (regression,) = check(current, baseline).regressions
+    assert regression == ("mpvss_tiny_query-based-flow_k5: trained differently (iterations 1000 -> 3000; "
+                          "started from 1: iterations 1800 -> 600); results are not comparable")
+    del current[4]["checkpoint"]["training"]
+    assert check(current, baseline).passed  # a row without a training record (older rows, given weights)
+
+
 def test_tolerances_parse_and_reject_unknown_names():
     assert parse_tolerances("miou=1,speed=0.5")["miou"] == 1.0
     with pytest.raises(ValueError, match="NAME=VALUE"):

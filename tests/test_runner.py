@@ -43,6 +43,8 @@ def test_run_writes_one_row_per_configuration(trained_run, capsys):
         assert list(row["metrics"]["per_class_iou"]) == list(CLASS_NAMES)
         assert row["env"]["torch_version"] == torch.__version__ and row["env"]["seed"] == 0
         assert row["checkpoint"]["sha256"] and len(row["config_hash"]) == 16
+        training = row["checkpoint"]["training"]  # what the auto-trained segmentor was trained on, and how long
+        assert (training["dataset"], training["split"], training["iterations"]) == (row["dataset"], "train", 60)
     # copy at k=1 is perframe; at k=5 it is worse.
     assert rows[1]["metrics"]["miou"] == rows[0]["metrics"]["miou"]
     assert rows[2]["metrics"]["miou"] < rows[1]["metrics"]["miou"]

@@ -230,7 +230,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark import distributed
-    from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train
+    from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train, training_metadata
     from vssbench.methods.base import build_method
 
     _check_at_least(args.iters, "--iters", expected=ITERATIONS_EXPECTED)
@@ -245,9 +245,7 @@ def command_train(args: argparse.Namespace) -> int:
     out = args.out or Path("checkpoints") / f"{method.name}-{method.preset}-{method.variant}.pt"
     if not distributed.is_main_process():
         return 0
-    save_checkpoint(method, out, {"dataset": dataset.name, "dataset_root": str(dataset.root), "split": dataset.split,
-                                  "iterations": report.iterations, "seed": args.seed,
-                                  "first_loss": report.first_loss, "final_loss": report.final_loss})
+    save_checkpoint(method, out, training_metadata(report, dataset, args.seed, args.init or []))
     print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations: "
           f"loss {report.first_loss:.4f} -> {report.final_loss:.4f}; saved {out}")
     return 0

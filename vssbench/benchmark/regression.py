@@ -10,6 +10,10 @@ checkpoint digest and so differs whenever weights are retrained. For each baseli
 * accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
 * parameters and GFLOPs (key and non-key paths) may not change at all: they are
   properties of the architecture, so any change is a change of the method;
+* where both rows record how their weights were trained (``checkpoint.training``), the
+  training may not differ (data, split, iterations, seed, down the chain of checkpoints it
+  started from, as far as both record it): a row trained three times as long is another
+  experiment, not an improvement, and a changed recipe needs a new baseline;
 * the speed ratio, the row's FPS over the FPS of the per-frame run of the same image
   segmentor in the same file, may not drop by more than its band (a fraction). A ratio
   is compared, never an absolute speed, because both sides are measured on one machine
@@ -129,6 +133,9 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
             before, after = (expected.get("cost") or {}).get(metric), (found.get("cost") or {}).get(metric)
             if before != after:
                 result.regressions.append(f"{label}: {metric} changed {before} -> {after} (must not change)")
+        difference = training_difference(_training(expected), _training(found))
+        if difference:
+            result.regressions.append(f"{label}: trained differently ({difference}); results are not comparable")
         before, after = baseline_ratios.get(key), current_ratios.get(key)
         if before is not None and after is not None and after < before * (1 - tolerances["speed"]):
             result.regressions.append(f"{label}: speed ratio vs per-frame {before:.3f} -> {after:.3f}, "
@@ -136,6 +143,33 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
     baseline_keys = {row_key(r) for r in baseline}
     result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]
     return result
+
+
+TRAINING_FIELDS = ("dataset", "split", "iterations", "seed")
+
+
+def training_difference(before: dict | None, after: dict | None, where: str = "") -> str | None:
+    """How two checkpoints' training records differ, or None where they agree or either lacks one.
+
+    Compares :data:`TRAINING_FIELDS` and, when both record them, the checkpoints each started
+    from, recursively; ``where`` prefixes the fields of those ("started from 1: iterations ...").
+    """
+    if not before or not after:
+        return None
+    changes = [f"{where}{name} {before.get(name)} -> {after.get(name)}"
+               for name in TRAINING_FIELDS if before.get(name) != after.get(name)]
+    if "started_from" in before and "started_from" in after:
+        starts_before, starts_after = before["started_from"], after["started_from"]
+        if len(starts_before) != len(starts_after):
+            changes.append(f"{where}started from {len(starts_before)} -> {len(starts_after)} checkpoints")
+        else:
+            changes.extend(filter(None, (training_difference(b, a, f"{where}started from {i + 1}: ")
+                                         for i, (b, a) in enumerate(zip(starts_before, starts_after)))))
+    return "; ".join(changes) or None
+
+
+def _training(row: dict) -> dict | None:
+    return (row.get("checkpoint") or {}).get("training")
 
 
 def _video_count(row: dict) -> str:

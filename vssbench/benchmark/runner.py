@@ -30,6 +30,7 @@ from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary
 from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
+from vssbench.benchmark.training import checkpoint_metadata
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
 
@@ -296,7 +297,8 @@ def _run_method(
         raise
     except Exception as error:  # a method that cannot be prepared fails its rows, not the sweep
         prepare_error = error
-    checkpoint_info = {"path": str(checkpoint), "sha256": file_sha256(checkpoint)} if checkpoint else None
+    checkpoint_info = ({"path": str(checkpoint), "sha256": file_sha256(checkpoint),
+                        "training": checkpoint_metadata(checkpoint) or None} if checkpoint else None)
     rows = []
     for schedule, schedule_config, suffix in sweep_points(method, settings):
         config = {**base, "schedule": schedule_config, "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}

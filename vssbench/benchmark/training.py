@@ -214,12 +214,13 @@ def apply_checkpoint(method: VideoMethod, payload: dict, path: Path, allow_missi
     method.load_state_dict(state, strict=False)
 
 
-def read_checkpoint(path: Path) -> dict:
-    """The payload of a vssbench checkpoint file; a CheckpointError names the file otherwise."""
+def read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """The payload of a vssbench checkpoint file; a CheckpointError names the file otherwise.
+    With ``mmap`` the weights are mapped, not read, for callers that only want the metadata."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several types for corrupt files
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -281,7 +282,7 @@ def ensure_trained(
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, stage_iterations, seed, device)
-    save_checkpoint(method, method_path, _report_metadata(report, train_set, seed))
+    save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
 
@@ -301,13 +302,17 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         report = train(segmentor_method, train_set, iterations, seed, device)
-        save_checkpoint(segmentor_method, segmentor_path, _report_metadata(report, train_set, seed))
+        save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_checkpoint(method, segmentor_path, allow_missing_prefixes=own_parameter_prefixes(method))
     return segmentor_path
 
 
-def _report_metadata(report: TrainingReport, dataset: VideoDataset, seed: int) -> dict:
+def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
+                      started_from: list[Path] | tuple[Path, ...] = ()) -> dict:
+    """What a checkpoint records about how it was trained: the data, the schedule, the seed, the
+    losses, and the same record of each checkpoint it started from (a stage's segmentor), so that
+    a result row can show, and ``bench check`` compare, the whole training chain behind its weights."""
     return {
         "dataset": dataset.name,
         "dataset_root": str(dataset.root),
@@ -316,4 +321,10 @@ def _report_metadata(report: TrainingReport, dataset: VideoDataset, seed: int) -
         "seed": seed,
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
+        "started_from": [{"file": Path(path).name, **checkpoint_metadata(path)} for path in started_from],
     }
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The training record a vssbench checkpoint carries (empty if it has none), read without loading its weights."""
+    return dict(read_checkpoint(Path(path), mmap=True).get("metadata") or {})
