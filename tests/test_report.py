@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from vssbench.benchmark.regression import check, parse_tolerances
-from vssbench.benchmark.report import pareto_front, write_report
+from vssbench.benchmark.report import pareto_front, training_text, write_report
 from vssbench.benchmark.results import write_rows_atomically
 from vssbench.cli import main
 
@@ -83,6 +83,32 @@ def test_report_tables_hold_the_rows_values_and_name_the_fps_device(rows_file, t
     assert "\\caption{" in (out / "ablation_mpvss.tex").read_text()
     memory = pd.read_csv(out / "memory_stt.csv")
     assert memory["M"].tolist() == [0, 7] and memory["mVC8"].tolist() == [96.0, 97.0]
+
+
+def test_report_keeps_runs_of_one_configuration_apart_by_seed_and_training(tmp_path):
+    """Rows of one configuration from several runs (a seed study, a longer stage schedule) get
+    a seed and a training column, and their own legend entries; a single run gets neither."""
+    def trained(iterations: int, seed: int) -> dict:
+        row = _row("mpvss", "tiny", 5, variant="query-based-flow", miou=80.0 + seed + iterations / 1000,
+                   segmentor="mask2former-tiny")
+        row["env"] = {"seed": seed}
+        row["checkpoint"] = {"path": "a.pt", "sha256": "a" * 64, "training": {
+            "iterations": iterations, "seed": seed, "started_from": [{"iterations": 1800, "started_from": []}]}}
+        return row
+
+    rows_path = tmp_path / "rows.jsonl"
+    write_rows_atomically(rows_path, [trained(1000, 0), trained(3000, 0), trained(1000, 1)])
+    write_report([rows_path], tmp_path / "r", formats=("csv",))
+    table = pd.read_csv(tmp_path / "r" / "ablation_mpvss.csv")
+    assert table[["k", "Seed", "Training (iterations)", "mIoU"]].values.tolist() == [
+        [5, 0, "1000 from 1800", 81.0], [5, 0, "3000 from 1800", 83.0], [5, 1, "1000 from 1800", 82.0]]
+    single = tmp_path / "single.jsonl"
+    write_rows_atomically(single, [trained(1000, 0)])
+    write_report([single], tmp_path / "s", formats=("md",))
+    markdown = (tmp_path / "s" / "ablation_mpvss.md").read_text()
+    assert "Seed" not in markdown and "| query-based-flow | tiny       |   5 |" in markdown  # k as an integer
+    assert training_text({"iterations": 1000, "started_from": [
+        {"iterations": 1000, "started_from": [{"iterations": 1800}]}, {"iterations": 1800}]}) == "1000 from (1000 from 1800), 1800"
 
 
 def test_report_compare_names_an_unknown_label(rows_file, tmp_path, capsys):

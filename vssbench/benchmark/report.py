@@ -13,7 +13,10 @@ Tables (each written as Markdown, LaTeX and CSV):
 
 GFLOPs in the comparison and ablation tables are the per-frame average over a 15-frame
 clip at the row's interval (DESIGN.md section 6). Every table's caption names the devices
-FPS was measured on and the metric modes of its rows.
+FPS was measured on and the metric modes of its rows. Rows of one configuration from
+several runs (seeds, training schedules) stay apart: a seed column and a training column
+(iterations down the chain of checkpoints) appear in the tables, and in the legends, when
+the rows differ in them.
 
 Figures (PNG and PDF): mIoU and mVC8 against the key-frame interval (MPVSS Figure 3),
 GFLOPs against the interval, mIoU against GFLOPs with the Pareto front, mVC8 against mIoU,
@@ -38,6 +41,9 @@ from vssbench.methods.base import registered_methods  # noqa: E402
 FORMATS = ("md", "tex", "csv")
 METRICS = ("miou", "wiou", "mvc8", "mvc16")
 METRIC_NAMES = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
+# Columns that tell apart runs of one configuration: their table headers and how legends print them.
+RUN_COLUMNS = {"seed": "Seed", "training": "Training (iterations)"}
+RUN_LEGENDS = {"seed": "seed {}", "training": "trained {} it."}
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
@@ -72,10 +78,27 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "miou_mode": metrics.get("miou_mode"),
                 "vc_protocol": metrics.get("vc_protocol"),
                 "per_class_iou": metrics.get("per_class_iou") or {},
+                "seed": (row.get("env") or {}).get("seed"),
+                "training": training_text((row.get("checkpoint") or {}).get("training")),
             })
     if not records:
         raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
     return pd.DataFrame.from_records(records)
+
+
+def training_text(training: dict | None) -> str | None:
+    """A row's training in iterations, down the chain of checkpoints it started from: "3000 from 1800"
+    is a stage trained 3000 iterations on a segmentor trained 1800. None for weights without a record."""
+    if not training:
+        return None
+    starts = [training_text(start) or "?" for start in training.get("started_from") or []]
+    nested = [f"({start})" if " from " in start else start for start in starts]
+    return f"{training.get('iterations')} from {', '.join(nested)}" if starts else str(training.get("iterations"))
+
+
+def run_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of :data:`RUN_COLUMNS` in which the rows differ, so that their runs stay apart."""
+    return [column for column in RUN_COLUMNS if frame[column].astype(str).nunique() > 1]
 
 
 def is_default_variant(method: str, variant: str) -> bool:
@@ -101,23 +124,25 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
     """Table name -> (caption, table), for the tables the rows can fill."""
     out: dict[str, tuple[str, pd.DataFrame]] = {}
     frame = frame.assign(Method=frame.apply(method_name, axis=1))
+    runs = {column: RUN_COLUMNS[column] for column in run_columns(frame)}
     for dataset, rows in frame.groupby("dataset", sort=True):
-        rows = rows.sort_values(["method", "variant", "preset", "k", "M"], na_position="last")
-        columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule",
+        rows = rows.sort_values(["method", "variant", "preset", "k", "M", *runs], na_position="last")
+        columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule", **runs,
                    **({"miou": "mIoU"} if dataset == "cityscapes" else {k: METRIC_NAMES[k] for k in METRICS}),
                    "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS"}
         title = ("Cityscapes comparison (MPVSS Table 2 layout)" if dataset == "cityscapes"
                  else f"Comparison on {dataset} (MPVSS Table 1 / TFC Table 1 layout)")
         out[f"comparison_{dataset}"] = (caption(rows, title), rows[list(columns)].rename(columns=columns))
     for method, title in (("mpvss", "MPVSS ablation (Table 3)"), ("tfc", "TFC ablation (Table 2)")):
-        rows = frame[frame["method"] == method].sort_values(["variant", "k"])
+        rows = frame[frame["method"] == method].sort_values(["variant", "k", *runs])
         if len(rows):
-            columns = {"variant": "Variant", "preset": "Backbone", "k": "k",
+            columns = {"variant": "Variant", "preset": "Backbone", "k": "k", **runs,
                        **{k: METRIC_NAMES[k] for k in METRICS}, "gflops": "GFLOPs"}
-            out[f"ablation_{method}"] = (caption(rows, title), rows[list(columns)].rename(columns=columns))
-    rows = frame[frame["M"].notna()].sort_values(["preset", "M"])
+            table = rows[list(columns)].rename(columns=columns).astype({"k": int})
+            out[f"ablation_{method}"] = (caption(rows, title), table)
+    rows = frame[frame["M"].notna()].sort_values(["preset", "M", *runs])
     if len(rows):
-        columns = {"Method": "Method", "preset": "Backbone", "M": "M", **{k: METRIC_NAMES[k] for k in METRICS},
+        columns = {"Method": "Method", "preset": "Backbone", "M": "M", **runs, **{k: METRIC_NAMES[k] for k in METRICS},
                    "gflops": "GFLOPs", "query_fraction": "Selected queries", "fps": "FPS"}
         table = rows[list(columns)].rename(columns=columns).astype({"M": int})
         out["memory_stt"] = (caption(rows, "STT over the memory length M (M = 0: PSPNet alone)"), table)
@@ -192,9 +217,10 @@ def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None
     return paths
 
 
-def _series_name(rows: pd.DataFrame) -> str:
+def _series_name(rows: pd.DataFrame, runs: list[str] = ()) -> str:
     first = rows.iloc[0]
-    return f"{method_name(first)}: {first['preset']}"
+    run = "".join(", " + RUN_LEGENDS[column].format("-" if first[column] is None else first[column]) for column in runs)
+    return f"{method_name(first)}: {first['preset']}{run}"
 
 
 def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
@@ -202,18 +228,20 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     written = []
     # The interval figures show each method's default variant (the ablation tables have the rest).
     interval_rows = frame[frame["k"].notna() & frame.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
-    series = list(interval_rows.groupby(["method", "variant", "preset"], sort=True))
+    runs = run_columns(frame)
+    keys = ["method", "variant", "preset", *runs]
+    series = list(interval_rows.groupby(keys, sort=True, dropna=False))
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())))
     if series:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for index, ((method, _, _), rows) in enumerate(series):
+        for index, ((method, *_), rows) in enumerate(series):
             rows, style = rows.sort_values("k"), _style(index)
             for axis, metric in zip(axes, ("miou", "mvc8")):
                 if method == "perframe":  # the interval does not apply: a reference line
                     axis.axhline(rows[metric].iloc[0], linestyle="--", color=style["color"],
-                                 label=f"{_series_name(rows)} (every frame)")
+                                 label=f"{_series_name(rows, runs)} (every frame)")
                 else:
-                    axis.plot(rows["k"], rows[metric], label=_series_name(rows), **style)
+                    axis.plot(rows["k"], rows[metric], label=_series_name(rows, runs), **style)
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set_xlabel("key-frame interval k")
             axis.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
@@ -224,7 +252,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         figure, axis = plt.subplots(figsize=(6.5, 4.2))
         for index, (_, rows) in enumerate(series):
             rows = rows.sort_values("k")
-            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows), **_style(index))
+            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(index))
         axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",
                  title="Cost against the key-frame interval")
         axis.grid(alpha=0.3)
@@ -234,8 +262,8 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
                                   ("mvc8", "mvc8_vs_miou", "Temporal consistency against accuracy")):
         figure, axis = plt.subplots(figsize=(6.5, 4.5))
         x_column = "gflops" if metric_y == "miou" else "miou"
-        for index, (_, rows) in enumerate(frame.groupby(["method", "variant", "preset"], sort=True)):
-            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows), **_style(index))
+        for index, (_, rows) in enumerate(frame.groupby(keys, sort=True, dropna=False)):
+            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows, runs), **_style(index))
         if metric_y == "miou":
             valid = frame.dropna(subset=["gflops", "miou"])
             front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
@@ -252,10 +280,10 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for preset, rows in memory_rows.groupby("preset"):
+        for _, rows in memory_rows.groupby(["preset", *runs], sort=True, dropna=False):
             rows = rows.sort_values("M")
             for axis, metric in zip(axes, ("miou", "mvc8")):
-                axis.plot(rows["M"], rows[metric], marker="o", label=f"stt: {preset}")
+                axis.plot(rows["M"], rows[metric], marker="o", label=_series_name(rows, runs))
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
                      title=f"STT: {METRIC_NAMES[metric]} against M")
