@@ -102,11 +102,15 @@ def test_report_keeps_runs_of_one_configuration_apart_by_seed_and_training(tmp_p
     table = pd.read_csv(tmp_path / "r" / "ablation_mpvss.csv")
     assert table[["k", "Seed", "Training (iterations)", "mIoU"]].values.tolist() == [
         [5, 0, "1000 from 1800", 81.0], [5, 0, "3000 from 1800", 83.0], [5, 1, "1000 from 1800", 82.0]]
+    segmentor = _row("perframe", "mask2former-tiny", 1)  # another configuration, trained on another schedule
+    segmentor["checkpoint"] = {"path": "b.pt", "sha256": "b" * 64, "training": {"iterations": 1800, "seed": 0}}
     single = tmp_path / "single.jsonl"
-    write_rows_atomically(single, [trained(1000, 0)])
+    write_rows_atomically(single, [trained(1000, 0), segmentor])
     write_report([single], tmp_path / "s", formats=("md",))
     markdown = (tmp_path / "s" / "ablation_mpvss.md").read_text()
-    assert "Seed" not in markdown and "| query-based-flow | tiny       |   5 |" in markdown  # k as an integer
+    assert "| query-based-flow | tiny       |   5 |" in markdown  # k as an integer
+    assert not any(column in (tmp_path / "s" / name).read_text() for column in ("Seed", "Training")
+                   for name in ("ablation_mpvss.md", "comparison_synthetic.md"))
     assert training_text({"iterations": 1000, "started_from": [
         {"iterations": 1000, "started_from": [{"iterations": 1800}]}, {"iterations": 1800}]}) == "1000 from (1000 from 1800), 1800"
 

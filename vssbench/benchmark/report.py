@@ -96,9 +96,14 @@ def training_text(training: dict | None) -> str | None:
     return f"{training.get('iterations')} from {', '.join(nested)}" if starts else str(training.get("iterations"))
 
 
+CONFIGURATION = ["method", "preset", "variant", "dataset", "split", "schedule"]
+
+
 def run_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns of :data:`RUN_COLUMNS` in which the rows differ, so that their runs stay apart."""
-    return [column for column in RUN_COLUMNS if frame[column].astype(str).nunique() > 1]
+    """The columns of :data:`RUN_COLUMNS` in which rows of one configuration differ, so that their
+    runs stay apart (methods trained on different schedules alone do not need the column)."""
+    groups = frame.astype({column: str for column in RUN_COLUMNS}).groupby(CONFIGURATION)
+    return [column for column in RUN_COLUMNS if (groups[column].nunique() > 1).any()]
 
 
 def is_default_variant(method: str, variant: str) -> bool:
