@@ -35,6 +35,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from vssbench.benchmark.regression import row_key  # noqa: E402
 from vssbench.benchmark.results import load_rows, schedule_interval, schedule_text  # noqa: E402
 from vssbench.methods.base import registered_methods  # noqa: E402
 
@@ -80,6 +81,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "per_class_iou": metrics.get("per_class_iou") or {},
                 "seed": (row.get("env") or {}).get("seed"),
                 "training": training_text((row.get("checkpoint") or {}).get("training")),
+                "configuration": row_key(row),
             })
     if not records:
         raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
@@ -96,13 +98,10 @@ def training_text(training: dict | None) -> str | None:
     return f"{training.get('iterations')} from {', '.join(nested)}" if starts else str(training.get("iterations"))
 
 
-CONFIGURATION = ["method", "preset", "variant", "dataset", "split", "schedule"]
-
-
 def run_columns(frame: pd.DataFrame) -> list[str]:
     """The columns of :data:`RUN_COLUMNS` in which rows of one configuration differ, so that their
     runs stay apart (methods trained on different schedules alone do not need the column)."""
-    groups = frame.astype({column: str for column in RUN_COLUMNS}).groupby(CONFIGURATION)
+    groups = frame.astype({column: str for column in RUN_COLUMNS}).groupby("configuration")
     return [column for column in RUN_COLUMNS if (groups[column].nunique() > 1).any()]
 
 
