@@ -11,6 +11,7 @@
 The ratios are stored in each benchmark's extra_info and printed.
 """
 
+import statistics
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ from vssbench.methods.base import build_method
 
 HEIGHT, WIDTH, CLASSES, FRAMES = 480, 853, 124, 24
 ROUNDS = 15  # the minimum over this many passes of each, since the shared machine's timings vary by tens of percent
+WALL_PASSES = 5  # evaluation passes of `bench run`, whose median ratio is reported
 
 
 class NaivePerFrameMetrics:
@@ -105,23 +107,37 @@ def test_metric_accumulators_vs_naive_numpy(benchmark, video):
 
 
 def test_bench_run_wall_time_vs_method_steps(benchmark, tmp_path):
-    """On the default synthetic set (8 val videos x 30 frames, 128x224) with segformer-tiny."""
+    """On the default synthetic set (8 val videos x 30 frames, 128x224) with segformer-tiny.
+
+    The ratio of one pass swings by about 0.1 on the shared 2-core machine (the steps take 7 to
+    14 ms each, and the machine's speed moves between passes), so it is the median over
+    WALL_PASSES passes; every pass's ratio is kept in the extra info."""
     checkpoint = save_checkpoint(build_method("perframe:segformer-tiny", len(CLASS_NAMES)), tmp_path / "w.pt")
     output = tmp_path / "rows.jsonl"
     argv = ["run", "--methods", "perframe:segformer-tiny", "--intervals", "1", "--checkpoint", str(checkpoint),
             "--output", str(output)]
+    timings = []
 
     def run_once():
         output.unlink(missing_ok=True)
         assert main(argv) == 0
+        (row,) = load_rows(output)
+        timings.append(row["timing"])
 
-    run_once()  # generates the default dataset into the cache if needed; not timed
-    benchmark.pedantic(run_once, rounds=1, iterations=1)
-    (row,) = load_rows(output)
-    ratio = row["timing"]["wall_seconds"] / row["timing"]["step_seconds"]
-    benchmark.extra_info.update(wall_over_steps=ratio, **row["timing"])
-    print(f"\nevaluation pass over {row['timing']['frames']} frames: wall {row['timing']['wall_seconds']:.2f} s, "
-          f"inside step {row['timing']['step_seconds']:.2f} s: wall/steps = {ratio:.2f}")
+    run_once()  # generates the default dataset into the cache if needed; not counted
+    timings.clear()
+    benchmark.pedantic(run_once, rounds=WALL_PASSES, iterations=1)
+    ratios = [t["wall_seconds"] / t["step_seconds"] for t in timings]
+    median = statistics.median(ratios)
+    benchmark.extra_info.update(wall_over_steps=median, pass_ratios=ratios, passes=timings)
+    print(f"\nevaluation pass over {timings[0]['frames']} frames, {len(ratios)} passes: wall/steps median "
+          f"{median:.3f} ({', '.join(f'{r:.3f}' for r in ratios)}); wall {_spread(timings, 'wall_seconds')} s, "
+          f"inside step {_spread(timings, 'step_seconds')} s")
+
+
+def _spread(timings: list[dict], name: str) -> str:
+    values = [t[name] for t in timings]
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def _timed(call) -> float:
