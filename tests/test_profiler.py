@@ -13,6 +13,7 @@ from vssbench.benchmark.profiler import (
     measure_latency,
 )
 from vssbench.methods.base import build_method, registered_methods
+from vssbench.methods.tfc import PROFILE_REFINE_FRACTION
 
 
 def test_average_over_a_15_frame_clip():
@@ -106,6 +107,25 @@ def test_latency_over_whole_key_interval_cycles():
     assert summary["latency_ms_key"]["n"] == 3 and summary["latency_ms_nonkey"]["n"] == 12
     assert summary["latency_ms_key"]["median"] > summary["latency_ms_nonkey"]["median"]
     assert summary["fps"]["5"] > summary["fps"]["1"]
+
+
+def test_latency_times_the_paths_whose_flops_are_counted():
+    """On a repeated frame TFC's similarity is 1 everywhere, so a plain non-key step refines no
+    point at all; the timed non-key path refines the share its FLOPs count, like its FLOPs."""
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8)
+    refined = []
+    refine = method.refinement.forward
+
+    def counting_refine(queries, *args, **kwargs):
+        refined.append(queries.shape[1])
+        return refine(queries, *args, **kwargs)
+
+    method.refinement.forward = counting_refine
+    summary = measure_latency(method, torch.randn(1, 3, 64, 96), [3], repeats=2, warmup=0)
+    points_at_quarter_resolution = (64 // 4) * (96 // 4)
+    assert summary["latency_ms_nonkey"]["n"] == 4
+    assert refined == [int(PROFILE_REFINE_FRACTION * points_at_quarter_resolution + 0.5)] * 4
 
 
 def test_latency_summary_by_hand():

@@ -13,10 +13,10 @@ Per-frame average at interval k (DESIGN.md section 6): over a 15-frame clip with
 frames at t % k == 0, (n_key * F_key + n_nonkey * F_nonkey) / 15.
 
 Latency: batch 1, inference mode, warm-up cycles first, then whole key-interval cycles
-(a key frame followed by k - 1 non-key frames) timed step by step (methods with a memory
-of frames instead of key frames, STT: steps with a full memory, its cost paths), with CUDA events and
-synchronisation on a GPU and ``perf_counter`` on a CPU; median and inter-quartile range
-of key and non-key steps separately. FPS at interval k is k / (key + (k - 1) * non-key)
+(a key frame followed by k - 1 non-key frames) of the same paths whose FLOPs are counted,
+timed step by step (methods with a memory of frames instead of key frames, STT: steps with a
+full memory), with CUDA events and synchronisation on a GPU and ``perf_counter`` on a CPU;
+median and inter-quartile range of key and non-key steps separately. FPS at interval k is k / (key + (k - 1) * non-key)
 medians, and is always recorded with the device it was measured on.
 """
 
@@ -178,21 +178,26 @@ def latency_summary(key_ms: list[float], nonkey_ms: list[float], intervals: list
 @torch.inference_mode()
 def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[int], repeats: int = 5,
                     warmup: int = 1) -> dict:
-    """Time whole key-interval cycles of ``method.step`` on ``frame`` (batch 1)."""
+    """Time whole key-interval cycles on ``frame`` (batch 1): the key path, then k - 1 non-key ones.
+
+    The paths timed are those whose FLOPs are counted (``method.cost_paths``), so latency and
+    FLOPs describe the same work. Plain steps on a repeated frame would not: a method whose
+    work depends on the content skips most of it on a frame compared with itself (TFC refines
+    the points whose features differ from the key frame's, none of them then).
+    """
     device = frame.device
     method.eval()
+    paths = method.cost_paths(frame)
     if method.sweep_axis == "memory_frames":
         # No key frames: time steps with a full memory, as the FLOPs are counted.
-        path = method.cost_paths(frame)["key"]
-        samples = [_timed(path, device) for _ in range(warmup + repeats)][warmup:]
+        samples = [_timed(paths["key"], device) for _ in range(warmup + repeats)][warmup:]
         method.reset()
         return latency_summary(samples, [], intervals, uses_key_frames=False)
     cycle = max(intervals) if method.uses_key_frames else 1
     key_ms, nonkey_ms = [], []
     for repeat in range(warmup + repeats):
-        method.reset()
         for t in range(cycle):
-            elapsed = _timed(lambda is_key=t == 0: method.step(frame, is_key), device)
+            elapsed = _timed(paths["key"] if t == 0 else paths["nonkey"], device)
             if repeat >= warmup:
                 (key_ms if t == 0 else nonkey_ms).append(elapsed)
     method.reset()
