@@ -1,5 +1,7 @@
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,9 +11,17 @@ from PIL import Image
 from conftest import SMALL_SPEC
 from reference_metrics import confusion, miou_and_wiou, vc_vspw
 from vssbench.benchmark.results import load_rows, write_rows_atomically
-from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, _check_variant_names, _variants_for, run_sweep
+from vssbench.benchmark.runner import (
+    EvaluationOptions,
+    SweepSettings,
+    _check_variant_names,
+    _variants_for,
+    prefetched,
+    run_sweep,
+)
 from vssbench.benchmark.training import save_checkpoint
 from vssbench.cli import main
+from vssbench.datasets.base import DatasetError, FrameStream
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
 from vssbench.methods.base import SpecError, build_method
 
@@ -25,6 +35,33 @@ def trained_run(small_synthetic, tmp_path_factory):
             "--save-predictions", str(work / "predictions"), "--num-workers", "0"]
     code = main(argv)
     return code, work, argv
+
+
+def test_prefetching_keeps_order_holds_at_most_its_budget_and_raises_in_order(small_synthetic):
+    stream = FrameStream(load_synthetic(small_synthetic, "val"))
+    load, loaded = stream.load, []
+
+    def recorded_load(index):
+        loaded.append(index)
+        if index == 7:
+            raise DatasetError("cannot read image frame 7")
+        return load(index)
+
+    stream.load = recorded_load
+    item_bytes = load(0)["image"].nbytes + load(0)["label"].nbytes
+    items = prefetched(stream, max_bytes=3 * item_bytes)
+    first = next(items)
+    deadline = time.monotonic() + 10
+    while len(loaded) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert loaded == [0, 1, 2, 3]  # the consumed item and three held: the budget, no more
+    assert first["frame_index"] == 0 and torch.equal(first["image"], torch.from_numpy(load(0)["image"]))
+    indices = []
+    with pytest.raises(DatasetError, match="frame 7"):
+        indices.extend(item["frame_index"] for item in items)
+    assert indices == [1, 2, 3, 4, 5, 6]  # every item before the bad one, in order
+    assert not any(thread.name == "vssbench-prefetch" for thread in threading.enumerate())
 
 
 def test_run_writes_one_row_per_configuration(trained_run, capsys):
