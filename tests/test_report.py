@@ -155,6 +155,21 @@ def test_check_compares_speed_as_a_ratio_to_the_per_frame_run_of_the_same_file()
     assert regression.startswith("copy_segformer-tiny_k5: speed ratio vs per-frame 5.000 -> 2.500")
 
 
+def test_check_compares_the_paired_speed_ratio_where_both_rows_carry_one():
+    baseline, current = copy.deepcopy(ROWS), copy.deepcopy(ROWS)
+    for row in baseline + current:
+        if row["method"] != "perframe":
+            row["cost"]["speed_vs_per_frame"] = {"ratio": 2.0, "rounds": [2.0] * 5, "reference": "perframe:x"}
+    current[2]["cost"]["fps"]["5"] /= 2  # its pass ran on a slow stretch of a shared machine: FPS ratio halves,
+    assert check(current, baseline).passed  # but its segmentor, timed in alternation with it, slowed alike
+    current[2]["cost"]["speed_vs_per_frame"]["ratio"] = 1.2
+    (regression,) = check(current, baseline).regressions
+    assert regression == "copy_segformer-tiny_k5: speed ratio vs per-frame 2.000 -> 1.200 (paired timing), band 30%"
+    del baseline[2]["cost"]["speed_vs_per_frame"]  # a baseline row from before paired timing: row FPS are compared
+    (regression,) = check(current, baseline).regressions
+    assert regression == "copy_segformer-tiny_k5: speed ratio vs per-frame 5.000 -> 2.500 (row FPS), band 30%"
+
+
 def test_check_reports_missing_failed_and_new_rows():
     current = copy.deepcopy(ROWS[1:])
     current[0]["status"], current[0]["error"] = "error", "RuntimeError: boom"

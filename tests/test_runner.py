@@ -85,6 +85,12 @@ def test_run_writes_one_row_per_configuration(trained_run, capsys):
     # copy at k=1 is perframe; at k=5 it is worse.
     assert rows[1]["metrics"]["miou"] == rows[0]["metrics"]["miou"]
     assert rows[2]["metrics"]["miou"] < rows[1]["metrics"]["miou"]
+    # The video method's rows are timed against their segmentor; the per-frame row is its own reference.
+    assert "speed_vs_per_frame" not in rows[0]["cost"]
+    for row, interval in ((rows[1], 1), (rows[2], 5)):
+        speed = row["cost"]["speed_vs_per_frame"]
+        assert (speed["reference"], speed["interval"], len(speed["rounds"])) == ("perframe:segformer-tiny", interval, 5)
+        assert speed["ratio"] == sorted(speed["rounds"])[2] > 0
 
 
 def test_row_metrics_equal_metrics_recomputed_from_saved_pngs(trained_run, small_synthetic):
@@ -201,6 +207,7 @@ def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path
          "--brightness-jitter 1.5: expected a noise std >= 0 and a jitter in [0, 1)"),
         (["run", "--stage-iters", "0"], "--stage-iters 0: expected a positive number of iterations"),
         (["train", "--method", "dff:tiny", "--iters", "-5"], "--iters -5: expected a positive number of iterations"),
+        (["run", "--speed-rounds", "-1"], "--speed-rounds -1: expected a number of rounds >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):

@@ -174,6 +174,7 @@ def command_run(args: argparse.Namespace) -> int:
     checkpoints = _checkpoints(args.checkpoint, specs)
     for value, argument in ((args.train_iters, "--train-iters"), (args.stage_iters, "--stage-iters")):
         _check_at_least(value, argument, expected=ITERATIONS_EXPECTED)
+    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected="a number of rounds >= 0")
     _check_device(args.device)
     _check_writable(args.output, "--output")
     distributed.init_from_environment(args.device)
@@ -202,7 +203,7 @@ def command_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode, vc_protocol=args.vc_protocol,
-                                     num_workers=args.num_workers),
+                                     num_workers=args.num_workers, speed_rounds=args.speed_rounds),
     )
     rows = run_sweep(settings, dataset, prepare)
     if not distributed.is_main_process():
@@ -435,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: vspw)")
     run.add_argument("--num-workers", type=int, help="DataLoader workers for frame loading (default: 0 on cpu, "
                                                      "where workers would compete with the method for cores; 2 on cuda)")
+    run.add_argument("--speed-rounds", type=int, default=5,
+                     help="rounds of timing each video method's row in alternation with its per-frame segmentor, "
+                          "for the speed ratio `bench check` compares (default: 5; 0 skips it)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     run.set_defaults(handler=command_run)
 

@@ -204,6 +204,25 @@ def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[in
     return latency_summary(key_ms, nonkey_ms, intervals, method.uses_key_frames)
 
 
+def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch.Tensor, interval: int,
+                       rounds: int = 3, repeats: int = 3) -> dict:
+    """The method's FPS at ``interval`` over the FPS of ``reference`` (its per-frame segmentor),
+    the two timed in alternation as :func:`measure_latency` times them; the median over rounds.
+
+    Timing both sides round by round, seconds apart, makes a change in the machine's speed (a
+    shared CPU, a GPU's clocks) shift both alike: the ratio of two passes timed minutes apart
+    moved by up to half on the 2-core CPU, where this one stays within a few percent. This is
+    the speed ratio ``bench check`` compares between runs.
+    """
+    ratios = []
+    for _ in range(rounds):
+        ours = measure_latency(method, frame, [interval], repeats)["fps"][str(interval)]
+        theirs = measure_latency(reference, frame, [1], repeats)["fps"]["1"]
+        ratios.append(ours / theirs)
+    return {"ratio": round(statistics.median(ratios), 4), "rounds": [round(r, 4) for r in ratios],
+            "reference": reference.spec, "interval": interval, "repeats": repeats}
+
+
 def _timed(call: Callable[[], object], device: torch.device) -> float:
     """Milliseconds of one call: CUDA events on a GPU, perf_counter on a CPU."""
     if device.type == "cuda":

@@ -14,10 +14,13 @@ checkpoint digest and so differs whenever weights are retrained. For each baseli
   training may not differ (data, split, iterations, seed, down the chain of checkpoints it
   started from, as far as both record it): a row trained three times as long is another
   experiment, not an improvement, and a changed recipe needs a new baseline;
-* the speed ratio, the row's FPS over the FPS of the per-frame run of the same image
-  segmentor in the same file, may not drop by more than its band (a fraction). A ratio
-  is compared, never an absolute speed, because both sides are measured on one machine
-  in one run while the baseline may come from another machine.
+* the speed ratio against the per-frame run of the same image segmentor may not drop by
+  more than its band (a fraction). Where both rows carry one, the paired ratio is compared
+  (``cost.speed_vs_per_frame``: the method and its segmentor timed in alternation right
+  after the row's pass, so a machine whose speed drifts during a sweep shifts both sides
+  alike); otherwise the row's FPS over the FPS of the per-frame row of the same file. A
+  ratio is compared, never an absolute speed, because both sides are measured on one
+  machine in one run while the baseline may come from another machine.
 
 Rows the baseline does not have are listed as new and do not fail the check.
 """
@@ -60,8 +63,16 @@ def row_key(row: dict, include_videos: bool = True) -> str:
     return json.dumps(fields, sort_keys=True)
 
 
-def speed_ratios(rows: list[dict]) -> dict[str, float]:
-    """Row key -> its FPS over the FPS of the per-frame run of its segmentor in the same rows."""
+@dataclass(frozen=True)
+class SpeedRatio:
+    """A row's speed against its segmentor's per-frame run, measured the two ways rows record."""
+
+    paired: float | None  # cost.speed_vs_per_frame: timed in alternation right after the row's pass
+    from_rows: float | None  # the row's FPS over the per-frame row's, passes timed minutes apart
+
+
+def speed_ratios(rows: list[dict]) -> dict[str, SpeedRatio]:
+    """Row key -> its speed ratios against the per-frame run of its segmentor in the same rows."""
     per_frame = {}
     for row in rows:
         if row.get("method") == "perframe" and row.get("status") == "ok" and row.get("cost"):
@@ -72,9 +83,22 @@ def speed_ratios(rows: list[dict]) -> dict[str, float]:
             continue
         reference = per_frame.get(_speed_reference_key(row, row.get("segmentor_preset")))
         fps = (row["cost"].get("fps") or {}).get(str(schedule_interval(row["schedule"])))
-        if reference and fps:
-            ratios[row_key(row)] = fps / reference
+        paired = (row["cost"].get("speed_vs_per_frame") or {}).get("ratio")
+        if row.get("method") == "perframe":
+            paired = 1.0  # its own reference
+        ratios[row_key(row)] = SpeedRatio(paired, fps / reference if reference and fps else None)
     return ratios
+
+
+def comparable_ratios(before: SpeedRatio | None, after: SpeedRatio | None) -> tuple[float, float, str] | None:
+    """The two rows' ratios measured the same way, the paired ones first, and how; None if none are."""
+    if before is None or after is None:
+        return None
+    if before.paired is not None and after.paired is not None:
+        return before.paired, after.paired, "paired timing"
+    if before.from_rows is not None and after.from_rows is not None:
+        return before.from_rows, after.from_rows, "row FPS"
+    return None
 
 
 def _speed_reference_key(row: dict, segmentor_preset: str | None) -> str:
@@ -136,9 +160,10 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
         difference = training_difference(_training(expected), _training(found))
         if difference:
             result.regressions.append(f"{label}: trained differently ({difference}); results are not comparable")
-        before, after = baseline_ratios.get(key), current_ratios.get(key)
-        if before is not None and after is not None and after < before * (1 - tolerances["speed"]):
-            result.regressions.append(f"{label}: speed ratio vs per-frame {before:.3f} -> {after:.3f}, "
+        speed = comparable_ratios(baseline_ratios.get(key), current_ratios.get(key))
+        if speed is not None and speed[1] < speed[0] * (1 - tolerances["speed"]):
+            before, after, measured = speed
+            result.regressions.append(f"{label}: speed ratio vs per-frame {before:.3f} -> {after:.3f} ({measured}), "
                                       f"band {tolerances['speed']:.0%}")
     baseline_keys = {row_key(r) for r in baseline}
     result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
-from vssbench.benchmark.profiler import cost_block, latency_summary
+from vssbench.benchmark.profiler import cost_block, latency_summary, paired_speed_ratio
 from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
 from vssbench.benchmark.training import checkpoint_metadata
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
@@ -50,6 +50,9 @@ class EvaluationOptions:
     # step time (measured on 2 cores: +40% step time for 0.4 s of loading saved); 2 on CUDA.
     num_workers: int | None = None
     progress: bool = True
+    # Rounds of paired timing of each video-method row against its per-frame segmentor
+    # (:func:`paired_speed_ratio`, the ratio ``bench check`` compares); 0 skips it.
+    speed_rounds: int = 5
 
 
 @dataclass
@@ -324,6 +327,7 @@ def _run_method(
     checkpoint_info = ({"path": str(checkpoint), "sha256": file_sha256(checkpoint),
                         "training": checkpoint_metadata(checkpoint) or None} if checkpoint else None)
     rows = []
+    speed_reference = None  # built at the first row that is timed against it
     for schedule, schedule_config, suffix in sweep_points(method, settings):
         config = {**base, "schedule": schedule_config, "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
         hash_ = config_hash(config)
@@ -361,6 +365,11 @@ def _run_method(
             latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [schedule.interval],
                                       method.uses_key_frames)
             row["cost"] = cost_block(method, evaluation.sample_frame, [schedule.interval], latency)
+            if settings.evaluation.speed_rounds and method.name != "perframe":  # a per-frame row is its own reference
+                speed_reference = speed_reference or per_frame_reference(method, settings.evaluation.device)
+                row["cost"]["speed_vs_per_frame"] = paired_speed_ratio(
+                    method, speed_reference, evaluation.sample_frame, schedule.interval,
+                    rounds=settings.evaluation.speed_rounds)
             row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
                              "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames}
             row["predictions_dir"] = str(predictions) if predictions else None
@@ -376,6 +385,14 @@ def _run_method(
             results.put(row)
         rows.append(row)
     return rows
+
+
+def per_frame_reference(method: VideoMethod, device: str) -> VideoMethod:
+    """The per-frame run of ``method``'s image segmentor, for timing against: random weights, whose
+    values its speed does not depend on, drawn without moving the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        reference = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
+    return reference.to(device).eval()
 
 
 def sweep_points(method: VideoMethod, settings: SweepSettings) -> list[tuple[KeySchedule, dict, str]]:
