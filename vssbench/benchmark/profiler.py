@@ -205,22 +205,23 @@ def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[in
 
 
 def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch.Tensor, interval: int,
-                       rounds: int = 3, repeats: int = 3) -> dict:
+                       rounds: int = 5, frames_per_round: int = 10) -> dict:
     """The method's FPS at ``interval`` over the FPS of ``reference`` (its per-frame segmentor),
     the two timed in alternation as :func:`measure_latency` times them; the median over rounds.
 
     Timing both sides round by round, seconds apart, makes a change in the machine's speed (a
-    shared CPU, a GPU's clocks) shift both alike: the ratio of two passes timed minutes apart
-    moved by up to half on the 2-core CPU, where this one stays within a few percent. This is
-    the speed ratio ``bench check`` compares between runs.
+    shared CPU, a GPU's clocks) shift both alike, where the FPS of two passes timed minutes
+    apart do not. Each side steps through at least ``frames_per_round`` frames a round (whole
+    key-interval cycles). This is the speed ratio ``bench check`` compares between runs.
     """
+    cycle = interval if method.uses_key_frames else 1
     ratios = []
     for _ in range(rounds):
-        ours = measure_latency(method, frame, [interval], repeats)["fps"][str(interval)]
-        theirs = measure_latency(reference, frame, [1], repeats)["fps"]["1"]
+        ours = measure_latency(method, frame, [interval], math.ceil(frames_per_round / cycle))["fps"][str(interval)]
+        theirs = measure_latency(reference, frame, [1], frames_per_round)["fps"]["1"]
         ratios.append(ours / theirs)
     return {"ratio": round(statistics.median(ratios), 4), "rounds": [round(r, 4) for r in ratios],
-            "reference": reference.spec, "interval": interval, "repeats": repeats}
+            "reference": reference.spec, "interval": interval, "frames_per_round": frames_per_round}
 
 
 def _timed(call: Callable[[], object], device: torch.device) -> float:
