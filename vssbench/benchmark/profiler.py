@@ -16,8 +16,10 @@ Latency: batch 1, inference mode, warm-up cycles first, then whole key-interval 
 (a key frame followed by k - 1 non-key frames) of the same paths whose FLOPs are counted,
 timed step by step (methods with a memory of frames instead of key frames, STT: steps with a
 full memory), with CUDA events and synchronisation on a GPU and ``perf_counter`` on a CPU;
-median and inter-quartile range of key and non-key steps separately. FPS at interval k is k / (key + (k - 1) * non-key)
-medians, and is always recorded with the device it was measured on.
+median and inter-quartile range of key and non-key steps separately. FPS at interval k is
+k / (key + (k - 1) * non-key) medians, and is always recorded with the device it was
+measured on. Speed against the per-frame segmentor, the ratio the regression gate compares,
+is timed in alternation with it (:func:`paired_speed_ratio`).
 """
 
 from __future__ import annotations
