@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -83,6 +84,20 @@ def test_report_tables_hold_the_rows_values_and_name_the_fps_device(rows_file, t
     assert "\\caption{" in (out / "ablation_mpvss.tex").read_text()
     memory = pd.read_csv(out / "memory_stt.csv")
     assert memory["M"].tolist() == [0, 7] and memory["mVC8"].tolist() == [96.0, 97.0]
+
+
+def test_report_shows_the_paired_speed_ratio_where_rows_carry_one(tmp_path):
+    rows = copy.deepcopy(ROWS)
+    rows[4]["cost"]["speed_vs_per_frame"] = {"ratio": 1.4, "rounds": [1.4] * 5, "reference": "perframe:x"}
+    path = tmp_path / "rows.jsonl"
+    write_rows_atomically(path, rows)
+    write_report([path], tmp_path / "r", formats=("csv", "md"))
+    speed = pd.read_csv(tmp_path / "r" / "comparison_synthetic.csv").set_index(["Method", "Backbone", "Schedule"])[
+        "Speed vs per-frame"]
+    assert speed[("mpvss", "tiny", "k=5")] == 1.4
+    assert speed[("perframe", "segformer-tiny", "k=1")] == 1.0  # a per-frame row is its own reference
+    assert math.isnan(speed[("copy", "segformer-tiny", "k=5")])  # a row from before paired timing has none
+    assert "timed in alternation" in (tmp_path / "r" / "comparison_synthetic.md").read_text()
 
 
 def test_report_keeps_runs_of_one_configuration_apart_by_seed_and_training(tmp_path):

@@ -3,8 +3,10 @@
 Tables (each written as Markdown, LaTeX and CSV):
 
 * ``comparison_<dataset>``: MPVSS Table 1 / TFC Table 1 layout (method, backbone,
-  schedule, mIoU, WIoU, mVC8, mVC16, GFLOPs, params, FPS); for Cityscapes the MPVSS
-  Table 2 layout (no VC: its validation frames are single labelled frames).
+  schedule, mIoU, WIoU, mVC8, mVC16, GFLOPs, params, FPS), and the speed against the
+  per-frame segmentor timed in alternation (``cost.speed_vs_per_frame``), which unlike the
+  FPS of rows timed minutes apart a drifting machine does not skew; for Cityscapes the
+  MPVSS Table 2 layout (no VC: its validation frames are single labelled frames).
 * ``ablation_mpvss`` and ``ablation_tfc``: MPVSS Table 3 and TFC Table 2, every variant at
   every interval that was run.
 * ``memory_stt``: STT's sweep over the memory length M (its supplementary Figure 1 data).
@@ -42,6 +44,7 @@ from vssbench.methods.base import registered_methods  # noqa: E402
 FORMATS = ("md", "tex", "csv")
 METRICS = ("miou", "wiou", "mvc8", "mvc16")
 METRIC_NAMES = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
+SPEED_COLUMN = "Speed vs per-frame"
 # Columns that tell apart runs of one configuration: their table headers and how legends print them.
 RUN_COLUMNS = {"seed": "Seed", "training": "Training (iterations)"}
 RUN_LEGENDS = {"seed": "seed {}", "training": "trained {} it."}
@@ -75,6 +78,8 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "params_m": cost.get("params_m"),
                 "fps": (cost.get("fps") or {}).get(str(interval)),
                 "fps_device": cost.get("device"),
+                # a per-frame row is its own reference; rows written before paired timing have none
+                "speed": 1.0 if row["method"] == "perframe" else (cost.get("speed_vs_per_frame") or {}).get("ratio"),
                 "query_fraction": cost.get("query_fraction_measured"),
                 "miou_mode": metrics.get("miou_mode"),
                 "vc_protocol": metrics.get("vc_protocol"),
@@ -115,13 +120,16 @@ def method_name(row: pd.Series) -> str:
     return row["method"] if is_default_variant(row["method"], row["variant"]) else f"{row['method']} ({row['variant']})"
 
 
-def caption(frame: pd.DataFrame, title: str, metrics: bool = True) -> str:
-    """The title, the metric modes and the devices that FPS was measured on."""
+def caption(frame: pd.DataFrame, title: str, metrics: bool = True, speed: bool = False) -> str:
+    """The title, the metric modes, the devices that FPS was measured on and, for tables with
+    the speed column, what it is."""
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())) or ["-"])
     if not metrics:
         return f"{title}. GFLOPs at the resolution shown (fvcore, 1 multiply-add = 1 FLOP); FPS of the rows on {devices}."
     modes = ", ".join(sorted({f"mIoU mode {a}, VC protocol {b}" for a, b in zip(frame["miou_mode"], frame["vc_protocol"])}))
-    return f"{title}. Metrics in percent ({modes}); GFLOPs per frame averaged over a 15-frame clip; FPS on {devices}."
+    speed_text = f"; {SPEED_COLUMN}: FPS over the per-frame segmentor's, the two timed in alternation" if speed else ""
+    return (f"{title}. Metrics in percent ({modes}); GFLOPs per frame averaged over a 15-frame clip; "
+            f"FPS on {devices}{speed_text}.")
 
 
 def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -133,10 +141,10 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         rows = rows.sort_values(["method", "variant", "preset", "k", "M", *runs], na_position="last")
         columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule", **runs,
                    **({"miou": "mIoU"} if dataset == "cityscapes" else {k: METRIC_NAMES[k] for k in METRICS}),
-                   "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS"}
+                   "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS", "speed": SPEED_COLUMN}
         title = ("Cityscapes comparison (MPVSS Table 2 layout)" if dataset == "cityscapes"
                  else f"Comparison on {dataset} (MPVSS Table 1 / TFC Table 1 layout)")
-        out[f"comparison_{dataset}"] = (caption(rows, title), rows[list(columns)].rename(columns=columns))
+        out[f"comparison_{dataset}"] = (caption(rows, title, speed=True), rows[list(columns)].rename(columns=columns))
     for method, title in (("mpvss", "MPVSS ablation (Table 3)"), ("tfc", "TFC ablation (Table 2)")):
         rows = frame[frame["method"] == method].sort_values(["variant", "k", *runs])
         if len(rows):
@@ -147,9 +155,9 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
     rows = frame[frame["M"].notna()].sort_values(["preset", "M", *runs])
     if len(rows):
         columns = {"Method": "Method", "preset": "Backbone", "M": "M", **runs, **{k: METRIC_NAMES[k] for k in METRICS},
-                   "gflops": "GFLOPs", "query_fraction": "Selected queries", "fps": "FPS"}
+                   "gflops": "GFLOPs", "query_fraction": "Selected queries", "fps": "FPS", "speed": SPEED_COLUMN}
         table = rows[list(columns)].rename(columns=columns).astype({"M": int})
-        out["memory_stt"] = (caption(rows, "STT over the memory length M (M = 0: PSPNet alone)"), table)
+        out["memory_stt"] = (caption(rows, "STT over the memory length M (M = 0: PSPNet alone)", speed=True), table)
     costs = frame.drop_duplicates(["method", "preset", "variant", "M"]).sort_values(["method", "preset", "variant"])
     columns = {"Method": "Method", "preset": "Backbone", "params_m": "Params (M)", "gflops_key": "GFLOPs key",
                "gflops_nonkey": "GFLOPs non-key", "flop_resolution": "Resolution"}
