@@ -15,6 +15,7 @@ from vssbench.benchmark.runner import (
     EvaluationOptions,
     SweepSettings,
     _check_variant_names,
+    _item_bytes,
     _variants_for,
     prefetched,
     run_sweep,
@@ -48,8 +49,7 @@ def test_prefetching_keeps_order_holds_at_most_its_budget_and_raises_in_order(sm
         return load(index)
 
     stream.load = recorded_load
-    item_bytes = load(0)["image"].nbytes + load(0)["label"].nbytes
-    items = prefetched(stream, max_bytes=3 * item_bytes)
+    items = prefetched(stream, max_bytes=3 * _item_bytes(load(0)))
     first = next(items)
     deadline = time.monotonic() + 10
     while len(loaded) < 4 and time.monotonic() < deadline:

@@ -195,7 +195,7 @@ def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[in
         samples = [_timed(paths["key"], device) for _ in range(warmup + repeats)][warmup:]
         method.reset()
         return latency_summary(samples, [], intervals, uses_key_frames=False)
-    cycle = max(intervals) if method.uses_key_frames else 1
+    cycle = _cycle_length(method, max(intervals))
     key_ms, nonkey_ms = [], []
     for repeat in range(warmup + repeats):
         for t in range(cycle):
@@ -216,7 +216,7 @@ def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch
     apart do not. Each side steps through at least ``frames_per_round`` frames a round (whole
     key-interval cycles). This is the speed ratio ``bench check`` compares between runs.
     """
-    cycle = interval if method.uses_key_frames else 1
+    cycle = _cycle_length(method, interval)
     ratios = []
     for _ in range(rounds):
         ours = measure_latency(method, frame, [interval], math.ceil(frames_per_round / cycle))["fps"][str(interval)]
@@ -224,6 +224,12 @@ def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch
         ratios.append(ours / theirs)
     return {"ratio": round(statistics.median(ratios), 4), "rounds": [round(r, 4) for r in ratios],
             "reference": reference.spec, "interval": interval, "frames_per_round": frames_per_round}
+
+
+def _cycle_length(method: VideoMethod, interval: int) -> int:
+    """Steps in one timed cycle: a key frame and its k - 1 non-key frames, or one step for a
+    method without key frames."""
+    return interval if method.uses_key_frames else 1
 
 
 def _timed(call: Callable[[], object], device: torch.device) -> float:

@@ -83,11 +83,16 @@ def speed_ratios(rows: list[dict]) -> dict[str, SpeedRatio]:
             continue
         reference = per_frame.get(_speed_reference_key(row, row.get("segmentor_preset")))
         fps = (row["cost"].get("fps") or {}).get(str(schedule_interval(row["schedule"])))
-        paired = (row["cost"].get("speed_vs_per_frame") or {}).get("ratio")
-        if row.get("method") == "perframe":
-            paired = 1.0  # its own reference
-        ratios[row_key(row)] = SpeedRatio(paired, fps / reference if reference and fps else None)
+        ratios[row_key(row)] = SpeedRatio(paired_ratio(row), fps / reference if reference and fps else None)
     return ratios
+
+
+def paired_ratio(row: dict) -> float | None:
+    """The row's paired speed ratio (``cost.speed_vs_per_frame``): 1 for a per-frame row, its own
+    reference; None for a row written before paired timing."""
+    if row.get("method") == "perframe":
+        return 1.0
+    return ((row.get("cost") or {}).get("speed_vs_per_frame") or {}).get("ratio")
 
 
 def comparable_ratios(before: SpeedRatio | None, after: SpeedRatio | None) -> tuple[float, float, str] | None:

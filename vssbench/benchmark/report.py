@@ -37,7 +37,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vssbench.benchmark.regression import row_key  # noqa: E402
+from vssbench.benchmark.regression import paired_ratio, row_key  # noqa: E402
 from vssbench.benchmark.results import load_rows, schedule_interval, schedule_text  # noqa: E402
 from vssbench.methods.base import registered_methods  # noqa: E402
 
@@ -78,8 +78,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "params_m": cost.get("params_m"),
                 "fps": (cost.get("fps") or {}).get(str(interval)),
                 "fps_device": cost.get("device"),
-                # a per-frame row is its own reference; rows written before paired timing have none
-                "speed": 1.0 if row["method"] == "perframe" else (cost.get("speed_vs_per_frame") or {}).get("ratio"),
+                "speed": paired_ratio(row),
                 "query_fraction": cost.get("query_fraction_measured"),
                 "miou_mode": metrics.get("miou_mode"),
                 "vc_protocol": metrics.get("vc_protocol"),
