@@ -1,11 +1,39 @@
 import math
+import os
+import shlex
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from reference_metrics import confusion, miou_and_wiou, vc_paper, vc_vspw
+from vssbench.benchmark import native
 from vssbench.benchmark.metrics import ConfusionMatrix, SegmentationMetrics, VideoConsistency
+
+
+def _require_kernels():
+    """The C kernels, skipping only where there is no C compiler to build them with."""
+    compiler = shlex.split(os.environ.get("CC", "cc"))[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the accumulators use their torch code")
+    kernels = native.kernels()
+    assert kernels is not None, f"{compiler} is installed but the C metric kernels did not build"
+    return kernels
+
+
+@pytest.fixture(params=["c", "torch"])
+def per_pixel_code(request, monkeypatch):
+    """Runs a test on both implementations of the per-pixel work of uint8 maps on a CPU."""
+    if request.param == "c":
+        _require_kernels()
+    else:
+        monkeypatch.setenv("VSSBENCH_NATIVE", "0")
+    return request.param
+
+
+def _maps(values) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.uint8)
 
 # A 2x4 frame with 3 classes. Class 2 is predicted but absent from the ground truth;
 # the last column is ignored (255).
@@ -17,9 +45,10 @@ PREDICTION = torch.tensor([[0, 1, 1, 2], [2, 1, 1, 0]])
 #   class 2: TP 0, FP 1, no ground truth                 -> IoU 0, union 1
 
 
-def test_confusion_matrix_by_hand():
+@pytest.mark.parametrize("dtype", [torch.long, torch.uint8])
+def test_confusion_matrix_by_hand(per_pixel_code, dtype):
     matrix = ConfusionMatrix(3)
-    matrix.update(PREDICTION, TARGET)
+    matrix.update(PREDICTION.to(dtype), TARGET.to(dtype))
     assert matrix.matrix.tolist() == [[1, 1, 1], [0, 3, 0], [0, 0, 0]]
     iou = matrix.iou()
     assert iou[0].item() == pytest.approx(1 / 3)
@@ -56,9 +85,59 @@ def test_all_ignored_frame_adds_nothing():
     assert math.isnan(matrix.miou())
 
 
-def test_target_class_out_of_range_is_rejected():
-    with pytest.raises(ValueError, match="num_classes"):
-        ConfusionMatrix(2).update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[0, 5]]))
+@pytest.mark.parametrize("dtype", [torch.long, torch.uint8])
+def test_classes_out_of_range_are_rejected_and_not_counted(per_pixel_code, dtype):
+    matrix = ConfusionMatrix(2)
+    with pytest.raises(ValueError, match="target holds a class >= num_classes 2"):
+        matrix.update(torch.zeros(1, 3, dtype=dtype), torch.tensor([[0, 5, 255]], dtype=dtype))
+    with pytest.raises(ValueError, match="prediction holds a class >= num_classes 2"):
+        matrix.update(torch.tensor([[0, 2, 1]], dtype=dtype), torch.tensor([[0, 1, 255]], dtype=dtype))
+    assert matrix.matrix.sum() == 0
+
+
+def test_c_kernels_count_exactly_what_the_torch_code_counts(monkeypatch):
+    """124 classes with ignored pixels, three windows, a frame of 97x131 pixels: not a multiple of
+    the kernel's four lanes, more than one of its blocks."""
+    _require_kernels()
+    rng = np.random.default_rng(7)
+    videos = []
+    for length in (17, 24, 9):
+        base = rng.integers(0, 124, (13, 17)).repeat(8, 0).repeat(8, 1)[:97, :131]  # regions of 8x8 pixels
+        targets = [np.where(rng.random(base.shape) < 0.01, 255, np.roll(base, t // 3, axis=1)) for t in range(length)]
+        predictions = [np.where(rng.random(base.shape) < 0.1, rng.integers(0, 124, base.shape), np.roll(base, t // 2, 1))
+                       for t in range(length)]
+        videos.append([(_maps(p), _maps(t)) for p, t in zip(predictions, targets)])
+
+    def evaluate() -> SegmentationMetrics:
+        metrics = SegmentationMetrics(124, vc_windows=(2, 8, 16))
+        for frames in videos:
+            for prediction, target in frames:
+                metrics.update(prediction, target)
+            metrics.end_video()
+        return metrics
+
+    with_kernels = evaluate()
+    monkeypatch.setenv("VSSBENCH_NATIVE", "0")
+    with_torch = evaluate()
+    assert torch.equal(with_kernels.confusion.matrix, with_torch.confusion.matrix)
+    assert with_kernels.confusion.matrix.sum() > 0.9 * 50 * 97 * 131
+    assert with_kernels.consistency.per_video == with_torch.consistency.per_video
+    assert all(0.01 < with_kernels.consistency.value(n) < 0.99 for n in (2, 8, 16))  # neither trivial
+
+
+def test_c_kernels_fall_back_to_torch_when_the_compiler_fails(monkeypatch, tmp_path):
+    monkeypatch.setenv("VSSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a compiler that exits 1
+    native._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="C metric kernels are unavailable"):
+            assert native.kernels() is None
+        matrix = ConfusionMatrix(3)
+        matrix.update(PREDICTION.to(torch.uint8), TARGET.to(torch.uint8))
+        assert matrix.matrix.tolist() == [[1, 1, 1], [0, 3, 0], [0, 0, 0]]
+        assert not list((tmp_path / "native").iterdir())  # no partial library left behind
+    finally:
+        native._load.cache_clear()
 
 
 def _feed(accumulator: VideoConsistency, targets, predictions) -> None:
@@ -115,7 +194,7 @@ def test_vc_window_with_no_stable_ground_truth_is_nan_safe():
 
 @pytest.mark.parametrize("protocol,reference", [("vspw", vc_vspw), ("paper", vc_paper)])
 @pytest.mark.parametrize("n", [8, 16])
-def test_vc_matches_reference_implementation_on_random_videos(protocol, reference, n):
+def test_vc_matches_reference_implementation_on_random_videos(per_pixel_code, protocol, reference, n):
     rng = np.random.default_rng(n)
     videos = []
     for length in (12, 17, 20, 25):  # shorter than both windows, the shortest scored, longer ones
@@ -127,11 +206,11 @@ def test_vc_matches_reference_implementation_on_random_videos(protocol, referenc
         videos.append((targets, predictions))
     vc = VideoConsistency((n,), protocol)
     for targets, predictions in videos:
-        _feed(vc, targets, predictions)
+        _feed(vc, [_maps(t) for t in targets], [_maps(p) for p in predictions])
     assert vc.value(n) == pytest.approx(reference(videos, n), rel=1e-12)
 
 
-def test_segmentation_metrics_match_reference_over_videos():
+def test_segmentation_metrics_match_reference_over_videos(per_pixel_code):
     rng = np.random.default_rng(0)
     metrics = SegmentationMetrics(4)
     videos, all_predictions, all_targets = [], [], []
@@ -142,7 +221,7 @@ def test_segmentation_metrics_match_reference_over_videos():
         predictions = [np.where(rng.random(t.shape) < 0.97, np.where(t == 255, 0, t), rng.integers(0, 4, t.shape))
                        for t in targets]
         for target, prediction in zip(targets, predictions):
-            metrics.update(torch.as_tensor(prediction), torch.as_tensor(target))
+            metrics.update(_maps(prediction), _maps(target))
         metrics.end_video()
         videos.append((targets, predictions))
         all_predictions += predictions

@@ -19,15 +19,19 @@ Semantics follow DESIGN.md section 5 exactly:
 
 The accumulators keep only a confusion matrix and, for VC, the previous frame and each
 pixel's frames-since-last-change; everything runs on the device the predictions live on.
+On a CPU, uint8 maps of at most 255 classes go through the C kernels of ``native.py``,
+which count exactly what the torch code counts, about twice as fast.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from typing import Literal
 
 import torch
 
+from vssbench.benchmark import native
 from vssbench.datasets.base import IGNORE_INDEX
 
 MiouMode = Literal["vspw", "mmseg"]
@@ -48,12 +52,34 @@ class ConfusionMatrix:
         # the memory traffic of int32 whenever 256 * C fits.
         self._index_dtype = torch.int16 if 256 * num_classes <= 2**15 else torch.int32
         self._index: torch.Tensor | None = None  # reused across frames: no allocation per frame
+        self._lanes: torch.Tensor | None = None  # the C kernel's zeroed sub-histograms
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add integer maps of equal shape: predictions in 0..C-1, targets in 0..C-1 or 255 (ignored)."""
         if prediction.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}")
+        on_cpu_as_bytes = _native_applies(prediction, target) and self.matrix.device.type == "cpu"
+        kernels = native.kernels() if on_cpu_as_bytes and self.num_classes <= IGNORE_INDEX else None
+        if kernels is not None:
+            self._update_native(kernels, prediction.contiguous(), target.contiguous())
+        else:
+            self._update_torch(prediction, target)
+
+    def _update_native(self, kernels: ctypes.CDLL, prediction: torch.Tensor, target: torch.Tensor) -> None:
         classes = self.num_classes
+        if self._lanes is None:
+            self._lanes = torch.zeros(kernels.vss_confusion_lanes() * classes * classes, dtype=torch.int32)
+        outcome = kernels.vss_confusion_update(target.data_ptr(), prediction.data_ptr(), target.numel(), classes,
+                                               self.matrix.data_ptr(), self._lanes.data_ptr())
+        if outcome == 1:
+            raise ValueError(f"target holds a class >= num_classes {classes} other than {IGNORE_INDEX}")
+        if outcome == 2:
+            raise ValueError(f"prediction holds a class >= num_classes {classes}")
+
+    def _update_torch(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        classes = self.num_classes
+        if int(prediction.max()) >= classes:
+            raise ValueError(f"prediction holds a class >= num_classes {classes}")
         if self._index is None or self._index.numel() != target.numel() or self._index.device != target.device:
             self._index = torch.empty(target.numel(), dtype=self._index_dtype, device=target.device)
         index = self._index
@@ -121,6 +147,9 @@ class VideoConsistency:
         self._age_cap = max(windows) - 1  # uint8 ages never overflow
         self._buffers: dict[str, torch.Tensor] = {}
         self._thresholds: dict[int, torch.Tensor] = {}
+        # The C kernel's inputs and outputs: n - 1 per window, then (stable in G, in G and P) per window.
+        self._native_thresholds = torch.tensor([n - 1 for n in self.windows], dtype=torch.uint8)
+        self._native_stable = torch.zeros(2 * len(self.windows), dtype=torch.int64)
         self._start_video()
 
     def _start_video(self) -> None:
@@ -148,29 +177,54 @@ class VideoConsistency:
             raise ValueError(f"frame {t} of a video has size {tuple(target.shape)}, the frames before "
                              f"{tuple(self._buffers['age_target'].shape)}; VC needs one size per video")
         buffers = self._allocate(prediction, target)
+        if t == 0:
+            buffers["age_target"].zero_()
+            buffers["age_both"].zero_()
+            buffers["previous_target"].copy_(target)
+            buffers["previous_prediction"].copy_(prediction)
+        else:
+            scored = [n for n in self.windows if t >= n - 1]
+            kernels = native.kernels() if _native_applies(prediction, target) else None
+            if kernels is not None:
+                stable = self._advance_native(kernels, prediction.contiguous(), target.contiguous(), buffers)
+            else:
+                stable = self._advance_torch(prediction, target, buffers, scored)
+            for n in scored:
+                denominator, stable_both = stable[n]
+                self._video_scores[n].append(stable_both / denominator if denominator else math.nan)
+        self._frames_in_video += 1
+
+    def _advance_torch(self, prediction: torch.Tensor, target: torch.Tensor, buffers: dict[str, torch.Tensor],
+                       windows: list[int]) -> dict[int, tuple[int, int]]:
+        """Age every pixel by one frame; (pixels stable in G, in G and P) of each window ending here."""
         previous_target, previous_prediction = buffers["previous_target"], buffers["previous_prediction"]
         age_target, age_both = buffers["age_target"], buffers["age_both"]
-        if t == 0:
-            age_target.zero_()
-            age_both.zero_()
-        else:
-            same_target, same_both = buffers["same_target"], buffers["same_both"]
-            torch.eq(target, previous_target, out=same_target)
-            torch.eq(prediction, previous_prediction, out=same_both)
-            same_both &= same_target
-            # age <- min(age + 1, cap) where unchanged, 0 where changed. The masks multiply as
-            # their uint8 views (bool storage is one 0/1 byte): a bool operand would be converted.
-            age_target.add_(1).clamp_(max=self._age_cap).mul_(same_target.view(torch.uint8))
-            age_both.add_(1).clamp_(max=self._age_cap).mul_(same_both.view(torch.uint8))
+        same_target, same_both = buffers["same_target"], buffers["same_both"]
+        torch.eq(target, previous_target, out=same_target)
+        torch.eq(prediction, previous_prediction, out=same_both)
+        same_both &= same_target
+        # age <- min(age + 1, cap) where unchanged, 0 where changed. The masks multiply as
+        # their uint8 views (bool storage is one 0/1 byte): a bool operand would be converted.
+        age_target.add_(1).clamp_(max=self._age_cap).mul_(same_target.view(torch.uint8))
+        age_both.add_(1).clamp_(max=self._age_cap).mul_(same_both.view(torch.uint8))
         previous_target.copy_(target)
         previous_prediction.copy_(prediction)
         stable = buffers["stable"]
-        for n in self.windows:
-            if t >= n - 1:
-                denominator = int(torch.ge(age_target, self._thresholds[n], out=stable).sum(dtype=torch.int32))
-                stable_both = int(torch.ge(age_both, self._thresholds[n], out=stable).sum(dtype=torch.int32))
-                self._video_scores[n].append(stable_both / denominator if denominator else math.nan)
-        self._frames_in_video += 1
+        return {n: (int(torch.ge(age_target, self._thresholds[n], out=stable).sum(dtype=torch.int32)),
+                    int(torch.ge(age_both, self._thresholds[n], out=stable).sum(dtype=torch.int32)))
+                for n in windows}
+
+    def _advance_native(self, kernels: ctypes.CDLL, prediction: torch.Tensor, target: torch.Tensor,
+                        buffers: dict[str, torch.Tensor]) -> dict[int, tuple[int, int]]:
+        """As ``_advance_torch``, in one pass of the C kernel, for every window."""
+        thresholds, stable = self._native_thresholds, self._native_stable
+        kernels.vss_consistency_update(
+            target.data_ptr(), prediction.data_ptr(), buffers["previous_target"].data_ptr(),
+            buffers["previous_prediction"].data_ptr(), buffers["age_target"].data_ptr(),
+            buffers["age_both"].data_ptr(), target.numel(), self._age_cap, thresholds.data_ptr(),
+            len(self.windows), stable.data_ptr())
+        counts = stable.tolist()
+        return {n: (counts[2 * i], counts[2 * i + 1]) for i, n in enumerate(self.windows)}
 
     def end_video(self) -> None:
         """Close the current video: fold its window scores into the totals."""
@@ -198,6 +252,11 @@ class VideoConsistency:
     def value(self, window: int) -> float:
         """mVC_n as a fraction in [0, 1]; NaN when no window was scored."""
         return self.score_sum[window] / self.score_count[window] if self.score_count[window] else math.nan
+
+
+def _native_applies(prediction: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether the C kernels take these maps: uint8, on a CPU."""
+    return prediction.device.type == target.device.type == "cpu" and prediction.dtype == target.dtype == torch.uint8
 
 
 class SegmentationMetrics:
