@@ -20,7 +20,7 @@ Semantics follow DESIGN.md section 5 exactly:
 The accumulators keep only a confusion matrix and, for VC, the previous frame and each
 pixel's frames-since-last-change; everything runs on the device the predictions live on.
 On a CPU, uint8 maps of at most 255 classes go through the C kernels of ``native.py``,
-which count exactly what the torch code counts, about twice as fast.
+which count exactly what the torch code counts in about half the time.
 """
 
 from __future__ import annotations
