@@ -142,8 +142,14 @@ def test_bench_profile_writes_cost_rows(tmp_path, capsys):
 
     output = tmp_path / "profile.jsonl"
     assert main(["profile", "--methods", "perframe:segformer-tiny,copy:segformer-tiny", "--resolution", "64x96",
-                 "--num-classes", "8", "--intervals", "1,5", "--repeats", "2", "--output", str(output)]) == 0
+                 "--num-classes", "8", "--intervals", "1,5", "--repeats", "2", "--speed-rounds", "3",
+                 "--output", str(output)]) == 0
     perframe, copy = load_rows(output)
+    # Timed in alternation with its segmentor: copying four frames of five is several times faster.
+    assert "speed_vs_per_frame" not in perframe["cost"]
+    ratios = copy["cost"]["speed_vs_per_frame"]
+    assert ratios["5"]["reference"] == "perframe:segformer-tiny" and len(ratios["5"]["rounds"]) == 3
+    assert ratios["5"]["ratio"] > 2 * ratios["1"]["ratio"]
     for row in (perframe, copy):
         cost = row["cost"]
         assert set(cost) >= {"params_m", "params_by_component_m", "gflops_key", "gflops_nonkey", "gflops_avg",
@@ -151,5 +157,18 @@ def test_bench_profile_writes_cost_rows(tmp_path, capsys):
         assert cost["device"].startswith("CPU") and row["resolution"] == [64, 96]
     assert copy["cost"]["gflops_avg"]["5"] < perframe["cost"]["gflops_avg"]["5"] == perframe["cost"]["gflops_key"]
     out = capsys.readouterr().out
-    assert "GFLOPs avg k=5" in out and "Latency and FPS on CPU" in out
+    assert "GFLOPs avg k=5" in out and "vs per-frame k=5" in out and "Latency and FPS on CPU" in out
     assert main(["profile", "--methods", "nope"]) == 2
+    assert main(["profile", "--methods", "copy:segformer-tiny", "--speed-rounds", "-1"]) == 2
+    assert "--speed-rounds" in capsys.readouterr().err
+
+
+def test_a_method_without_key_frames_is_timed_once_for_every_interval():
+    from vssbench.benchmark.profiler import paired_speed_ratios
+    from vssbench.benchmark.runner import per_frame_reference
+
+    torch.manual_seed(0)
+    stt = build_method("stt:tiny", 8).eval()
+    ratios = paired_speed_ratios(stt, per_frame_reference(stt, "cpu"), torch.randn(1, 3, 64, 96), [1, 5], rounds=2)
+    assert ratios["1"] is ratios["5"] and ratios["1"]["reference"] == "perframe:pspnet-tiny"
+    assert ratios["1"]["ratio"] > 0

@@ -270,9 +270,9 @@ def command_data(args: argparse.Namespace) -> int:
 
 def command_profile(args: argparse.Namespace) -> int:
     from vssbench.benchmark.fidelity import fidelity_report
-    from vssbench.benchmark.profiler import cost_block, measure_latency
+    from vssbench.benchmark.profiler import cost_block, measure_latency, paired_speed_ratios
     from vssbench.benchmark.results import ResultFile, config_hash, environment
-    from vssbench.benchmark.runner import row_label
+    from vssbench.benchmark.runner import per_frame_reference, row_label
     from vssbench.methods.base import build_method
 
     if args.fidelity:
@@ -286,6 +286,7 @@ def command_profile(args: argparse.Namespace) -> int:
     height, width = _size(args.resolution, "--resolution")
     intervals = _int_list(args.intervals, "--intervals")
     memory_frames = _memory_list(args.memory)
+    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected="a number of rounds >= 0")
     _check_device(args.device)
     results = ResultFile(args.output)
     rows = []
@@ -293,6 +294,8 @@ def command_profile(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         method = build_method(spec, args.num_classes, args.variant).to(args.device).eval()
         frame = torch.randn(1, 3, height, width, device=args.device)
+        timed_against = args.speed_rounds and not args.no_latency and method.name != "perframe"
+        reference = per_frame_reference(method, args.device) if timed_against else None
         # Methods with a memory instead of key frames (STT) get one row per memory length.
         for memory in memory_frames if method.sweep_axis == "memory_frames" else [None]:
             suffix = None
@@ -310,6 +313,9 @@ def command_profile(args: argparse.Namespace) -> int:
                 latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats,
                                                                        args.warmup)
                 row["cost"] = cost_block(method, frame, intervals, latency)
+                if reference is not None:
+                    row["cost"]["speed_vs_per_frame"] = paired_speed_ratios(method, reference, frame, intervals,
+                                                                            args.speed_rounds)
             except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
                 row.update(status="error", error=f"{type(error).__name__}: {error}")
             results.put(row)
@@ -319,18 +325,22 @@ def command_profile(args: argparse.Namespace) -> int:
 
 
 def cost_table(rows: list[dict], intervals: list[int]) -> str:
-    """Cost rows as a Markdown table; FPS carries the device it was measured on."""
+    """Cost rows as a Markdown table; FPS carries the device it was measured on. Speed ratios
+    against the per-frame segmentor get columns when a row has them."""
+    paired = any((row.get("cost") or {}).get("speed_vs_per_frame") for row in rows)
     table = []
     for row in rows:
         cost = row.get("cost") or {}
         latency = {k: (cost.get(f"latency_ms_{k}") or {}).get("median") for k in ("key", "nonkey")}
+        ratios = cost.get("speed_vs_per_frame") or {}
         table.append([row["label"], cost.get("params_m"), cost.get("gflops_key"), cost.get("gflops_nonkey"),
                       *((cost.get("gflops_avg") or {}).get(str(k)) for k in intervals),
                       latency["key"], latency["nonkey"], *((cost.get("fps") or {}).get(str(k)) for k in intervals),
-                      row["status"]])
+                      *((ratios.get(str(k)) or {}).get("ratio") for k in intervals if paired), row["status"]])
     device = next((r["cost"]["device"] for r in rows if r.get("cost")), "-")
     headers = ["label", "params (M)", "GFLOPs key", "GFLOPs non-key", *(f"GFLOPs avg k={k}" for k in intervals),
-               "key ms", "non-key ms", *(f"FPS k={k}" for k in intervals), "status"]
+               "key ms", "non-key ms", *(f"FPS k={k}" for k in intervals),
+               *(f"vs per-frame k={k}" for k in intervals if paired), "status"]
     return tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}."
 
 
@@ -495,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--repeats", type=int, default=5, help="timed key-interval cycles (default: 5)")
     profile.add_argument("--warmup", type=int, default=1, help="untimed warm-up cycles (default: 1)")
     profile.add_argument("--no-latency", action="store_true", help="count parameters and FLOPs only")
+    profile.add_argument("--speed-rounds", type=int, default=0,
+                         help="rounds of timing each video method in alternation with a random-weight copy of its "
+                              "per-frame segmentor, per interval: the speed ratio `bench run` rows carry "
+                              "(default: 0, off; 5 as `bench run`)")
     profile.add_argument("--output", type=Path, default=Path("results/profile.jsonl"),
                          help="JSONL file for the cost rows (default: results/profile.jsonl)")
     profile.add_argument("--fidelity", action="store_true",

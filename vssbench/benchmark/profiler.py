@@ -226,6 +226,16 @@ def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch
             "reference": reference.spec, "interval": interval, "frames_per_round": frames_per_round}
 
 
+def paired_speed_ratios(method: VideoMethod, reference: VideoMethod, frame: torch.Tensor, intervals: list[int],
+                        rounds: int = 5) -> dict[str, dict]:
+    """:func:`paired_speed_ratio` per interval, keyed like the cost block's ``fps``. A method
+    without key frames runs the same step at every interval: it is timed once."""
+    if not method.uses_key_frames:
+        ratio = paired_speed_ratio(method, reference, frame, 1, rounds)
+        return {str(k): ratio for k in intervals}
+    return {str(k): paired_speed_ratio(method, reference, frame, k, rounds) for k in intervals}
+
+
 def _cycle_length(method: VideoMethod, interval: int) -> int:
     """Steps in one timed cycle: a key frame and its k - 1 non-key frames, or one step for a
     method without key frames."""
