@@ -1,6 +1,4 @@
 import math
-import os
-import shlex
 import shutil
 
 import numpy as np
@@ -14,7 +12,7 @@ from vssbench.benchmark.metrics import ConfusionMatrix, SegmentationMetrics, Vid
 
 def _require_kernels():
     """The C kernels, skipping only where there is no C compiler to build them with."""
-    compiler = shlex.split(os.environ.get("CC", "cc"))[0]
+    compiler = native.compiler()[0]
     if shutil.which(compiler) is None:
         pytest.skip(f"no C compiler ({compiler}): the accumulators use their torch code")
     kernels = native.kernels()

@@ -21,6 +21,7 @@ log = logging.getLogger("vssbench")
 DATASETS = ("synthetic", "vspw", "cityscapes")
 EXIT_ROWS_FAILED, EXIT_BAD_INPUT = 1, 2
 ITERATIONS_EXPECTED = "a positive number of iterations"
+ROUNDS_EXPECTED = "a number of rounds >= 0"
 
 
 class UsageError(ValueError):
@@ -174,7 +175,7 @@ def command_run(args: argparse.Namespace) -> int:
     checkpoints = _checkpoints(args.checkpoint, specs)
     for value, argument in ((args.train_iters, "--train-iters"), (args.stage_iters, "--stage-iters")):
         _check_at_least(value, argument, expected=ITERATIONS_EXPECTED)
-    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected="a number of rounds >= 0")
+    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
     _check_device(args.device)
     _check_writable(args.output, "--output")
     distributed.init_from_environment(args.device)
@@ -286,7 +287,7 @@ def command_profile(args: argparse.Namespace) -> int:
     height, width = _size(args.resolution, "--resolution")
     intervals = _int_list(args.intervals, "--intervals")
     memory_frames = _memory_list(args.memory)
-    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected="a number of rounds >= 0")
+    _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
     _check_device(args.device)
     results = ResultFile(args.output)
     rows = []

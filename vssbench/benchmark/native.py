@@ -65,17 +65,22 @@ def _load() -> ctypes.CDLL | None:
     return kernels
 
 
+def compiler() -> list[str]:
+    """The C compiler command: ``$CC`` (which may carry flags), else ``cc``."""
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
 def _compile(library: Path) -> None:
     """Compile ``SOURCE`` into ``library`` atomically: processes starting together never load a partial file."""
     library.parent.mkdir(parents=True, exist_ok=True)
-    compiler = shlex.split(os.environ.get("CC", "cc"))
+    command = compiler()
     handle, temporary = tempfile.mkstemp(dir=library.parent, suffix=".so.tmp")
     os.close(handle)
     try:
-        result = subprocess.run([*compiler, *COMPILE_FLAGS, "-o", temporary, str(SOURCE)],
+        result = subprocess.run([*command, *COMPILE_FLAGS, "-o", temporary, str(SOURCE)],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise OSError(f"{' '.join(compiler)} failed on {SOURCE}: {result.stderr.strip()[-500:]}")
+            raise OSError(f"{' '.join(command)} failed on {SOURCE}: {result.stderr.strip()[-500:]}")
         os.replace(temporary, library)
     finally:
         if os.path.exists(temporary):
