@@ -48,6 +48,7 @@ def test_confusion_matrix_by_hand(per_pixel_code, dtype):
     matrix = ConfusionMatrix(3)
     matrix.update(PREDICTION.to(dtype), TARGET.to(dtype))
     assert matrix.matrix.tolist() == [[1, 1, 1], [0, 3, 0], [0, 0, 0]]
+    assert matrix.codes_used == {per_pixel_code if dtype == torch.uint8 else "torch"}
     iou = matrix.iou()
     assert iou[0].item() == pytest.approx(1 / 3)
     assert iou[1].item() == pytest.approx(3 / 4)
@@ -121,6 +122,10 @@ def test_c_kernels_count_exactly_what_the_torch_code_counts(monkeypatch):
     assert with_kernels.confusion.matrix.sum() > 0.9 * 50 * 97 * 131
     assert with_kernels.consistency.per_video == with_torch.consistency.per_video
     assert all(0.01 < with_kernels.consistency.value(n) < 0.99 for n in (2, 8, 16))  # neither trivial
+    assert (with_kernels.per_pixel_code, with_torch.per_pixel_code) == ("c", "torch")
+    # Merging shards keeps the record; a shard that counted with each code shows both.
+    merged = SegmentationMetrics.merged([with_kernels.state(), with_torch.state()], [[0, 1, 2], [3, 4, 5]], with_torch)
+    assert merged.per_pixel_code == "c+torch"
 
 
 def test_c_kernels_fall_back_to_torch_when_the_compiler_fails(monkeypatch, tmp_path):

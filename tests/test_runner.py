@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import SMALL_SPEC
 from reference_metrics import confusion, miou_and_wiou, vc_vspw
+from vssbench.benchmark import native
 from vssbench.benchmark.results import load_rows, write_rows_atomically
 from vssbench.benchmark.runner import (
     EvaluationOptions,
@@ -80,6 +81,7 @@ def test_run_writes_one_row_per_configuration(trained_run, capsys):
         assert list(row["metrics"]["per_class_iou"]) == list(CLASS_NAMES)
         assert row["env"]["torch_version"] == torch.__version__ and row["env"]["seed"] == 0
         assert row["checkpoint"]["sha256"] and len(row["config_hash"]) == 16
+        assert row["timing"]["metric_code"] == ("c" if native.kernels() is not None else "torch")
         training = row["checkpoint"]["training"]  # what the auto-trained segmentor was trained on, and how long
         assert (training["dataset"], training["split"], training["iterations"]) == (row["dataset"], "train", 60)
     # copy at k=1 is perframe; at k=5 it is worse.

@@ -53,6 +53,7 @@ class ConfusionMatrix:
         self._index_dtype = torch.int16 if 256 * num_classes <= 2**15 else torch.int32
         self._index: torch.Tensor | None = None  # reused across frames: no allocation per frame
         self._lanes: torch.Tensor | None = None  # the C kernel's zeroed sub-histograms
+        self.codes_used: set[str] = set()  # "c" and/or "torch": which code counted, for the row's record
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Add integer maps of equal shape: predictions in 0..C-1, targets in 0..C-1 or 255 (ignored)."""
@@ -64,6 +65,7 @@ class ConfusionMatrix:
             self._update_native(kernels, prediction.contiguous(), target.contiguous())
         else:
             self._update_torch(prediction, target)
+        self.codes_used.add("c" if kernels is not None else "torch")
 
     def _update_native(self, kernels: ctypes.CDLL, prediction: torch.Tensor, target: torch.Tensor) -> None:
         classes = self.num_classes
@@ -150,6 +152,7 @@ class VideoConsistency:
         # The C kernel's inputs and outputs: n - 1 per window, then (stable in G, in G and P) per window.
         self._native_thresholds = torch.tensor([n - 1 for n in self.windows], dtype=torch.uint8)
         self._native_stable = torch.zeros(2 * len(self.windows), dtype=torch.int64)
+        self.codes_used: set[str] = set()  # as ConfusionMatrix.codes_used
         self._start_video()
 
     def _start_video(self) -> None:
@@ -189,6 +192,7 @@ class VideoConsistency:
                 stable = self._advance_native(kernels, prediction.contiguous(), target.contiguous(), buffers)
             else:
                 stable = self._advance_torch(prediction, target, buffers, scored)
+            self.codes_used.add("c" if kernels is not None else "torch")
             for n in scored:
                 denominator, stable_both = stable[n]
                 self._video_scores[n].append(stable_both / denominator if denominator else math.nan)
@@ -292,7 +296,15 @@ class SegmentationMetrics:
     def state(self) -> dict:
         """What merging needs: the confusion matrix, per-video VC contributions and counts."""
         return {"confusion": self.confusion.matrix.cpu(), "per_video": list(self.consistency.per_video),
-                "frames": self.frames}
+                "frames": self.frames, "per_pixel_code": self.per_pixel_code}
+
+    @property
+    def per_pixel_code(self) -> str | None:
+        """Which code did the per-pixel counting: "c" (the kernels of ``native.py``), "torch", or
+        "c+torch" when both ran; None before any frame. The counts are identical either way (tested);
+        only the harness's share of the pass's wall time differs, which is why rows record it."""
+        codes = self.confusion.codes_used | self.consistency.codes_used
+        return "+".join(sorted(codes)) or None
 
     @classmethod
     def merged(cls, states: list[dict], video_order: list[list[int]], like: SegmentationMetrics) -> SegmentationMetrics:
@@ -303,6 +315,8 @@ class SegmentationMetrics:
         for state in states:
             merged.confusion.matrix += state["confusion"].to(merged.confusion.matrix.device)
             merged.frames += state["frames"]
+            if state["per_pixel_code"]:
+                merged.confusion.codes_used.update(state["per_pixel_code"].split("+"))
         videos = sorted(((index, record) for state, indices in zip(states, video_order)
                          for index, record in zip(indices, state["per_video"])), key=lambda item: item[0])
         for _, (sums, counts) in videos:

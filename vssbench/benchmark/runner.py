@@ -64,6 +64,7 @@ class Evaluation:
     key_ms: list[float]  # per-step latency of key and non-key steps, for the cost block
     nonkey_ms: list[float]
     sample_frame: torch.Tensor  # the first input frame, for FLOP counting at the evaluated resolution
+    metric_code: str | None  # SegmentationMetrics.per_pixel_code: "c", "torch" or "c+torch"
 
 
 def synchronize(device: torch.device) -> None:
@@ -132,6 +133,7 @@ def evaluate(
         key_ms=key_ms,
         nonkey_ms=nonkey_ms,
         sample_frame=sample_frame,
+        metric_code=metrics.per_pixel_code,
     )
 
 
@@ -371,7 +373,8 @@ def _run_method(
                     method, speed_reference, evaluation.sample_frame, schedule.interval,
                     rounds=settings.evaluation.speed_rounds)
             row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
-                             "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames}
+                             "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames,
+                             "metric_code": evaluation.metric_code}
             row["predictions_dir"] = str(predictions) if predictions else None
         except DatasetError:
             raise
