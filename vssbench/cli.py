@@ -273,7 +273,7 @@ def command_profile(args: argparse.Namespace) -> int:
     from vssbench.benchmark.fidelity import fidelity_report
     from vssbench.benchmark.profiler import cost_block, measure_latency, paired_speed_ratios
     from vssbench.benchmark.results import ResultFile, config_hash, environment
-    from vssbench.benchmark.runner import per_frame_reference, row_label
+    from vssbench.benchmark.runner import per_frame_reference, row_label, timed_against_per_frame
     from vssbench.methods.base import build_method
 
     if args.fidelity:
@@ -295,7 +295,7 @@ def command_profile(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         method = build_method(spec, args.num_classes, args.variant).to(args.device).eval()
         frame = torch.randn(1, 3, height, width, device=args.device)
-        timed_against = args.speed_rounds and not args.no_latency and method.name != "perframe"
+        timed_against = args.speed_rounds and not args.no_latency and timed_against_per_frame(method)
         reference = per_frame_reference(method, args.device) if timed_against else None
         # Methods with a memory instead of key frames (STT) get one row per memory length.
         for memory in memory_frames if method.sweep_axis == "memory_frames" else [None]:

@@ -367,7 +367,7 @@ def _run_method(
             latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [schedule.interval],
                                       method.uses_key_frames)
             row["cost"] = cost_block(method, evaluation.sample_frame, [schedule.interval], latency)
-            if settings.evaluation.speed_rounds and method.name != "perframe":  # a per-frame row is its own reference
+            if settings.evaluation.speed_rounds and timed_against_per_frame(method):
                 speed_reference = speed_reference or per_frame_reference(method, settings.evaluation.device)
                 row["cost"]["speed_vs_per_frame"] = paired_speed_ratio(
                     method, speed_reference, evaluation.sample_frame, schedule.interval,
@@ -388,6 +388,12 @@ def _run_method(
             results.put(row)
         rows.append(row)
     return rows
+
+
+def timed_against_per_frame(method: VideoMethod) -> bool:
+    """Whether ``method``'s speed is taken against its per-frame segmentor's: every method's but a
+    per-frame one's, which is that reference itself (its ratio is 1)."""
+    return method.name != "perframe"
 
 
 def per_frame_reference(method: VideoMethod, device: str) -> VideoMethod:
