@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vssbench.benchmark.metrics import SegmentationMetrics
-from vssbench.benchmark.training import load_checkpoint, read_checkpoint
 from vssbench.datasets.base import FrameStream, VideoDataset
 from vssbench.datasets.synthetic import SyntheticSpec, ensure_generated, load_synthetic
 from vssbench.methods.base import build_method
@@ -48,6 +47,7 @@ from vssbench.methods.tfc import (
     label_consistency,
     unit_features,
 )
+from vssbench.methods.weights import load_weights, read_source
 
 EROSION_RADII = (2, 4)
 REFINE_THRESHOLD = 0.8  # the default variant, sparse-msda-0.8
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dataset = load_synthetic(args.data_root or ensure_generated(SyntheticSpec()), args.split)
     dataset.videos = dataset.videos[: args.max_videos]
-    payload = read_checkpoint(args.checkpoint)
-    method = build_method(f"tfc:{payload['preset']}", dataset.num_classes, variant=payload["variant"])
-    load_checkpoint(method, args.checkpoint)
+    payload = read_source(args.checkpoint).payload or {}
+    method = build_method(f"tfc:{payload.get('preset', 'tiny')}", dataset.num_classes, variant=payload.get("variant"))
+    load_weights(method, args.checkpoint)
     summaries, similarity_stats = oracle_metrics(method, dataset, args.interval)
     print(f"{method.spec} ({method.variant}), k = {args.interval}, {dataset.name}/{args.split}")
     print(f"  {'w_t':18s} {'mIoU':>6s} {'mVC8':>6s} {'mVC16':>6s}")

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from propagation import third_frame_after_and_without_the_second
-from vssbench.benchmark.training import load_checkpoint, train
+from vssbench.benchmark.training import train
+from vssbench.methods.weights import load_weights
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method
@@ -96,8 +97,8 @@ def test_bench_train_chains_segmentor_dff_and_accel(small_synthetic, tmp_path):
     assert main(["train", "--method", "accel:tiny", "--init", str(tmp_path / "dff.pt"), "--init",
                  str(tmp_path / "upd.pt"), "--out", str(tmp_path / "accel.pt"), *common]) == 0
     dff = build_method("dff:tiny", 8)
-    load_checkpoint(dff, tmp_path / "dff.pt")
+    load_weights(dff, tmp_path / "dff.pt")
     accel = build_method("accel:tiny", 8)
-    load_checkpoint(accel, tmp_path / "accel.pt")
+    load_weights(accel, tmp_path / "accel.pt")
     for name, value in dff.state_dict().items():
         assert torch.equal(accel.reference.state_dict()[name], value), name

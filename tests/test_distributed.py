@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from vssbench.benchmark.results import load_rows
 from vssbench.benchmark.runner import EvaluationOptions, evaluate
-from vssbench.benchmark.training import save_checkpoint, train
+from vssbench.benchmark.training import train
+from vssbench.methods.weights import load_weights, save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import KeySchedule, build_method
@@ -36,7 +37,7 @@ def _evaluate_on_rank(rank: int, init_file: Path, checkpoint: Path, root: Path, 
 
 def _evaluate(checkpoint: Path, root: Path):
     method = build_method("copy:segformer-tiny", 8)
-    method.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    load_weights(method, checkpoint)
     return evaluate(method, load_synthetic(root, "val"), KeySchedule(2), EvaluationOptions(progress=False))
 
 

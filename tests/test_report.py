@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from vssbench.benchmark.regression import check, parse_tolerances
-from vssbench.benchmark.report import pareto_front, training_text, write_report
+from vssbench.benchmark.report import load_frame, pareto_front, training_text, write_report
 from vssbench.benchmark.results import write_rows_atomically
 from vssbench.cli import main
 
@@ -245,3 +245,32 @@ def test_tolerances_parse_and_reject_unknown_names():
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_tolerances("accuracy=1")
     assert json.dumps(parse_tolerances(None))
+
+
+def test_rows_of_random_weights_are_marked_in_every_table_and_figure_and_never_on_the_front(tmp_path):
+    random_row = {**_row("perframe", "segformer-b0", 1, miou=0.1, gflops=0.5, fps=30.0), "weights": "random"}
+    path = tmp_path / "rows.jsonl"
+    write_rows_atomically(path, [*ROWS, random_row])
+    written = write_report([path], tmp_path / "report", ("md",))
+    comparison = (tmp_path / "report" / "comparison_synthetic.md").read_text()
+    assert "perframe [random weights]" in comparison and "their accuracy is not a result" in comparison
+    assert "[random weights]" in (tmp_path / "report" / "per_frame_cost.md").read_text()
+    assert sum(p.suffix == ".png" for p in written) >= 4
+    frame = load_frame([path])  # the front the figure draws leaves the random row out
+    trained = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
+    assert (0.5, 0.1) not in pareto_front(list(zip(trained["gflops"], trained["miou"])))
+
+
+def test_check_does_not_compare_accuracy_of_random_weights(tmp_path, capsys):
+    baseline = [{**row, "weights": "random"} for row in ROWS[:2]]
+    current = [{**row, "weights": "random", "metrics": {**row["metrics"], "miou": 1.0}} for row in ROWS[:2]]
+    result = check(current, baseline)
+    assert result.passed and len(result.random_weights) == 2
+    changed = copy.deepcopy(current)
+    changed[0]["cost"]["params_m"] = 4.0  # cost is still compared
+    assert not check(changed, baseline).passed
+    write_rows_atomically(tmp_path / "base.jsonl", baseline)
+    write_rows_atomically(tmp_path / "run.jsonl", current)
+    assert main(["check", str(tmp_path / "run.jsonl"), "--baseline", str(tmp_path / "base.jsonl")]) == 0
+    assert "accuracy not compared: perframe_segformer-tiny_k1 (random weights in the baseline and the results)" \
+        in capsys.readouterr().out

@@ -14,6 +14,7 @@ from vssbench.benchmark import native
 from vssbench.benchmark.results import load_rows, write_rows_atomically
 from vssbench.benchmark.runner import (
     EvaluationOptions,
+    PreparedWeights,
     SweepSettings,
     _check_variant_names,
     _item_bytes,
@@ -21,11 +22,11 @@ from vssbench.benchmark.runner import (
     prefetched,
     run_sweep,
 )
-from vssbench.benchmark.training import save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.base import DatasetError, FrameStream
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
 from vssbench.methods.base import SpecError, build_method
+from vssbench.methods.weights import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -158,14 +159,15 @@ def test_nan_scores_become_an_error_row_and_the_sweep_goes_on(small_synthetic, t
     assert "FAILED perframe_segformer-tiny_k1" in capsys.readouterr().err
 
 
-def test_checkpoint_of_another_architecture_names_the_keys(small_synthetic, tmp_path, capsys):
+def test_checkpoint_of_another_architecture_is_bad_input_before_any_row(small_synthetic, tmp_path, capsys):
     other = save_checkpoint(build_method("perframe:pspnet-tiny", 8), tmp_path / "psp.pt")
-    code = main(["run", "--methods", "perframe:segformer-tiny", "--data-root", str(small_synthetic),
-                 "--checkpoint", str(other), "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0"])
-    assert code == 1  # the method's rows fail; the error row says why
-    (row,) = load_rows(tmp_path / "rows.jsonl")
-    assert "does not fit perframe:segformer-tiny" in row["error"]
-    assert "unexpected keys" in row["error"] and "segmentor.backbone" in row["error"]
+    code = main(["run", "--methods", "perframe,perframe:segformer-tiny", "--data-root", str(small_synthetic),
+                 "--checkpoint", f"perframe:segformer-tiny={other}", "--output", str(tmp_path / "rows.jsonl"),
+                 "--num-workers", "0"])
+    assert code == 2  # checked before the first method's rows are computed
+    error = capsys.readouterr().err
+    assert f"{other} is a vssbench checkpoint of perframe:pspnet-tiny" in error
+    assert not (tmp_path / "rows.jsonl").exists()
 
 
 def _vspw_copy(small_synthetic, tmp_path):
@@ -191,7 +193,7 @@ def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path
     finished = {"label": "earlier_row", "config_hash": "0123456789abcdef", "status": "ok"}
     write_rows_atomically(output, [finished])
     code = main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),
-                 "--max-videos", "1", "--output", str(output), "--num-workers", "0"])
+                 "--max-videos", "1", "--output", str(output), "--num-workers", "0", "--random-weights"])
     assert code == 2
     assert named in capsys.readouterr().err
     assert load_rows(output) == [finished]  # a finished result survives the failed sweep
@@ -261,6 +263,7 @@ def test_each_method_starts_from_its_seed_whatever_the_sweep_built_before(small_
 
     def prepare(method):  # no checkpoint: the weights the runner built are evaluated
         initial_weights.append({k: v.clone() for k, v in method.state_dict().items()})
+        return PreparedWeights()
 
     def sweep(specs):
         settings = SweepSettings(specs=specs, intervals=[1], output=tmp_path / f"{len(specs)}.jsonl",

@@ -1,4 +1,4 @@
-"""The ``bench`` command: run, train, profile, report, check, data, list.
+"""The ``bench`` command: run, train, convert, profile, report, check, data, list.
 
 Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
 checkpoint), with a message naming the argument or file and what was expected.
@@ -10,12 +10,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tabulate import tabulate
 
 from vssbench.datasets.base import DatasetError, VideoDataset
 from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
+
+if TYPE_CHECKING:
+    from vssbench.methods.base import VideoMethod
 
 log = logging.getLogger("vssbench")
 DATASETS = ("synthetic", "vspw", "cityscapes")
@@ -166,8 +170,8 @@ def _checkpoint_cache(args: argparse.Namespace, dataset: VideoDataset) -> Path:
 
 def command_run(args: argparse.Namespace) -> int:
     from vssbench.benchmark import distributed
-    from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep
-    from vssbench.benchmark.training import ensure_trained, load_checkpoint
+    from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep, sweep_plan
+    from vssbench.methods.base import build_method
 
     specs = _specs(args.methods)
     intervals = _int_list(args.intervals, "--intervals")
@@ -178,27 +182,23 @@ def command_run(args: argparse.Namespace) -> int:
     _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
     _check_device(args.device)
     _check_writable(args.output, "--output")
+    variants = args.variants.split(",") if args.variants else None
+    plan = sweep_plan(specs, variants)
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
-    train_set = load_dataset(args, "train") if args.dataset == "synthetic" else None
-
-    def prepare(method):
-        path = checkpoints.get(method.spec) or checkpoints.get("*")
-        if path is not None:
-            load_checkpoint(method, path)
-            return path
-        if train_set is not None:
-            with distributed.main_process_first():  # rank 0 trains and caches; the others then load
-                return ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
-                                      args.seed, args.device, args.stage_iters)
-        log.warning("no checkpoint for %s: evaluating random weights", method.spec)
-        return None
+    _require_weights(args, specs, checkpoints)
+    train_set = load_dataset(args, "train") if args.dataset == "synthetic" and not args.random_weights else None
+    prepare = _weights_preparer(args, checkpoints, dataset, train_set)
+    for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
+        if spec in checkpoints or "*" in checkpoints:
+            torch.manual_seed(args.seed)
+            prepare(build_method(spec, dataset.num_classes, variant))
 
     settings = SweepSettings(
         specs=specs,
         intervals=intervals,
         memory_frames=memory_frames,
-        variants=args.variants.split(",") if args.variants else None,
+        variants=variants,
         output=args.output,
         predictions_dir=args.save_predictions,
         seed=args.seed,
@@ -230,26 +230,119 @@ def markdown_table(rows: list[dict]) -> str:
     return tabulate(table, headers=headers, tablefmt="github")
 
 
+def _require_weights(args: argparse.Namespace, specs: list[str], checkpoints: dict[str, Path]) -> None:
+    """Off the synthetic set nothing trains itself: every method needs weights, or --random-weights."""
+    from vssbench.methods.base import parse_spec
+
+    if args.dataset == "synthetic" or args.random_weights or "*" in checkpoints:
+        return
+    missing = [spec for spec in specs if ":".join(parse_spec(spec)) not in checkpoints]
+    if missing:
+        raise UsageError(f"no weights for {', '.join(missing)} on {args.dataset}: pass --checkpoint SPEC=PATH for "
+                         "each (a vssbench checkpoint, or weights in a format of docs/weights.md), or "
+                         "--random-weights for a cost or speed study (its rows say weights: random)")
+
+
+def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], dataset: VideoDataset,
+                      train_set: VideoDataset | None):
+    """The ``prepare`` the runner calls on each freshly built method: load its checkpoint, train what the
+    synthetic set lacks, or (with --random-weights) keep the random initialisation, and say which."""
+    from vssbench.benchmark import distributed
+    from vssbench.benchmark.runner import PreparedWeights
+    from vssbench.benchmark.training import ensure_trained
+    from vssbench.methods.weights import CheckpointError, load_weights, random_parameters
+
+    def prepare(method: VideoMethod) -> PreparedWeights:
+        path = checkpoints.get(method.spec) or checkpoints.get("*")
+        if path is not None:
+            record = load_weights(method, path, purpose="evaluate")
+            random = random_parameters(method, [record])
+            if random and not args.random_weights:
+                parts = ", ".join(f"{part} ({count / 1e6:.2f}M parameters)" for part, count in random.items())
+                raise CheckpointError(f"{path} gives {method.spec} ({method.variant}) its {record.component} only; "
+                                      f"{parts} would stay random: train them (bench train --method {method.spec} "
+                                      f"--init {record.component}={path}) or pass --random-weights")
+            return PreparedWeights(path, [record.as_row()], random)
+        if train_set is not None:
+            with distributed.main_process_first():  # rank 0 trains and caches; the others then load
+                trained = ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
+                                         args.seed, args.device, args.stage_iters)
+            return PreparedWeights(trained)
+        log.warning("%s: random weights (--random-weights); its rows say weights: random", method.spec)
+        return PreparedWeights(random=random_parameters(method, []))
+
+    return prepare
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark import distributed
-    from vssbench.benchmark.training import load_initial_weights, save_checkpoint, train, training_metadata
+    from vssbench.benchmark.training import train, training_metadata
     from vssbench.methods.base import build_method
+    from vssbench.methods.weights import load_weights, save_checkpoint
 
     _check_at_least(args.iters, "--iters", expected=ITERATIONS_EXPECTED)
     _check_device(args.device)
+    inits = _components(args.init or [], "--init")
+    out = args.out or Path("checkpoints") / f"{args.method.replace(':', '-')}-{args.variant or 'default'}.pt"
+    _check_writable(out, "--out")
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
     torch.manual_seed(args.seed)
     method = build_method(args.method, dataset.num_classes, args.variant)
-    for path in args.init or []:
-        load_initial_weights(method, path)
+    records = [load_weights(method, path, component, purpose="train", reinit_classifier=args.reinit_classifier)
+               for component, path in inits]
+    for record in records:
+        print(f"init: {record.summary()}")
     report = train(method, dataset, args.iters, args.seed, args.device, args.num_workers)
-    out = args.out or Path("checkpoints") / f"{method.name}-{method.preset}-{method.variant}.pt"
     if not distributed.is_main_process():
         return 0
-    save_checkpoint(method, out, training_metadata(report, dataset, args.seed, args.init or []))
+    save_checkpoint(method, out, training_metadata(report, dataset, args.seed, [path for _, path in inits], records))
     print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations: "
           f"loss {report.first_loss:.4f} -> {report.final_loss:.4f}; saved {out}")
+    return 0
+
+
+def _components(values: list[str], argument: str) -> list[tuple[str | None, Path]]:
+    """``[COMPONENT=]PATH`` values -> (component or None, path); the component is checked when loading."""
+    parsed = []
+    for value in values:
+        component, sep, path = value.partition("=")
+        if not sep:
+            component, path = None, value
+        elif not component or not path:
+            raise UsageError(f"{argument} {value!r}: expected PATH or COMPONENT=PATH, e.g. backbone=mit_b0.pth")
+        parsed.append((component, Path(path)))
+    return parsed
+
+
+def command_convert(args: argparse.Namespace) -> int:
+    from vssbench.methods.base import build_method
+    from vssbench.methods.weights import (
+        detect_format,
+        infer_num_classes,
+        load_weights,
+        random_parameters,
+        read_source,
+        save_checkpoint,
+    )
+
+    _check_writable(args.out, "--out")
+    if args.num_classes is not None:
+        _check_at_least(args.num_classes, "--num-classes", expected="a positive number of classes")
+    source = read_source(args.source)
+    fmt = detect_format(source)
+    num_classes = args.num_classes or infer_num_classes(source, fmt, args.method, args.variant)
+    torch.manual_seed(0)
+    method = build_method(args.method, num_classes, args.variant)
+    record = load_weights(method, args.source, args.component, purpose="evaluate")
+    random = random_parameters(method, [record])
+    if random:
+        parts = ", ".join(f"{part} ({count / 1e6:.2f}M parameters)" for part, count in random.items())
+        raise UsageError(f"{args.source} gives {method.spec} its {record.component} only; {parts} would be saved "
+                         f"at random: convert into the segmentor's own method (e.g. perframe:"
+                         f"{method.segmentor_preset}) and train {method.spec} from it with --init")
+    save_checkpoint(method, args.out, {"converted_from": [record.as_row()]})
+    print(f"{record.summary()}\nwrote {method.spec} ({method.variant}, {num_classes} classes) to {args.out}")
     return 0
 
 
@@ -380,6 +473,8 @@ def command_check(args: argparse.Namespace) -> int:
         raise UsageError(f"bench check {args.file} --baseline {args.baseline}: {error}") from None
     for label in result.new_rows:
         print(f"new (not in the baseline): {label}")
+    for label in result.random_weights:
+        print(f"accuracy not compared: {label}")
     for regression in result.regressions:
         print(f"REGRESSION {regression}", file=sys.stderr)
     verdict = "passed" if result.passed else f"FAILED with {len(result.regressions)} regressions"
@@ -430,8 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-predictions", type=Path, metavar="DIR",
                      help="write predictions as uint8 PNGs to DIR/<label>/<video>/<frame>.png")
     run.add_argument("--checkpoint", action="append", metavar="[SPEC=]PATH",
-                     help="weights to load: PATH for every method, or SPEC=PATH for one (repeatable); without it "
-                          "the synthetic dataset trains and caches what is missing, other datasets use random weights")
+                     help="weights to load: PATH for every method, or SPEC=PATH for one (repeatable): a vssbench "
+                          "checkpoint or any format of docs/weights.md, detected from its content; without it the "
+                          "synthetic dataset trains and caches what is missing, other datasets need --random-weights")
+    run.add_argument("--random-weights", action="store_true",
+                     help="allow methods without weights (or with parts not in their checkpoint) for cost and "
+                          "speed studies; their rows say weights: random, reports mark them and bench check "
+                          "does not compare their accuracy")
     run.add_argument("--train-iters", type=int, help="iterations for auto-training on synthetic, segmentors and "
                                                      "stages alike (default: each one's synthetic schedule)")
     run.add_argument("--stage-iters", type=int,
@@ -459,14 +559,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", help="method variant (default: the method's default)")
     _add_dataset_arguments(train, "train")
     train.add_argument("--iters", type=int, help="iterations (default: the method's synthetic schedule)")
-    train.add_argument("--init", type=Path, action="append",
-                       help="checkpoint to start from: a trained segmentor, or for Accel its trained DFF and "
-                            "per-frame update segmentor (repeat the option)")
+    train.add_argument("--init", action="append", metavar="[COMPONENT=]PATH",
+                       help="weights to start from, repeatable: a vssbench checkpoint (of the method, of a component "
+                            "such as Accel's DFF, or of its per-frame segmentor) or any format of docs/weights.md; "
+                            "COMPONENT (segmentor, backbone, flow, update) names the part, else the format decides")
+    train.add_argument("--reinit-classifier", action="store_true",
+                       help="when an --init file has another class count, start the segmentor's classifier afresh "
+                            "instead of failing")
     train.add_argument("--out", type=Path, help="checkpoint to write (default: checkpoints/METHOD-PRESET-VARIANT.pt)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
     train.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (default: 1)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.set_defaults(handler=command_train)
+
+    convert = sub.add_parser("convert", help="convert weights of any supported format into a vssbench checkpoint",
+                             description="Read weights in any format of docs/weights.md (detected from the content), "
+                                         "check that they fit METHOD[:PRESET] and write a vssbench checkpoint that "
+                                         "later runs load directly; the conversion report is printed and recorded.")
+    convert.add_argument("source", type=Path, metavar="SRC", help="weights file or Hugging Face model folder")
+    convert.add_argument("--method", required=True, help="METHOD[:PRESET] the weights are for, e.g. perframe:segformer-b0")
+    convert.add_argument("--variant", help="method variant (default: the method's default)")
+    convert.add_argument("--component", help="the part the weights fill when the format alone does not say")
+    convert.add_argument("--num-classes", type=int,
+                         help="class count (default: read from the weights, e.g. the classifier's outputs)")
+    convert.add_argument("--out", type=Path, required=True, metavar="FILE.pt", help="vssbench checkpoint to write")
+    convert.set_defaults(handler=command_convert)
 
     data = sub.add_parser("data", help="generate datasets", description="Generate a dataset.")
     data_sub = data.add_subparsers(dest="dataset_kind", required=True, metavar="KIND")
@@ -553,8 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from vssbench.benchmark.runner import MethodError
-    from vssbench.benchmark.training import CheckpointError
     from vssbench.methods.base import SpecError
+    from vssbench.methods.weights import CheckpointError
 
     try:
         return args.handler(args)

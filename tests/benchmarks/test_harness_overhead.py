@@ -21,7 +21,7 @@ import torch
 from vssbench.benchmark import native
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.results import load_rows
-from vssbench.benchmark.training import save_checkpoint
+from vssbench.methods.weights import save_checkpoint
 from vssbench.cli import main
 from vssbench.datasets.synthetic import CLASS_NAMES
 from vssbench.methods.base import build_method

@@ -19,12 +19,13 @@ from vssbench.methods.base import SpecError, VideoMethod, build_method, parse_sp
 NOTES = {
     "mpvss:r50": "Non-key GFLOPs include the semantic map: the N warped masks are upsampled to the full frame "
                  "and combined with the class probabilities (detectron2's semantic_inference), as on key frames. "
-                 "The rows 'with official padding' profile the frame padded to a multiple of 32 (480x864), as the "
-                 "official code pads its inputs; that padding accounts for the whole difference (non-key 21.04 vs "
-                 "21.0, k=5 average 38.91 vs 38.9).",
+                 "Mask2Former and the flow module pad a 480x853 frame to 480x864, as detectron2 and the official "
+                 "code do; the rows 'with official padding' profile a 480x864 input itself, whose semantic map is "
+                 "also computed at that size (non-key 21.04 against 20.97).",
     "perframe:mask2former-*": "Our count includes the pixel decoder's deformable-attention sampling (fvcore's "
                               "grid_sampler handle: 0.62 GFLOPs for R50 at 480x853), which a trace of the official "
-                              "CUDA kernel would not see; all Mask2Former rows are within 1% either way.",
+                              "CUDA kernel would not see, and the padding to a multiple of 32 that detectron2 "
+                              "applies (480x853 -> 480x864); all Mask2Former rows are within 0.3%.",
 }
 
 

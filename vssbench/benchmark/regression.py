@@ -14,6 +14,8 @@ checkpoint digest and so differs whenever weights are retrained. For each baseli
   training may not differ (data, split, iterations, seed, down the chain of checkpoints it
   started from, as far as both record it): a row trained three times as long is another
   experiment, not an improvement, and a changed recipe needs a new baseline;
+* rows of random weights (``weights: random``) are not compared on accuracy, which they do not
+  have, and are listed as such; their cost and speed are compared as any row's;
 * the speed ratio against the per-frame run of the same image segmentor may not drop by
   more than its band (a fraction). Where both rows carry one, the paired ratio is compared
   (``cost.speed_vs_per_frame``: the method and its segmentor timed in alternation right
@@ -114,6 +116,7 @@ def _speed_reference_key(row: dict, segmentor_preset: str | None) -> str:
 class CheckResult:
     regressions: list[str] = field(default_factory=list)
     new_rows: list[str] = field(default_factory=list)
+    random_weights: list[str] = field(default_factory=list)  # rows not compared on accuracy
     compared: int = 0
 
     @property
@@ -150,7 +153,10 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
         if found.get("status") != "ok":
             result.regressions.append(f"{label}: status {found.get('status')}: {found.get('error')}")
             continue
-        for metric in ACCURACY:
+        random = [side for side, row in (("baseline", expected), ("results", found)) if row.get("weights") == "random"]
+        if random:
+            result.random_weights.append(f"{label} (random weights in the {' and the '.join(random)})")
+        for metric in () if random else ACCURACY:
             before, after = expected["metrics"].get(metric), found["metrics"].get(metric)
             if before is None:
                 continue

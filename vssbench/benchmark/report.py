@@ -20,6 +20,11 @@ several runs (seeds, training schedules) stay apart: a seed column and a trainin
 (iterations down the chain of checkpoints) appear in the tables, and in the legends, when
 the rows differ in them.
 
+Rows of random (or partly random) weights (``weights: random``, from ``--random-weights``) are
+marked wherever they appear: "[random weights]" after the method in every table and legend,
+dotted lines and hollow markers in the figures, a sentence in each caption, and they are left
+out of the Pareto front. Their cost is real; their accuracy is not a result.
+
 Figures (PNG and PDF): mIoU and mVC8 against the key-frame interval (MPVSS Figure 3),
 GFLOPs against the interval, mIoU against GFLOPs with the Pareto front, mVC8 against mIoU,
 mIoU and mVC8 against STT's memory length, and the per-class IoU of two chosen rows (MPVSS
@@ -48,6 +53,7 @@ SPEED_COLUMN = "Speed vs per-frame"
 # Columns that tell apart runs of one configuration: their table headers and how legends print them.
 RUN_COLUMNS = {"seed": "Seed", "training": "Training (iterations)"}
 RUN_LEGENDS = {"seed": "seed {}", "training": "trained {} it."}
+RANDOM_MARK = " [random weights]"
 
 
 def load_frame(paths: list[Path]) -> pd.DataFrame:
@@ -59,8 +65,10 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 continue
             schedule, cost, metrics = row["schedule"], row.get("cost") or {}, row["metrics"]
             memory, interval = schedule.get("memory_frames"), schedule_interval(schedule)
+            random = row.get("weights") == "random"
             records.append({
                 "label": row["label"],
+                "random": random,
                 "method": row["method"],
                 "preset": row["preset"],
                 "variant": row["variant"],
@@ -85,7 +93,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "per_class_iou": metrics.get("per_class_iou") or {},
                 "seed": (row.get("env") or {}).get("seed"),
                 "training": training_text((row.get("checkpoint") or {}).get("training")),
-                "configuration": row_key(row),
+                "configuration": row_key(row) + (" random weights" if random else ""),
             })
     if not records:
         raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
@@ -115,20 +123,25 @@ def is_default_variant(method: str, variant: str) -> bool:
 
 
 def method_name(row: pd.Series) -> str:
-    """``method`` plus the variant when it is not the method's default, as tables and legends print it."""
-    return row["method"] if is_default_variant(row["method"], row["variant"]) else f"{row['method']} ({row['variant']})"
+    """``method`` plus the variant when it is not the method's default, as tables and legends print it,
+    marked when its weights are random."""
+    name = row["method"] if is_default_variant(row["method"], row["variant"]) else f"{row['method']} ({row['variant']})"
+    return name + (RANDOM_MARK if row.get("random") else "")
 
 
 def caption(frame: pd.DataFrame, title: str, metrics: bool = True, speed: bool = False) -> str:
-    """The title, the metric modes, the devices that FPS was measured on and, for tables with
-    the speed column, what it is."""
+    """The title, the metric modes, the devices that FPS was measured on, for tables with the speed
+    column what it is, and a warning when rows of random weights are among them."""
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())) or ["-"])
+    random = (" Rows marked [random weights] were evaluated with random or partly random weights "
+              "(--random-weights): their accuracy is not a result." if frame["random"].any() else "")
     if not metrics:
-        return f"{title}. GFLOPs at the resolution shown (fvcore, 1 multiply-add = 1 FLOP); FPS of the rows on {devices}."
+        return (f"{title}. GFLOPs at the resolution shown (fvcore, 1 multiply-add = 1 FLOP); FPS of the rows on "
+                f"{devices}.{random}")
     modes = ", ".join(sorted({f"mIoU mode {a}, VC protocol {b}" for a, b in zip(frame["miou_mode"], frame["vc_protocol"])}))
     speed_text = f"; {SPEED_COLUMN}: FPS over the per-frame segmentor's, the two timed in alternation" if speed else ""
     return (f"{title}. Metrics in percent ({modes}); GFLOPs per frame averaged over a 15-frame clip; "
-            f"FPS on {devices}{speed_text}.")
+            f"FPS on {devices}{speed_text}.{random}")
 
 
 def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -210,9 +223,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 _MARKERS = "osD^vP*Xh<>p"
 
 
-def _style(index: int) -> dict:
-    """A colour (20 distinct) and a marker per series, so that no two series look alike."""
-    return {"color": plt.get_cmap("tab20")(index % 20), "marker": _MARKERS[index % len(_MARKERS)]}
+def _style(index: int, random: bool = False) -> dict:
+    """A colour (20 distinct) and a marker per series, so that no two series look alike; dotted for
+    a series of random weights."""
+    return {"color": plt.get_cmap("tab20")(index % 20), "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": ":" if random else "-"}
 
 
 def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None = None) -> list[Path]:
@@ -240,13 +255,13 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     # The interval figures show each method's default variant (the ablation tables have the rest).
     interval_rows = frame[frame["k"].notna() & frame.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
     runs = run_columns(frame)
-    keys = ["method", "variant", "preset", *runs]
+    keys = ["method", "variant", "preset", "random", *runs]
     series = list(interval_rows.groupby(keys, sort=True, dropna=False))
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())))
     if series:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for index, ((method, *_), rows) in enumerate(series):
-            rows, style = rows.sort_values("k"), _style(index)
+            rows, style = rows.sort_values("k"), _style(index, rows["random"].iloc[0])
             for axis, metric in zip(axes, ("miou", "mvc8")):
                 if method == "perframe":  # the interval does not apply: a reference line
                     axis.axhline(rows[metric].iloc[0], linestyle="--", color=style["color"],
@@ -263,7 +278,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         figure, axis = plt.subplots(figsize=(6.5, 4.2))
         for index, (_, rows) in enumerate(series):
             rows = rows.sort_values("k")
-            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(index))
+            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(index, rows["random"].iloc[0]))
         axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",
                  title="Cost against the key-frame interval")
         axis.grid(alpha=0.3)
@@ -274,9 +289,13 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         figure, axis = plt.subplots(figsize=(6.5, 4.5))
         x_column = "gflops" if metric_y == "miou" else "miou"
         for index, (_, rows) in enumerate(frame.groupby(keys, sort=True, dropna=False)):
-            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows, runs), **_style(index))
-        if metric_y == "miou":
-            valid = frame.dropna(subset=["gflops", "miou"])
+            style = _style(index, rows["random"].iloc[0])
+            style.pop("linestyle")
+            if rows["random"].iloc[0]:
+                style.update(facecolors="none", edgecolors=style.pop("color"))
+            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows, runs), **style)
+        if metric_y == "miou":  # random weights' accuracy is not a result: never on the front
+            valid = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
             front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
             axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--",
                       linewidth=1, label="Pareto front")
@@ -291,10 +310,11 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for _, rows in memory_rows.groupby(["preset", *runs], sort=True, dropna=False):
+        for _, rows in memory_rows.groupby(["preset", "random", *runs], sort=True, dropna=False):
             rows = rows.sort_values("M")
             for axis, metric in zip(axes, ("miou", "mvc8")):
-                axis.plot(rows["M"], rows[metric], marker="o", label=_series_name(rows, runs))
+                axis.plot(rows["M"], rows[metric], marker="o", label=_series_name(rows, runs),
+                          linestyle=":" if rows["random"].iloc[0] else "-")
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
                      title=f"STT: {METRIC_NAMES[metric]} against M")
@@ -311,7 +331,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         for offset, row in zip((-width / 2, width / 2), rows):
             values = [row["per_class_iou"].get(c) for c in classes]
             axis.bar([i + offset for i in range(len(classes))], [math.nan if v is None else v for v in values],
-                     width, label=row["label"])
+                     width, label=row["label"] + (RANDOM_MARK if row["random"] else ""))
         axis.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
         axis.set(ylabel="IoU (%)", title="Per-class IoU")
         axis.legend(fontsize=8)

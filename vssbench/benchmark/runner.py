@@ -29,10 +29,10 @@ from tqdm import tqdm
 from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary, paired_speed_ratio
-from vssbench.benchmark.results import ResultFile, config_hash, environment, file_sha256
-from vssbench.benchmark.training import checkpoint_metadata
+from vssbench.benchmark.results import ResultFile, config_hash, environment
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
+from vssbench.methods.weights import CheckpointError, checkpoint_metadata, weights_digest
 
 log = logging.getLogger("vssbench")
 
@@ -218,6 +218,30 @@ def save_prediction(prediction: torch.Tensor, path: Path) -> None:
 
 
 @dataclass
+class PreparedWeights:
+    """Where a method's weights came from, as ``prepare`` reports it to the runner.
+
+    ``checkpoint`` is the file or folder named (or the cached checkpoint training wrote), ``sources``
+    the :meth:`~vssbench.methods.weights.LoadRecord.as_row` of each file loaded, and ``random`` the
+    parameters left at random initialisation, per part: rows of such weights say ``weights: random``.
+    """
+
+    checkpoint: Path | None = None
+    sources: list[dict] = field(default_factory=list)
+    random: dict[str, int] = field(default_factory=dict)
+
+    def row_block(self) -> dict | None:
+        """The row's ``checkpoint`` object: path, digest, how the weights were trained or converted."""
+        if self.checkpoint is None and not self.sources:
+            return None
+        metadata = checkpoint_metadata(self.checkpoint) if self.checkpoint else {}
+        converted_from = metadata.pop("converted_from", None)
+        return {"path": str(self.checkpoint) if self.checkpoint else None,
+                "sha256": weights_digest(self.checkpoint) if self.checkpoint else None,
+                "training": metadata or None, "converted_from": converted_from, "sources": self.sources}
+
+
+@dataclass
 class SweepSettings:
     specs: list[str]
     intervals: list[int]
@@ -249,21 +273,26 @@ def row_label(method: str, preset: str, variant: str, default_variant: str, suff
 def run_sweep(
     settings: SweepSettings,
     dataset: VideoDataset,
-    prepare: Callable[[VideoMethod], Path | None],
+    prepare: Callable[[VideoMethod], PreparedWeights],
 ) -> list[dict]:
     """Evaluate every (method, variant, interval) and write each row as soon as it is done.
 
-    ``prepare`` loads or trains a freshly built method's weights and returns the
-    checkpoint used (or None for random init). A method that fails becomes an error row
-    and the sweep goes on; bad dataset input stops the sweep (every row would fail).
+    ``prepare`` loads or trains a freshly built method's weights and says where they came from
+    (:class:`PreparedWeights`). A method that fails becomes an error row and the sweep goes on;
+    bad dataset input and weights that do not fit stop the sweep (bad input, exit 2).
     """
-    _check_variant_names(settings.specs, settings.variants)
-    plan = [(spec, variant) for spec in settings.specs for variant in _variants_for(spec, settings.variants)]
+    plan = sweep_plan(settings.specs, settings.variants)
     results = ResultFile(settings.output)
     rows = []
     for spec, variant in plan:
         rows.extend(_run_method(spec, variant, settings, dataset, prepare, results))
     return rows
+
+
+def sweep_plan(specs: list[str], variants: list[str] | None) -> list[tuple[str, str]]:
+    """The (spec, variant) pairs a sweep runs, in order; an unknown variant name is an error."""
+    _check_variant_names(specs, variants)
+    return [(spec, variant) for spec in specs for variant in _variants_for(spec, variants)]
 
 
 def _check_variant_names(specs: list[str], requested: list[str] | None) -> None:
@@ -299,7 +328,7 @@ def _run_method(
     variant: str,
     settings: SweepSettings,
     dataset: VideoDataset,
-    prepare: Callable[[VideoMethod], Path | None],
+    prepare: Callable[[VideoMethod], PreparedWeights],
     results: ResultFile,
 ) -> list[dict]:
     # Every method starts from the initialisation its seed gives, whatever the sweep built or trained
@@ -319,15 +348,14 @@ def _run_method(
         "vc_protocol": settings.evaluation.vc_protocol,
         "seed": settings.seed,
     }
-    checkpoint, prepare_error = None, None
+    weights, prepare_error = PreparedWeights(), None
     try:
-        checkpoint = prepare(method)
-    except (DatasetError, SpecError):
+        weights = prepare(method)
+    except (DatasetError, SpecError, CheckpointError):
         raise
     except Exception as error:  # a method that cannot be prepared fails its rows, not the sweep
         prepare_error = error
-    checkpoint_info = ({"path": str(checkpoint), "sha256": file_sha256(checkpoint),
-                        "training": checkpoint_metadata(checkpoint) or None} if checkpoint else None)
+    checkpoint_info = weights.row_block()
     rows = []
     speed_reference = None  # built at the first row that is timed against it
     for schedule, schedule_config, suffix in sweep_points(method, settings):
@@ -353,6 +381,8 @@ def _run_method(
             "cost": None,
             "timing": None,
             "predictions_dir": None,
+            "weights": "random" if weights.random else "trained",
+            "random_parameters": weights.random or None,  # per part, when some are not from a checkpoint
             "checkpoint": checkpoint_info,
             "env": environment(settings.evaluation.device, settings.seed),
             "config_hash": hash_,

@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,18 +27,14 @@ import torch
 from tqdm import tqdm
 
 from vssbench.benchmark import distributed
-from vssbench.benchmark.results import file_sha256
 from vssbench.datasets.base import VideoDataset
 from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
 from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
 from vssbench.methods.perframe import segmentor_recipe
+from vssbench.methods.segmentors import SEGMENTORS
+from vssbench.methods.weights import LoadRecord, checkpoint_metadata, file_sha256, load_weights, save_checkpoint
 
 log = logging.getLogger("vssbench")
-CHECKPOINT_FORMAT = "vssbench-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the method it is loaded into."""
 
 
 class TrainingClips(torch.utils.data.Dataset):
@@ -159,93 +153,6 @@ def train(
     return TrainingReport(len(history), history[0], sum(tail) / len(tail), history)
 
 
-def save_checkpoint(method: VideoMethod, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write the method's weights with what built them, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "method": method.name,
-        "preset": method.preset,
-        "variant": method.variant,
-        "num_classes": method.num_classes,
-        "metadata": metadata or {},
-        "state_dict": method.state_dict(),
-    }
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_checkpoint(method: VideoMethod, path: str | Path, allow_missing_prefixes: tuple[str, ...] = ()) -> dict:
-    """Load a vssbench checkpoint into ``method``; mismatches are named in the error.
-
-    Keys the checkpoint lacks are an error unless they start with one of
-    ``allow_missing_prefixes`` (a segmentor checkpoint loaded into a video method whose
-    own modules are trained afterwards).
-    """
-    path = Path(path)
-    payload = read_checkpoint(path)
-    apply_checkpoint(method, payload, path, allow_missing_prefixes)
-    return payload
-
-
-def apply_checkpoint(method: VideoMethod, payload: dict, path: Path, allow_missing_prefixes: tuple[str, ...] = ()) -> None:
-    """Load an already read checkpoint ``payload`` (from ``path``, named in errors) into ``method``."""
-    state, expected = payload["state_dict"], method.state_dict()
-    unexpected = sorted(set(state) - set(expected))
-    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(allow_missing_prefixes))
-    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if unexpected or missing or mismatched:
-        details = []
-        for title, keys in (("unexpected keys", unexpected), ("missing keys", missing), ("shape mismatches", mismatched)):
-            if keys:
-                details.append(f"{title} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise CheckpointError(
-            f"checkpoint {path} ({payload.get('method')}:{payload.get('preset')}, {payload.get('num_classes')} classes) "
-            f"does not fit {method.spec} with {method.num_classes} classes; " + "; ".join(details)
-        )
-    method.load_state_dict(state, strict=False)
-
-
-def read_checkpoint(path: Path, mmap: bool = False) -> dict:
-    """The payload of a vssbench checkpoint file; a CheckpointError names the file otherwise.
-    With ``mmap`` the weights are mapped, not read, for callers that only want the metadata."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # torch raises several types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a vssbench checkpoint (expected format {CHECKPOINT_FORMAT})")
-    return payload
-
-
-def load_initial_weights(method: VideoMethod, path: str | Path) -> None:
-    """Start ``bench train`` from a checkpoint: of one of the method's components (Accel's DFF or
-    per-frame update segmentor), matched by method and preset, or of the method itself or its
-    segmentor (its own modules may then be missing)."""
-    path = Path(path)
-    payload = read_checkpoint(path)  # read once: paper-scale checkpoints are hundreds of MB
-    for component in method.component_methods().values():
-        if (payload.get("method"), payload.get("preset")) == (component.name, component.preset):
-            apply_checkpoint(component, payload, path)
-            return
-    apply_checkpoint(method, payload, path, allow_missing_prefixes=own_parameter_prefixes(method))
-
-
-def own_parameter_prefixes(method: VideoMethod) -> tuple[str, ...]:
-    """Top-level module names of a method other than its segmentor (its own stage)."""
-    return tuple(f"{name}." for name, _ in method.named_children() if name != "segmentor")
-
-
 def ensure_trained(
     method: VideoMethod,
     train_set: VideoDataset,
@@ -278,7 +185,7 @@ def ensure_trained(
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
                                f"-it{stage_iterations}-from{started_from}.pt")
     if method_path.is_file():
-        load_checkpoint(method, method_path)
+        load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, stage_iterations, seed, device)
@@ -288,9 +195,12 @@ def ensure_trained(
 
 
 def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int | None, seed: int) -> Path:
-    # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights.
+    # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights, and
+    # the segmentor's revision when it is past the first, so a changed computation never does either.
     segmentor_iterations = iterations or segmentor_recipe(method.segmentor_preset).iterations
-    return cache_dir / f"perframe-{method.segmentor_preset}-s{seed}-it{segmentor_iterations}.pt"
+    revision = SEGMENTORS[method.segmentor_preset][0].revision
+    suffix = f"-r{revision}" if revision > 1 else ""
+    return cache_dir / f"perframe-{method.segmentor_preset}{suffix}-s{seed}-it{segmentor_iterations}.pt"
 
 
 def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
@@ -304,15 +214,18 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         report = train(segmentor_method, train_set, iterations, seed, device)
         save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
-    load_checkpoint(method, segmentor_path, allow_missing_prefixes=own_parameter_prefixes(method))
+    load_weights(method, segmentor_path, purpose="train")
     return segmentor_path
 
 
 def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
-                      started_from: list[Path] | tuple[Path, ...] = ()) -> dict:
+                      started_from: list[Path] | tuple[Path, ...] = (), records: list[LoadRecord] = ()) -> dict:
     """What a checkpoint records about how it was trained: the data, the schedule, the seed, the
     losses, and the same record of each checkpoint it started from (a stage's segmentor), so that
-    a result row can show, and ``bench check`` compare, the whole training chain behind its weights."""
+    a result row can show, and ``bench check`` compare, the whole training chain behind its weights.
+    ``records`` are the loads of ``started_from``; for weights converted from another format their format,
+    digest and conversion are kept with them (a vssbench checkpoint carries its own record)."""
+    provenance = {record.file: record.as_row() for record in records if record.format != "vssbench"}
     return {
         "dataset": dataset.name,
         "dataset_root": str(dataset.root),
@@ -321,10 +234,7 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
         "seed": seed,
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
-        "started_from": [{"file": Path(path).name, **checkpoint_metadata(path)} for path in started_from],
+        "started_from": [{"file": Path(path).name, **checkpoint_metadata(path),
+                          **({"weights": provenance[str(path)]} if str(path) in provenance else {})}
+                         for path in started_from],
     }
-
-
-def checkpoint_metadata(path: str | Path) -> dict:
-    """The training record a vssbench checkpoint carries (empty if it has none), read without loading its weights."""
-    return dict(read_checkpoint(Path(path), mmap=True).get("metadata") or {})

@@ -72,6 +72,10 @@ class Accel(VideoMethod):
     def component_methods(self) -> dict[str, VideoMethod]:
         return {"reference": self.reference, "update": self.update}
 
+    def weight_components(self) -> dict[str, str]:
+        return {"segmentor": "reference.segmentor", "update": "update.segmentor",
+                "flow": "reference.feature_flow.flownet"}
+
     def train(self, mode: bool = True) -> "Accel":
         super().train(mode)
         self.reference.eval()  # frozen
@@ -83,8 +87,9 @@ class Accel(VideoMethod):
     def fuse(self, reference_features: list[torch.Tensor], frame: torch.Tensor) -> torch.Tensor:
         """Both branches' scores at 1/4 of ``frame``, fused (C channels at 1/4)."""
         size = (frame.shape[-2] // FUSION_STRIDE, frame.shape[-1] // FUSION_STRIDE)
-        reference_scores = self.reference.segmentor.decode(reference_features, size)
-        update_scores = self.update.segmentor.decode(self.update.segmentor.extract(frame), size)
+        image_size = frame.shape[-2:]
+        reference_scores = self.reference.segmentor.decode(reference_features, size, image_size)
+        update_scores = self.update.segmentor.decode(self.update.segmentor.extract(frame), size, image_size)
         return self.fusion(torch.cat([reference_scores, update_scores], 1))
 
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:

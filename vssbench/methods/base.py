@@ -126,6 +126,12 @@ class VideoMethod(nn.Module, abc.ABC):
         per-frame update branch): trained, or loaded, before this method's own stage."""
         return {}
 
+    def weight_components(self) -> dict[str, str]:
+        """The parts weights can be loaded into one at a time (``--init COMPONENT=PATH``), by module path:
+        ``segmentor`` and, for methods with one, ``flow`` (a FlowNetS or motion encoder); a segmentor's
+        ImageNet ``backbone`` is found through it (:mod:`vssbench.methods.weights`)."""
+        return {"segmentor": "segmentor"} if isinstance(getattr(self, "segmentor", None), nn.Module) else {}
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """What this method's training stage updates (all parameters unless a method says otherwise)."""
         return (p for p in self.parameters() if p.requires_grad)

@@ -29,14 +29,19 @@ from torch import nn
 from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
+from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
 
 
 class FeatureFlow(nn.Module):
-    """FlowNetS plus DFF's scale convs: warps a list of feature maps from one frame to another."""
+    """FlowNetS plus DFF's scale convs: warps a list of feature maps from one frame to another.
 
-    def __init__(self, feature_channels: list[int], flownet: dict) -> None:
+    ``size_divisibility`` is the segmentor's input padding: the frame pair is padded alike, so that
+    the flow covers the area the features do."""
+
+    def __init__(self, feature_channels: list[int], flownet: dict, size_divisibility: int = 1) -> None:
         super().__init__()
+        self.size_divisibility = size_divisibility
         self.flownet = FlowNetS(**flownet)
         self.scale = nn.ModuleList(nn.Conv2d(self.flownet.decoder.out_channels, c, 1) for c in feature_channels)
         for conv in self.scale:
@@ -51,7 +56,8 @@ class FeatureFlow(nn.Module):
     def warp_and_scale(self, features: list[torch.Tensor], current: torch.Tensor,
                        source: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The warped maps and the scale field resized to each, kept apart (Accel chains the former)."""
-        flow, flow_features = self.flownet.flow_and_features(current, source)
+        flow, flow_features = self.flownet.flow_and_features(pad_to_multiple(current, self.size_divisibility),
+                                                             pad_to_multiple(source, self.size_divisibility))
         warped = [flow_warp(feature, flow) for feature in features]
         scales = [F.interpolate(scale_conv(flow_features), size=feature.shape[-2:], mode="bilinear", align_corners=False)
                   for feature, scale_conv in zip(features, self.scale)]
@@ -75,7 +81,7 @@ class DFF(VideoMethod):
         super().__init__(preset, variant, num_classes)
         self._segmentor_preset = segmentor
         self.segmentor: ImageSegmentor = build_segmentor(segmentor, num_classes)
-        self.feature_flow = FeatureFlow(self.segmentor.feature_channels, flownet)
+        self.feature_flow = FeatureFlow(self.segmentor.feature_channels, flownet, self.segmentor.size_divisibility)
         head = {id(p) for p in self.segmentor.head_parameters()}
         for parameter in self.segmentor.parameters():
             parameter.requires_grad = id(parameter) in head
@@ -84,6 +90,9 @@ class DFF(VideoMethod):
     @property
     def segmentor_preset(self) -> str:
         return self._segmentor_preset
+
+    def weight_components(self) -> dict[str, str]:
+        return {"segmentor": "segmentor", "flow": "feature_flow.flownet"}
 
     def train(self, mode: bool = True) -> "DFF":
         super().train(mode)

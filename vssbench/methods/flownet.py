@@ -10,23 +10,32 @@
 * :class:`FlowNetS`: encoder + decoder + the final flow layer; the full network has
   38.68M parameters (mmtracking's ``FlowNetSimple``).
 
-Input preparation follows mmtracking and MPVSS: frames are brought back to [0, 1] and
-centred by (0.411, 0.432, 0.450), the pair is concatenated as (current, key) and resized
-by ``image_scale`` (0.5). The official MPVSS code first pads the pair to a multiple of 32;
-vssbench does not (the flow grid then stays aligned with the frame), which changes the
-flow module's FLOPs by the padded area (480x853 -> 480x864: +1.3%); the fidelity report
-shows both. Flow is returned on its own grid (1/4 of the resized input) in pixels of that
-grid, times ``flow_scale``; :func:`vssbench.methods.warp.flow_warp` rescales it to
-whatever it warps.
+Input convention, that of FlowNetPytorch, mmtracking and MPVSS alike: RGB frames in [0, 1]
+centred by (0.411, 0.432, 0.450), the pair concatenated as (current, key), which gives the
+flow from the current frame to the key frame (what backward warping of key features needs),
+resized by ``image_scale`` (0.5). A method whose segmentor pads its input (Mask2Former) pads
+the pair alike before calling, as the official MPVSS code does. Flow is returned on the
+network's own grid (1/4 of the resized input) in pixels of that grid: the raw prediction
+times ``flow_scale``. FlowNetPytorch trains the raw prediction as flow / ``div_flow`` (20) in
+pixels of the input, so its weights take ``flow_scale = div_flow / 4`` (5); mmtracking's
+``flow_scale_factor`` 5 is the same number. :func:`vssbench.methods.warp.flow_warp` rescales
+the flow to whatever it warps.
+
+Weights: FlowNetPytorch's ``flownets*.pth.tar`` (:func:`from_flownetpytorch`) and mmtracking's
+``flownet_simple.pth`` (:func:`from_mmtracking`), both trained on FlyingChairs; MPVSS's motion
+encoder takes their encoder part (:func:`encoder_only`).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vssbench.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vssbench.methods.keymap import Converted, rename, strip_prefix
 
 FLOW_IMAGE_MEAN = (0.411, 0.432, 0.450)
 FLOWNETS_WIDTHS = (64, 128, 256, 512, 512, 1024)  # conv1 .. conv6
@@ -123,6 +132,13 @@ class FlowNetS(nn.Module):
         self.decoder = CoarseToFineFlowDecoder(self.encoder.out_channels, deconv)
         self.predict_flow = nn.Conv2d(self.decoder.out_channels, 2, 3, 1, 1, bias=False)
 
+    def conventions(self) -> dict:
+        """The numerical convention of the weights this network holds (module docstring)."""
+        return {"flow_scale": self.flow_scale}
+
+    def set_conventions(self, conventions: dict) -> None:
+        self.flow_scale = float(conventions.get("flow_scale", self.flow_scale))
+
     def forward(self, current: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """(B, 2, H/8, W/8) flow in pixels of its own grid (x, y) for ``image_scale`` 0.5."""
         return self.flow_and_features(current, key)[0]
@@ -131,3 +147,58 @@ class FlowNetS(nn.Module):
         """The flow and the decoder's finest features it is predicted from (DFF's scale map reads them)."""
         features = self.decoder(self.encoder(prepare_pair(current, key, self.image_scale)))
         return self.predict_flow(features) * self.flow_scale, features
+
+
+# --------------------------------------------------------------------------- weights
+# FlowNetPytorch: conv1, conv2, conv3, conv3_1, ..., conv6_1 (Sequential(conv, LeakyReLU)), deconv2..5,
+# predict_flow2..6, upsampled_flow{n}_to_{n-1}. mmtracking: conv{i}.{j}.conv, deconv{n}.conv,
+# predict_flow{n}.conv, upsample_flow{n}.conv, predict_flow.conv. Ours: encoder.stages.{i}.{j}.0,
+# decoder.deconv.{n-2}.0, decoder.predict.{n-3}, decoder.upsample_flow.{n-3 or n-2}, predict_flow.
+
+_FLOWNETPYTORCH_RULES = [
+    (r"^conv(\d)\.0\.", lambda m: f"encoder.stages.{int(m.group(1)) - 1}.0.0."),
+    (r"^conv(\d)_1\.0\.", lambda m: f"encoder.stages.{int(m.group(1)) - 1}.1.0."),
+    (r"^deconv(\d)\.0\.", lambda m: f"decoder.deconv.{int(m.group(1)) - 2}.0."),
+    (r"^predict_flow2\.", "predict_flow."),
+    (r"^predict_flow(\d)\.", lambda m: f"decoder.predict.{int(m.group(1)) - 3}."),
+    (r"^upsampled_flow(\d)_to_\d\.", lambda m: f"decoder.upsample_flow.{int(m.group(1)) - 3}."),
+]
+_MMTRACKING_RULES = [
+    (r"^conv(\d)\.(\d)\.conv\.", lambda m: f"encoder.stages.{int(m.group(1)) - 1}.{m.group(2)}.0."),
+    (r"^deconv(\d)\.conv\.", lambda m: f"decoder.deconv.{int(m.group(1)) - 2}.0."),
+    (r"^predict_flow\.conv\.", "predict_flow."),
+    (r"^predict_flow(\d)\.conv\.", lambda m: f"decoder.predict.{int(m.group(1)) - 3}."),
+    (r"^upsample_flow(\d)\.conv\.", lambda m: f"decoder.upsample_flow.{int(m.group(1)) - 2}."),
+]
+
+
+def from_flownetpytorch(state: dict[str, torch.Tensor], div_flow: float = 20.0) -> Converted:
+    """FlowNetPytorch's ``flownets`` (no batch norm) -> :class:`FlowNetS`, with ``flow_scale = div_flow / 4``."""
+    if any(re.match(r"conv1\.1\.running_mean$", key) for key in state):
+        raise ValueError("this is FlowNetPytorch's flownets_bn (batch norm after every conv); DFF, Accel and MPVSS "
+                         "use FlowNetS without batch norm (flownets)")
+    converted = rename(state, _FLOWNETPYTORCH_RULES)
+    converted.conventions["flow_scale"] = float(div_flow) / 4.0
+    return converted
+
+
+def from_mmtracking(state: dict[str, torch.Tensor]) -> Converted:
+    """mmtracking's FlowNetSimple (inside a DFF checkpoint under ``motion.``) -> :class:`FlowNetS`."""
+    anchor = next(key for key in state if key.endswith("conv1.0.conv.weight"))
+    prefix = anchor[: -len("conv1.0.conv.weight")]
+    converted = rename(strip_prefix(state, prefix), _MMTRACKING_RULES)
+    others = [key for key in state if not key.startswith(prefix)]
+    if others:
+        converted.dropped[f"modules other than the flow network (outside {prefix or 'the root'})"] = others
+    converted.conventions["flow_scale"] = 5.0  # mmtracking's flow_scale_factor
+    return converted
+
+
+def encoder_only(converted: Converted) -> Converted:
+    """A converted FlowNetS kept to its encoder: MPVSS's motion encoder is FlowNetS's encoder, and its
+    decoders have other widths."""
+    kept = Converted(strip_prefix(converted.state, "encoder."), dict(converted.dropped), list(converted.notes))
+    decoder = [key for key in converted.state if not key.startswith("encoder.")]
+    if decoder:
+        kept.dropped["FlowNetS decoder (MPVSS's motion encoder is FlowNetS's encoder only)"] = decoder
+    return kept

@@ -52,6 +52,7 @@ from vssbench.methods.flownet import (
     prepare_pair,
 )
 from vssbench.methods.segmentors import Mask2Former, Mask2FormerOutput, build_segmentor, semantic_from_masks
+from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
 
 VARIANTS = ("query-based-flow", "copy", "optical-flow", "query-random", "query-learned", "query-for-pf")
@@ -225,6 +226,12 @@ class MPVSS(VideoMethod):
     def segmentor_preset(self) -> str:
         return self._segmentor_preset
 
+    def weight_components(self) -> dict[str, str]:
+        """The FlowNetS of ``optical-flow``, else the motion encoder (FlowNetS's encoder, which MPVSS
+        initialises from FlyingChairs)."""
+        flow = {"optical-flow": "flownet", "copy": None}.get(self.variant, "flow_module.encoder")
+        return {"segmentor": "segmentor", **({"flow": flow} if flow else {})}
+
     def train(self, mode: bool = True) -> "MPVSS":
         super().train(mode)
         self.segmentor.eval()  # frozen: batch-norm statistics must not move
@@ -235,6 +242,9 @@ class MPVSS(VideoMethod):
 
     def mask_flows(self, current: torch.Tensor, key: torch.Tensor, key_output: Mask2FormerOutput) -> torch.Tensor:
         """(B, N, 2, h, w) flow of every key mask to the current frame, as the variant defines it."""
+        # The frames padded as Mask2Former pads its input (official code: the padded images feed both).
+        current = pad_to_multiple(current, self.segmentor.size_divisibility)
+        key = pad_to_multiple(key, self.segmentor.size_divisibility)
         if self.variant == "optical-flow":
             flow = self.flownet(current, key)
             return flow[:, None].expand(-1, key_output.mask_logits.shape[1], -1, -1, -1)

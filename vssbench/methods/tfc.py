@@ -148,6 +148,9 @@ class TFC(VideoMethod):
         """The thresholds share the weights trained at 0.8."""
         return "sparse-msda-0.8" if self.threshold is not None else self.variant
 
+    def weight_components(self) -> dict[str, str]:
+        return {"segmentor": "segmentor", **({"flow": "flownet"} if self.variant == "flow-warp" else {})}
+
     def reset(self) -> None:
         self._key = None
 

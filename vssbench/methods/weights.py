@@ -1,0 +1,883 @@
+"""Weights into a vssbench method from any format of the field: read safely, detect, convert, check, load, record.
+
+``load_weights(method, path)`` is what ``--checkpoint`` and ``bench train --init`` do:
+
+1. :func:`read_source` reads a file or a Hugging Face model directory without running code
+   from it: safetensors, ``torch.load(weights_only=True)`` (classes a checkpoint pickles for
+   its own bookkeeping, such as mmengine's message hub, are read as inert placeholders), and
+   plain pickles of NumPy arrays (detectron2's ``.pkl``) through an unpickler that builds
+   arrays and containers only.
+2. :func:`detect_format` names the format from the keys (:data:`FORMATS`).
+3. The key map of that format, which lives next to the model it fills (the model files'
+   ``from_*`` functions), turns the tensors into the target module's portable names; the
+   source's numerical conventions (a layer-norm epsilon, a flow scale) come along.
+4. The tensors are checked against the target (a Hugging Face config against the preset;
+   every missing, unexpected or mis-shaped tensor is an error naming it) and loaded.
+5. A :class:`LoadRecord` says what happened: keys mapped, dropped (each reason once), missing,
+   notes, and the file's format and sha256. Result rows carry these records.
+
+Portable names: vssbench checkpoints store Hugging Face submodules under their on-disk (hub)
+names, which do not change with the transformers version; transformers 5 renames many of them
+in memory (``attention.self.query`` -> ``attention.q_proj``). The bijection between the two is
+derived from transformers itself (:func:`portable_names`), so a hub file, a bare weights file
+saved from memory, and a vssbench checkpoint all load into the same model.
+
+What a method is made of (``VideoMethod.weight_components``) decides where weights go:
+``segmentor``, ``backbone`` (the segmentor's ImageNet feature extractor), ``flow`` (the
+FlowNetS or motion encoder), and for Accel ``reference`` and ``update``. ``--init
+COMPONENT=PATH`` names one; otherwise the format's kind decides.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vssbench.methods.keymap import Converted, strip_prefix
+
+log = logging.getLogger("vssbench")
+
+CHECKPOINT_FORMAT = "vssbench-checkpoint/2"
+LEGACY_CHECKPOINT_FORMAT = "vssbench-checkpoint/1"  # in-memory key names of the transformers that wrote it
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+# Buffers a module builds deterministically: a source that lacks them loses nothing.
+DERIVED_BUFFERS = re.compile(r"(num_batches_tracked|relative_position_index|position_ids)$")
+
+
+class CheckpointError(ValueError):
+    """Weights that cannot be read, are of no known format, or do not fit the method: the message names
+    the file and what was expected."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class SourceFile:
+    """What was read: the tensors under their source names, a Hugging Face config if any, and the rest."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    config: dict | None = None  # config.json of a Hugging Face directory
+    info: dict = field(default_factory=dict)  # top-level entries that are not weights (div_flow, meta, ...)
+    payload: dict | None = None  # the whole object of a vssbench checkpoint
+    sha256: str = ""
+
+
+def read_source(path: str | Path) -> SourceFile:
+    """Read weights from ``path`` (a file, or a Hugging Face model directory) without executing code."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"weights {path} do not exist")
+    if path.is_dir():
+        return _read_hf_directory(path)
+    tensors_or_object = _read_file(path)
+    source = SourceFile(path, {}, sha256=file_sha256(path))
+    if isinstance(tensors_or_object, dict) and tensors_or_object.get("format") in (CHECKPOINT_FORMAT,
+                                                                                   LEGACY_CHECKPOINT_FORMAT):
+        source.payload = tensors_or_object
+        source.tensors = dict(tensors_or_object["state_dict"])
+        return source
+    source.tensors, source.info = _unwrap(tensors_or_object, path)
+    return source
+
+
+def _read_file(path: Path) -> object:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[:4] == b"PK\x03\x04":  # torch's zip format
+        return _torch_load(path)
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: a little-endian header size, then JSON
+        return _read_safetensors(path)
+    if head[:3] == b"\x80\x02\x8a":  # torch's legacy format: a pickle that starts with its magic number
+        return _torch_load(path)
+    if head[:1] == b"\x80":  # a plain pickle (detectron2's .pkl)
+        return _read_plain_pickle(path)
+    raise CheckpointError(f"cannot read {path}: not a safetensors, PyTorch or pickle file; expected model weights "
+                          "(.safetensors, .pth/.pt/.bin/.pth.tar, detectron2 .pkl) or a Hugging Face model folder")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise CheckpointError(f"cannot read {path} as safetensors ({error}); the file may be truncated") from None
+
+
+class _Opaque:
+    """Stands in for a class a checkpoint pickles for bookkeeping (an optimizer's or logger's state);
+    it records nothing and runs nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+def _numpy_multiarray() -> object:
+    return np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / NumPy 1
+
+
+# How NumPy 1 and 2 pickles name what they need to rebuild arrays: safe to call, they build arrays only.
+_NUMPY_GLOBALS = {
+    **{(module, name): getattr(_numpy_multiarray(), name)
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")},
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+}
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``, NumPy arrays allowed; classes it refuses that are not torch's
+    become :class:`_Opaque`, and any function it refuses is an error."""
+    stand_ins: list = [(value, f"{module}.{name}") for (module, name), value in _NUMPY_GLOBALS.items()]
+    for _ in range(32):
+        try:
+            with torch.serialization.safe_globals(stand_ins):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            match = re.search(r"GLOBAL ([\w.]+)", str(error))
+            # Only classes (by their capitalised names) outside torch get a stand-in; a function is refused.
+            if not match or match.group(1).startswith("torch.") or not match.group(1).rsplit(".", 1)[-1][:1].isupper():
+                raise CheckpointError(f"cannot read {path}: it pickles {match.group(1) if match else 'an object'} "
+                                      "that vssbench will not unpickle (only tensors, arrays and plain "
+                                      "containers are read)") from None
+            stand_ins.append((_Opaque, match.group(1)))
+        except Exception as error:  # noqa: BLE001 - torch raises several types for damaged files
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            raise CheckpointError(f"cannot read {path} as a PyTorch file ({type(error).__name__}: {first_line}); "
+                                  "the file may be truncated or not a checkpoint") from None
+    raise CheckpointError(f"cannot read {path}: too many unknown classes pickled in it")
+
+
+def _storage_from_bytes(data: bytes) -> object:
+    """A tensor storage a plain pickle embeds as ``torch.save`` bytes, read with ``weights_only``."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# What a plain pickle of tensors (Mask2Former's Swin .pkl) refers to, each safe: they build tensors only.
+_TORCH_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Builds NumPy arrays, tensors, dtypes and plain containers, and refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> object:
+        found = _NUMPY_GLOBALS.get((module, name)) or _TORCH_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"global {module}.{name}")
+        return found
+
+
+def _read_plain_pickle(path: Path) -> object:
+    try:
+        with open(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"cannot read {path}: the pickle refers to {error}, and vssbench reads only pickles "
+                              "of NumPy arrays, tensors and plain containers (detectron2's .pkl)") from None
+    except Exception as error:  # noqa: BLE001 - damaged pickles raise many types
+        raise CheckpointError(f"cannot read {path} as a pickle ({type(error).__name__}); the file may be truncated "
+                              "or not a checkpoint") from None
+
+
+def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict inside a checkpoint object and its other top-level entries."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dictionary of weights")
+    inner = obj
+    for key in ("state_dict", "model", "module"):
+        if isinstance(inner.get(key), dict):
+            inner = inner[key]
+            break
+    info = {k: v for k, v in obj.items() if inner is not obj and not isinstance(v, dict)}
+    tensors = {}
+    for key, value in inner.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value if value.flags.c_contiguous and value.flags.writeable else value.copy())
+        if isinstance(value, torch.Tensor):
+            tensors[str(key)] = value
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors; expected model weights")
+    return tensors, info
+
+
+def _read_hf_directory(path: Path) -> SourceFile:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path} is a folder without config.json; expected a Hugging Face model folder "
+                              f"(config.json and one of {', '.join(HF_WEIGHT_FILES)})")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {config_file}: {error}") from None
+    files = _hf_weight_files(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        part = _read_file(file)
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{file} holds a {type(part).__name__}, not a dictionary of weights")
+        tensors.update(part)
+    digest = hashlib.sha256()
+    for file in [config_file, *files]:
+        digest.update(f"{file.name}:{file_sha256(file)}\n".encode())
+    return SourceFile(path, tensors, config=config, sha256=digest.hexdigest())
+
+
+def _hf_weight_files(path: Path) -> list[Path]:
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (path / single).is_file():
+            return [path / single]
+        if (path / index).is_file():
+            try:
+                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
+            except (OSError, json.JSONDecodeError, KeyError) as error:
+                raise CheckpointError(f"cannot read the shard index {path / index}: {error}") from None
+            missing = [s for s in shards if not (path / s).is_file()]
+            if missing:
+                raise CheckpointError(f"{path / index} lists shards that are not there: {', '.join(missing)}")
+            return [path / s for s in shards]
+    raise CheckpointError(f"{path} has config.json but no weights; expected one of {', '.join(HF_WEIGHT_FILES)}")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A weight format of the field: how to recognise it and what it holds."""
+
+    name: str
+    title: str
+    kind: str  # "method" (vssbench), "segmentor", "backbone" or "flow"
+    detect: Callable[[dict[str, torch.Tensor]], bool]
+
+
+def _has(*patterns: str) -> Callable[[dict[str, torch.Tensor]], bool]:
+    compiled = [re.compile(p) for p in patterns]
+    return lambda tensors: all(any(p.search(k) for k in tensors) for p in compiled)
+
+
+def _has_not(detect: Callable, *patterns: str) -> Callable[[dict[str, torch.Tensor]], bool]:
+    compiled = [re.compile(p) for p in patterns]
+    return lambda tensors: detect(tensors) and not any(p.search(k) for k in tensors for p in compiled)
+
+
+FORMATS = (
+    WeightFormat("hf-segformer", "Hugging Face SegFormer (SegformerForSemanticSegmentation)", "segmentor",
+                 _has(r"^segformer\.", r"^decode_head\.(linear_c|linear_projections)\.")),
+    WeightFormat("hf-mask2former", "Hugging Face Mask2Former (Mask2FormerForUniversalSegmentation)", "segmentor",
+                 _has(r"^model\.pixel_level_module\.", r"^class_predictor\.")),
+    WeightFormat("nvlabs-segformer", "NVlabs / CFFM / MRCFA SegFormer (mmseg 0.x)", "segmentor",
+                 _has(r"^backbone\.block1\.0\.attn\.kv\.", r"^decode_head\.linear_c4\.")),
+    WeightFormat("mmseg-segformer", "mmsegmentation 1.x SegFormer", "segmentor",
+                 _has(r"^backbone\.layers\.0\.1\.0\.attn\.attn\.in_proj_weight$", r"^decode_head\.fusion_conv\.")),
+    WeightFormat("mmseg-pspnet", "mmsegmentation PSPNet (ResNetV1c)", "segmentor",
+                 _has(r"^backbone\.stem\.0\.weight$", r"^decode_head\.psp_modules\.")),
+    WeightFormat("detectron2-mask2former", "detectron2 Mask2Former (facebookresearch/Mask2Former, ziplab/MPVSS)",
+                 "segmentor", _has(r"^sem_seg_head\.predictor\.query_feat\.weight$")),
+    WeightFormat("flownetpytorch", "FlowNetS of FlowNetPytorch (flownets*.pth.tar)", "flow",
+                 _has(r"^conv3_1\.0\.weight$", r"^predict_flow6\.weight$")),
+    WeightFormat("mmtracking-flownet", "mmtracking FlowNetSimple (flownet_simple.pth, MPVSS's motion encoder)",
+                 "flow", _has(r"(^|\.)conv3\.1\.conv\.weight$", r"(^|\.)conv6\.0\.conv\.weight$")),
+    WeightFormat("hf-mit", "Hugging Face MiT (SegformerForImageClassification / SegformerModel)", "backbone",
+                 _has_not(_has(r"^(segformer\.)?encoder\.(block|patch_embeddings)\.|^(segformer\.)?stages\."),
+                          r"^decode_head\.")),
+    WeightFormat("hf-swin", "Hugging Face Swin (SwinForImageClassification / SwinModel)", "backbone",
+                 _has(r"^(swin\.)?embeddings\.patch_embeddings\.", r"^(swin\.)?encoder\.layers\.0\.blocks\.")),
+    WeightFormat("hf-resnet", "Hugging Face ResNet (ResNetForImageClassification / ResNetModel)", "backbone",
+                 _has(r"^(resnet\.)?embedder\.embedder\.convolution\.weight$")),
+    WeightFormat("nvlabs-mit", "NVlabs MiT ImageNet checkpoint (mit_b*.pth)", "backbone",
+                 _has(r"^block1\.0\.attn\.kv\.weight$", r"^patch_embed1\.proj\.weight$")),
+    WeightFormat("mmseg-mit", "mmsegmentation MiT ImageNet checkpoint (mit_b*_*.pth)", "backbone",
+                 _has(r"^layers\.0\.1\.0\.attn\.attn\.in_proj_weight$")),
+    WeightFormat("official-swin", "Swin Transformer ImageNet checkpoint (microsoft/Swin-Transformer)", "backbone",
+                 _has(r"^patch_embed\.proj\.weight$", r"^layers\.0\.blocks\.0\.attn\.qkv\.weight$")),
+    WeightFormat("detectron2-resnet", "detectron2 ResNet ImageNet checkpoint (R-50.pkl from torchvision)", "backbone",
+                 _has(r"^stem\.conv1\.weight$", r"^res2\.0\.conv1\.weight$")),
+    WeightFormat("resnet-v1c", "mmseg/mmcls ResNetV1c ImageNet checkpoint (resnet*_v1c)", "backbone",
+                 _has(r"^(backbone\.)?stem\.0\.weight$", r"^(backbone\.)?layer1\.0\.conv1\.weight$")),
+    WeightFormat("torchvision-resnet", "torchvision-format ResNet state dict", "backbone",
+                 _has(r"^conv1\.weight$", r"^bn1\.weight$", r"^layer1\.0\.conv1\.weight$")),
+)
+VSSBENCH_FORMAT = WeightFormat("vssbench", "vssbench checkpoint", "method", lambda tensors: False)
+
+
+def detect_format(source: SourceFile) -> WeightFormat:
+    """The format of what was read, from its keys (and, for vssbench checkpoints, its header)."""
+    if source.payload is not None:
+        return VSSBENCH_FORMAT
+    for candidate in FORMATS:
+        if candidate.detect(source.tensors):
+            return candidate
+    sample = ", ".join(list(source.tensors)[:5])
+    raise CheckpointError(f"{source.path}: weights of no format vssbench knows (first keys: {sample}); expected one "
+                          f"of: vssbench checkpoint, {'; '.join(f.title for f in FORMATS)}")
+
+
+# --------------------------------------------------------------------------- portable names
+
+
+def portable_names(module: nn.Module) -> dict[str, str]:
+    """Every state-dict key of ``module`` -> its portable name: a Hugging Face submodule's keys under its
+    on-disk (hub) names, derived from transformers' own save-time renaming; every other key as it is."""
+    from transformers import PreTrainedModel
+
+    state = module.state_dict(keep_vars=True)
+    mapping = {key: key for key in state}
+    for prefix, submodule in _outermost_pretrained(module, PreTrainedModel):
+        local = {key[len(prefix):]: tensor for key, tensor in state.items() if key.startswith(prefix)}
+        on_disk = _hub_names(submodule, local)
+        mapping.update({prefix + memory: prefix + disk for memory, disk in on_disk.items()})
+    return mapping
+
+
+def _outermost_pretrained(module: nn.Module, base: type) -> list[tuple[str, nn.Module]]:
+    found: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_modules():
+        if isinstance(child, base) and not any(name.startswith(prefix) for prefix, _ in found):
+            found.append((f"{name}." if name else "", child))
+    return found
+
+
+def _hub_names(model: nn.Module, local: dict[str, torch.Tensor]) -> dict[str, str]:
+    """In-memory key -> hub key of one Hugging Face model, by transformers' ``revert_weight_conversion``
+    on tensors tagged with their index (a renaming keeps each tensor as it is)."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # a transformers without load-time renaming: memory and disk names are the same
+        return {key: key for key in local}
+    keys = list(local)
+    tagged = {key: torch.tensor([float(i)]) for i, key in enumerate(keys)}
+    reverted = revert_weight_conversion(model, dict(tagged))
+    if len(reverted) != len(keys):
+        raise RuntimeError(f"transformers' renaming of {type(model).__name__} merged or split tensors; vssbench "
+                           "expects a one-to-one renaming")
+    return {keys[int(tensor.item())]: disk for disk, tensor in reverted.items()}
+
+
+def to_portable(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    names = portable_names(module)
+    return {names.get(key, key): tensor for key, tensor in state.items()}
+
+
+def from_portable(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Portable (or in-memory) names -> ``module``'s in-memory names; keys it does not know stay as they are."""
+    memory = {disk: key for key, disk in portable_names(module).items()}
+    return {memory.get(key, key): tensor for key, tensor in state.items()}
+
+
+# --------------------------------------------------------------------------- converting
+
+
+def _hf_segformer(source: SourceFile, segmentor: nn.Module) -> Converted:
+    return Converted({f"model.{k}": v for k, v in source.tensors.items()})
+
+
+def _hf_mask2former(source: SourceFile, segmentor: nn.Module) -> Converted:
+    return Converted({f"model.{k}": v for k, v in source.tensors.items()})
+
+
+def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile, nn.Module], Converted]]]:
+    """Segmentor format -> (the segmentor class it fills, its key map)."""
+    from vssbench.methods.segmentors import Mask2Former, PSPNet, SegFormer, mask2former, pspnet, segformer
+
+    return {
+        "hf-segformer": (SegFormer, _hf_segformer),
+        "hf-mask2former": (Mask2Former, _hf_mask2former),
+        "nvlabs-segformer": (SegFormer, lambda source, _: segformer.from_nvlabs(source.tensors)),
+        "mmseg-segformer": (SegFormer, lambda source, _: segformer.from_mmseg(source.tensors)),
+        "mmseg-pspnet": (PSPNet, lambda source, _: pspnet.from_mmseg(source.tensors)),
+        "detectron2-mask2former": (Mask2Former, lambda source, _: mask2former.from_detectron2(source.tensors)),
+    }
+
+
+def _backbone_converters() -> dict[str, tuple[Callable[[nn.Module], bool], str, Callable[[SourceFile], Converted]]]:
+    """Backbone format -> (which segmentors it fits, what they must be, its key map)."""
+    from vssbench.methods.segmentors import Mask2Former, SegFormer, SingleMapSegmentor, mask2former, pspnet, segformer
+
+    def backbone_type(kind: str) -> Callable[[nn.Module], bool]:
+        return lambda s: isinstance(s, Mask2Former) and s.config.backbone_config.model_type == kind
+
+    swin, resnet = backbone_type("swin"), backbone_type("resnet")
+    return {
+        "hf-mit": (lambda s: isinstance(s, SegFormer), "SegFormer",
+                   lambda source: segformer.backbone_from_hf_classifier(  # SegformerModel's keys lack the prefix
+                       {f"segformer.{k}" if k.startswith(("encoder.", "stages.")) else k: v
+                        for k, v in source.tensors.items()})),
+        "nvlabs-mit": (lambda s: isinstance(s, SegFormer), "SegFormer",
+                       lambda source: segformer.backbone_from_nvlabs(source.tensors)),
+        "mmseg-mit": (lambda s: isinstance(s, SegFormer), "SegFormer",
+                      lambda source: segformer.backbone_from_mmseg(source.tensors)),
+        "hf-swin": (swin, "Mask2Former with a Swin backbone",
+                    lambda source: mask2former.backbone_from_hf_classifier(source.tensors)),
+        "official-swin": (swin, "Mask2Former with a Swin backbone",
+                          lambda source: mask2former.backbone_from_official_swin(source.tensors)),
+        "hf-resnet": (resnet, "Mask2Former with a ResNet backbone",
+                      lambda source: mask2former.backbone_from_hf_classifier(source.tensors)),
+        "torchvision-resnet": (resnet, "Mask2Former with a ResNet backbone",
+                               lambda source: mask2former.backbone_from_torchvision(source.tensors)),
+        "detectron2-resnet": (resnet, "Mask2Former with a ResNet backbone",
+                              lambda source: mask2former.backbone_from_detectron2(source.tensors)),
+        "resnet-v1c": (lambda s: isinstance(s, SingleMapSegmentor), "PSPNet or DeepLab (a deep-stem ResNet)",
+                       lambda source: _prefixed(pspnet.backbone_from_resnet_v1c(
+                           strip_prefix(source.tensors, "backbone.") or source.tensors), "backbone.")),
+    }
+
+
+def _prefixed(converted: Converted, prefix: str) -> Converted:
+    converted.state = {prefix + k: v for k, v in converted.state.items()}
+    return converted
+
+
+def _flow_converter(source: SourceFile, fmt: WeightFormat, target: nn.Module) -> Converted:
+    from vssbench.methods import flownet
+
+    try:
+        converted = (flownet.from_flownetpytorch(source.tensors, float(source.info.get("div_flow", 20.0)))
+                     if fmt.name == "flownetpytorch" else flownet.from_mmtracking(source.tensors))
+    except ValueError as error:
+        raise CheckpointError(f"{source.path}: {error}") from None
+    if isinstance(target, flownet.FlowNetSEncoder):
+        converted = flownet.encoder_only(converted)
+    elif not isinstance(target, flownet.FlowNetS):
+        raise CheckpointError(f"{source.path} is {fmt.title}; the flow network here is a {type(target).__name__}")
+    return converted
+
+
+# Hugging Face config fields that define the architecture, checked against the preset's.
+_SEGFORMER_FIELDS = ("num_encoder_blocks", "depths", "hidden_sizes", "num_attention_heads", "sr_ratios",
+                     "patch_sizes", "strides", "mlp_ratios")
+_MASK2FORMER_FIELDS = ("num_queries", "hidden_dim", "num_attention_heads", "decoder_layers", "encoder_layers",
+                       "dim_feedforward", "encoder_feedforward_dim", "feature_size", "mask_feature_size", "pre_norm")
+_BACKBONE_FIELDS = {"swin": ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio"),
+                    "resnet": ("layer_type", "embedding_size", "depths", "hidden_sizes", "downsample_in_bottleneck")}
+
+
+def check_hf_config(source: SourceFile, segmentor: nn.Module, backbone_only: bool = False) -> None:
+    """A Hugging Face config.json against the preset: a differing field is an error naming it and both values."""
+    from vssbench.methods.segmentors import Mask2Former, SegFormer
+
+    config = source.config
+    if config is None:
+        return
+    pairs: list[tuple[str, object, object]] = []
+    if isinstance(segmentor, SegFormer):
+        fields = _SEGFORMER_FIELDS + (() if backbone_only else ("decoder_hidden_size",))
+        pairs = [(name, config.get(name), getattr(segmentor.config, name)) for name in fields if name in config]
+    elif isinstance(segmentor, Mask2Former):
+        ours = segmentor.config.backbone_config
+        theirs = config if backbone_only else config.get("backbone_config") or {}
+        if theirs.get("model_type") and theirs["model_type"] != ours.model_type:
+            pairs.append(("backbone_config.model_type", theirs["model_type"], ours.model_type))
+        else:
+            pairs += [(f"backbone_config.{name}" if not backbone_only else name, theirs.get(name), getattr(ours, name))
+                      for name in _BACKBONE_FIELDS.get(ours.model_type, ()) if name in theirs]
+        if not backbone_only:
+            pairs += [(name, config.get(name), getattr(segmentor.config, name)) for name in _MASK2FORMER_FIELDS
+                      if name in config]
+    for name, theirs_value, ours_value in pairs:
+        if _normalised(theirs_value) != _normalised(ours_value):
+            raise CheckpointError(f"{source.path}/config.json: {name} is {theirs_value!r}, the preset's is "
+                                  f"{ours_value!r}; choose the preset of this architecture")
+
+
+def _normalised(value: object) -> object:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadRecord:
+    """What loading one weights file did: where it went, what was mapped, dropped, missing, noted."""
+
+    component: str  # "method", "segmentor", "backbone", "flow", "reference", "update"
+    module: str  # the module path inside the method ("" for the whole method)
+    format: str
+    file: str
+    sha256: str
+    mapped: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> how many source tensors
+    missing: list[str] = field(default_factory=list)  # tensors the source lacks, left as initialised
+    reinitialised: list[str] = field(default_factory=list)  # classifier tensors re-initialised (training)
+    notes: list[str] = field(default_factory=list)
+    loaded_keys: list[str] = field(default_factory=list, repr=False)  # method-level keys now from this file
+
+    def summary(self) -> str:
+        where = self.module or "the whole method"
+        parts = [f"{Path(self.file).name}: {self.format} -> {where} ({self.component}); {self.mapped} tensors loaded"]
+        parts += [f"dropped {count} ({reason})" for reason, count in self.dropped.items()]
+        if self.missing:
+            parts.append(f"{len(self.missing)} not in the file, left as initialised ({_first(self.missing)})")
+        if self.reinitialised:
+            parts.append(f"classifier re-initialised ({_first(self.reinitialised)})")
+        return "; ".join(parts + self.notes)
+
+    def as_row(self) -> dict:
+        """The provenance a result row records."""
+        return {"component": self.component, "module": self.module, "format": self.format, "file": self.file,
+                "sha256": self.sha256, "mapped": self.mapped, "dropped": dict(self.dropped),
+                "missing": len(self.missing), "reinitialised": list(self.reinitialised), "notes": list(self.notes)}
+
+
+def _first(keys: list[str], count: int = 3) -> str:
+    return ", ".join(keys[:count]) + (" ..." if len(keys) > count else "")
+
+
+def load_weights(method: nn.Module, path: str | Path, component: str | None = None, purpose: str = "evaluate",
+                 reinit_classifier: bool = False) -> LoadRecord:
+    """Load the weights at ``path`` into ``method`` (or its ``component``) and say what was done.
+
+    ``purpose`` "evaluate" (``--checkpoint``) refuses a class-count mismatch; "train" (``--init``)
+    re-initialises the classifier instead when ``reinit_classifier`` is given. Everything else that
+    does not fit is a :class:`CheckpointError` naming the file and the tensors.
+    """
+    source = read_source(path)
+    fmt = detect_format(source)
+    names = [*method.weight_components(), "backbone", *method.component_methods()]
+    if component is not None and component not in names:
+        raise CheckpointError(f"{source.path}: {method.spec} has no component {component!r}; it has "
+                              f"{', '.join(dict.fromkeys(names))}")
+    if fmt.kind == "method":
+        return _load_vssbench(method, source, component, purpose, reinit_classifier)
+    name, module_path, converted, scope = _convert(method, source, fmt, component)
+    return _load_converted(method, module_path, name, converted, source, fmt, purpose, reinit_classifier, scope)
+
+
+def _convert(method: nn.Module, source: SourceFile, fmt: WeightFormat,
+             component: str | None) -> tuple[str, str, Converted, str]:
+    """Where a file of format ``fmt`` goes in ``method`` and its tensors converted for that module:
+    (component name, module path, converted tensors, key scope within the module)."""
+    components = method.weight_components()
+    if fmt.kind == "flow":
+        name = _component_for(method, component, "flow", source, fmt)
+        return name, components[name], _flow_converter(source, fmt, method.get_submodule(components[name])), ""
+    if fmt.kind == "segmentor":
+        segmentor_class, convert = _segmentor_converters()[fmt.name]
+        name = _segmentor_component(method, component, source, fmt, lambda s: isinstance(s, segmentor_class),
+                                    segmentor_class.__name__)
+        segmentor = method.get_submodule(components[name])
+        _check_head(source, fmt, segmentor)
+        check_hf_config(source, segmentor)
+        return name, components[name], convert(source, segmentor), ""
+    fits, needed, convert = _backbone_converters()[fmt.name]
+    name = _segmentor_component(method, None if component == "backbone" else component, source, fmt, fits, needed)
+    segmentor = method.get_submodule(components[name])
+    check_hf_config(source, segmentor, backbone_only=True)
+    return "backbone", components[name], convert(source), f"{segmentor.backbone_path}."
+
+
+def infer_num_classes(source: SourceFile, fmt: WeightFormat, spec: str, variant: str | None = None) -> int:
+    """The class count of the weights read: a vssbench checkpoint's, a Hugging Face config's, else the
+    outputs of the segmentor classifier the conversion finds."""
+    from vssbench.methods.base import build_method
+    from vssbench.methods.segmentors import ImageSegmentor
+
+    if source.payload is not None:
+        return int(source.payload["num_classes"])
+    config = source.config or {}
+    if "id2label" in config or "num_labels" in config:
+        return len(config["id2label"]) if "id2label" in config else int(config["num_labels"])
+    if fmt.kind in ("backbone", "flow"):
+        raise CheckpointError(f"{source.path} is {fmt.title}, which has no classifier; give --num-classes")
+    probe = build_method(spec, 2, variant)
+    _, module_path, converted, _ = _convert(probe, source, fmt, None)
+    segmentor = probe.get_submodule(module_path)
+    if isinstance(segmentor, ImageSegmentor):
+        state = from_portable(segmentor, converted.state)
+        for key, tensor in state.items():
+            if key.startswith(segmentor.classifier_prefixes) and key.endswith("weight"):
+                return tensor.shape[0] - segmentor.classifier_extra_outputs
+    raise CheckpointError(f"{source.path}: found no classifier to count classes from; give --num-classes")
+
+
+def _component_for(method: nn.Module, component: str | None, wanted: str, source: SourceFile,
+                   fmt: WeightFormat) -> str:
+    components = method.weight_components()
+    name = component or wanted
+    if name not in components:
+        raise CheckpointError(f"{source.path} is {fmt.title}, a {wanted} network; {method.spec} "
+                              f"({method.variant}) has none (its parts: {', '.join(components) or 'none'})")
+    return name
+
+
+def _segmentor_component(method: nn.Module, component: str | None, source: SourceFile, fmt: WeightFormat,
+                         fits: Callable[[nn.Module], bool], needed: str) -> str:
+    """The segmentor component a segmentor or backbone file goes to: the one named, else the only one it fits."""
+    from vssbench.methods.segmentors import ImageSegmentor
+
+    components = method.weight_components()
+    segmentors = {name: path for name, path in components.items()
+                  if isinstance(method.get_submodule(path), ImageSegmentor)}
+    if component is not None:
+        if component not in segmentors:
+            raise CheckpointError(f"{source.path} is {fmt.title}; {method.spec}'s {component!r} is not a segmentor "
+                                  f"(its segmentors: {', '.join(segmentors)})")
+        candidates = [component]
+    else:
+        candidates = [name for name, path in segmentors.items() if fits(method.get_submodule(path))]
+    described = ", ".join(f"{name} = {type(method.get_submodule(path)).__name__}" for name, path in segmentors.items())
+    if not candidates or not fits(method.get_submodule(segmentors[candidates[0]])):
+        raise CheckpointError(f"{source.path} is {fmt.title}, which fills a {needed}; {method.spec} has "
+                              f"{described or 'no segmentor'}")
+    if len(candidates) > 1:
+        raise CheckpointError(f"{source.path} is {fmt.title}, which fits several parts of {method.spec} "
+                              f"({', '.join(candidates)}); name one, e.g. --init {candidates[0]}={source.path}")
+    return candidates[0]
+
+
+def _check_head(source: SourceFile, fmt: WeightFormat, segmentor: nn.Module) -> None:
+    """mmseg's SegFormer head and the paper's are different networks: say which preset takes the file."""
+    from vssbench.methods.segmentors import SegFormer
+
+    if not isinstance(segmentor, SegFormer):
+        return
+    wanted = {"mmseg-segformer": "mmseg"}.get(fmt.name, "hf")
+    if segmentor.head != wanted:
+        advice = ("a segformer-*-mmseg preset (mmseg's SegformerHead)" if wanted == "mmseg"
+                  else "a segformer-* preset without -mmseg (the paper's all-MLP head)")
+        raise CheckpointError(f"{source.path} is {fmt.title}, whose decode head is not this preset's; use {advice}")
+
+
+def _classifier_prefixes(module: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of every segmentor classifier inside ``module`` (what --reinit-classifier re-initialises)."""
+    from vssbench.methods.segmentors import ImageSegmentor
+
+    return tuple(f"{name}.{prefix}" if name else prefix for name, child in module.named_modules()
+                 if isinstance(child, ImageSegmentor) for prefix in child.classifier_prefixes)
+
+
+def _allowed_missing(module: nn.Module) -> list[re.Pattern]:
+    """Keys a module may lack in a file: deterministic buffers, and what Hugging Face models ignore."""
+    from transformers import PreTrainedModel
+
+    patterns = [DERIVED_BUFFERS]
+    for prefix, submodule in _outermost_pretrained(module, PreTrainedModel):
+        for pattern in getattr(submodule, "_keys_to_ignore_on_load_missing", None) or []:
+            patterns.append(re.compile(re.escape(prefix) + pattern))
+        for name, child in submodule.named_modules():
+            for pattern in getattr(child, "_keys_to_ignore_on_load_missing", None) or []:
+                if child is not submodule and isinstance(child, PreTrainedModel):
+                    patterns.append(re.compile(re.escape(f"{prefix}{name}.") + pattern))
+    return patterns
+
+
+def _load_converted(method: nn.Module, module_path: str, component: str, converted: Converted, source: SourceFile,
+                    fmt: WeightFormat, purpose: str, reinit_classifier: bool, scope: str = "") -> LoadRecord:
+    """Check converted tensors against the module at ``module_path`` (only its keys under ``scope``) and load them."""
+    target = method.get_submodule(module_path) if module_path else method
+    expected = {k: v for k, v in target.state_dict().items() if k.startswith(scope)}
+    provided = from_portable(target, converted.state)
+    record = LoadRecord(component, module_path, fmt.name, str(source.path), source.sha256,
+                        dropped={reason: len(keys) for reason, keys in converted.dropped.items()},
+                        notes=list(converted.notes))
+    unexpected = sorted(set(provided) - set(expected))
+    classifier = _classifier_prefixes(target)
+    mismatched = sorted(k for k in set(provided) & set(expected) if provided[k].shape != expected[k].shape)
+    class_mismatch = [k for k in mismatched if k.startswith(classifier)] if classifier else []
+    if class_mismatch:
+        theirs, ours = provided[class_mismatch[0]].shape[0], expected[class_mismatch[0]].shape[0]
+        if purpose != "train" or not reinit_classifier:
+            advice = ("; in training, --reinit-classifier starts the classifier afresh" if purpose == "train"
+                      else "; evaluate on data with that many classes, or train a classifier for this data")
+            raise CheckpointError(f"{source.path}: its classifier ({class_mismatch[0]}) has {theirs} outputs, "
+                                  f"the data {ours} classes{advice}")
+        for key in class_mismatch:
+            del provided[key]
+        record.reinitialised = class_mismatch
+        record.notes.append(f"classifier re-initialised: {theirs} classes in the file, {ours} in the data")
+    mismatched = [k for k in mismatched if k not in class_mismatch]
+    allowed = _allowed_missing(target) + [re.compile(pattern) for pattern in converted.new]
+    missing = sorted(k for k in set(expected) - set(provided) - set(class_mismatch)
+                     if not any(p.search(k) for p in allowed))
+    if unexpected or missing or mismatched:
+        details = []
+        for title, keys in (("tensors the target lacks", unexpected), ("tensors the file lacks", missing),
+                            ("shape mismatches", mismatched)):
+            if keys:
+                shown = keys[:5] if title != "shape mismatches" else [
+                    f"{k} {tuple(provided[k].shape)} vs {tuple(expected[k].shape)}" for k in keys[:5]]
+                details.append(f"{title} ({len(keys)}): {', '.join(shown)}{' ...' if len(keys) > 5 else ''}")
+        where = f"{method.spec}'s {component} ({module_path})" if module_path else method.spec
+        raise CheckpointError(f"{source.path} ({fmt.title}) does not fit {where}; " + "; ".join(details))
+    target.load_state_dict(provided, strict=False)
+    if converted.conventions and hasattr(target, "set_conventions"):
+        target.set_conventions(converted.conventions)
+    record.mapped = len(provided)
+    record.missing = sorted(set(expected) - set(provided) - set(class_mismatch))
+    prefix = f"{module_path}." if module_path else ""
+    record.loaded_keys = [prefix + k for k in provided]
+    log.info("loaded %s", record.summary())
+    return record
+
+
+def _load_vssbench(method: nn.Module, source: SourceFile, component: str | None, purpose: str,
+                   reinit_classifier: bool) -> LoadRecord:
+    """A vssbench checkpoint: of the method itself, of one of its component methods, or of a per-frame
+    segmentor it contains."""
+    payload = source.payload
+    spec = f"{payload.get('method')}:{payload.get('preset')}"
+    target, module_path, name = None, "", "method"
+    if component is None and (payload.get("method"), payload.get("preset")) == (method.name, method.preset):
+        target = method
+    else:
+        for component_name, component_method in method.component_methods().items():
+            if component in (None, component_name) and spec == component_method.spec:
+                target, name = component_method, component_name
+                module_path = next(p for p, m in method.named_modules() if m is component_method)
+        if target is None and payload.get("method") in ("perframe", "copy"):
+            for component_name, path in method.weight_components().items():
+                segmentor = method.get_submodule(path)
+                if component in (None, component_name) and getattr(segmentor, "preset", None) == payload.get("preset"):
+                    return _load_segmentor_checkpoint(method, source, payload, path, component_name, purpose,
+                                                      reinit_classifier)
+    if target is None:
+        parts = ", ".join(m.spec for m in method.component_methods().values()) or "none"
+        raise CheckpointError(f"{source.path} is a vssbench checkpoint of {spec} ({payload.get('variant')}); "
+                              f"{method.spec} takes one of itself, of its components ({parts}) or of a per-frame "
+                              "segmentor it contains")
+    _check_revisions(payload, target, source.path)
+    state = payload["state_dict"]
+    state = from_portable(target, state) if payload.get("format") == CHECKPOINT_FORMAT else state
+    record = _load_converted(method, module_path, name, Converted(state), source, VSSBENCH_FORMAT, purpose,
+                             reinit_classifier)
+    _apply_saved_conventions(target, payload)
+    return record
+
+
+def _load_segmentor_checkpoint(method: nn.Module, source: SourceFile, payload: dict, path: str, component: str,
+                               purpose: str, reinit_classifier: bool) -> LoadRecord:
+    """A per-frame (``perframe``/``copy``) vssbench checkpoint into the segmentor at ``path``."""
+    segmentor = method.get_submodule(path)
+    _check_revisions(payload, segmentor, source.path, prefix="segmentor")
+    state = strip_prefix(payload["state_dict"], "segmentor.")
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        state = from_portable(segmentor, state)
+    record = _load_converted(method, path, component, Converted(state), source, VSSBENCH_FORMAT, purpose,
+                             reinit_classifier)
+    conventions = (payload.get("conventions") or {}).get("segmentor")
+    if conventions and hasattr(segmentor, "set_conventions"):
+        segmentor.set_conventions(conventions)
+    return record
+
+
+def _check_revisions(payload: dict, target: nn.Module, path: Path, prefix: str = "") -> None:
+    """Refuse weights written for an earlier computation of the same architecture (``ImageSegmentor.revision``)."""
+    from vssbench.methods.segmentors import ImageSegmentor
+
+    recorded = payload.get("revisions") or {}
+    modules = [(prefix, target)] if prefix else list(target.named_modules())
+    for name, module in modules:
+        if isinstance(module, ImageSegmentor):
+            ours = f"{type(module).__name__}/{module.revision}"
+            theirs = recorded.get(name, f"{type(module).__name__}/1")
+            if theirs != ours:
+                raise CheckpointError(f"{path} was written for {theirs} ({name}), this vssbench computes {ours}: the "
+                                      "same weights would compute another network; retrain, or convert again from "
+                                      "the source weights")
+
+
+def _apply_saved_conventions(target: nn.Module, payload: dict) -> None:
+    for name, conventions in (payload.get("conventions") or {}).items():
+        module = target.get_submodule(name) if name else target
+        if hasattr(module, "set_conventions"):
+            module.set_conventions(conventions)
+
+
+def random_parameters(method: nn.Module, records: list[LoadRecord]) -> dict[str, int]:
+    """Parameters no record loaded, counted per top-level part (``feature_flow``: 1234)."""
+    loaded = {key for record in records for key in record.loaded_keys}
+    missing: dict[str, int] = {}
+    for name, parameter in method.named_parameters():
+        if name not in loaded:
+            part = ".".join(name.split(".")[:2]) if name.startswith(("reference.", "update.")) else name.split(".")[0]
+            missing[part] = missing.get(part, 0) + parameter.numel()
+    return missing
+
+
+# --------------------------------------------------------------------------- vssbench checkpoints
+
+
+def save_checkpoint(method: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write the method's weights under portable names, with what built them, atomically."""
+    from vssbench.methods.segmentors import ImageSegmentor
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "method": method.name,
+        "preset": method.preset,
+        "variant": method.variant,
+        "num_classes": method.num_classes,
+        "revisions": {name: f"{type(m).__name__}/{m.revision}" for name, m in method.named_modules()
+                      if isinstance(m, ImageSegmentor)},
+        "conventions": {name: m.conventions() for name, m in method.named_modules() if hasattr(m, "conventions")},
+        "metadata": metadata or {},
+        "state_dict": to_portable(method, method.state_dict()),
+    }
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The training record a vssbench checkpoint carries (empty for other formats and for none)."""
+    path = Path(path)
+    if path.is_dir():
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                return {}
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a vssbench checkpoint: no training record
+        return {}
+    if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_CHECKPOINT_FORMAT):
+        return {}
+    return dict(payload.get("metadata") or {})
+
+
+def weights_digest(path: str | Path) -> str:
+    """The sha256 a row records for weights: of the file, or of a Hugging Face folder's files."""
+    path = Path(path)
+    return read_source(path).sha256 if path.is_dir() else file_sha256(path)
