@@ -384,6 +384,8 @@ def test_off_the_synthetic_set_random_weights_are_refused_unless_asked_and_then_
     assert main([*common, "--random-weights"]) == 0
     (row,) = load_rows(tmp_path / "rows.jsonl")
     assert row["weights"] == "random" and list(row["random_parameters"]) == ["segmentor"]
+    assert main(["report", str(tmp_path / "rows.jsonl"), "--out", str(tmp_path / "report"), "--format", "md"]) == 0
+    assert "perframe [random weights]" in (tmp_path / "report" / "comparison_vspw.md").read_text()
 
 
 def test_bench_run_refuses_a_checkpoint_that_leaves_parts_random(small_synthetic, tmp_path, capsys):

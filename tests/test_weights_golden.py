@@ -283,3 +283,32 @@ def test_weights_of_another_head_or_family_are_refused_with_the_preset_that_take
         load_weights(_perframe("golden-segformer"), GOLDEN / "pspnet_r18_tiny.pth")
     with pytest.raises(CheckpointError, match="tensors the target lacks|shape mismatches"):
         load_weights(_perframe("golden-pspnet-r50"), GOLDEN / "pspnet_r18_tiny.pth")
+
+
+def test_an_mmseg_resnet_v1c_initialises_the_pspnet_backbone_as_the_full_checkpoint_does(tmp_path):
+    """mmseg's ImageNet ResNetV1c (``resnet18_v1c``) has the keys of its PSPNet's backbone, without the prefix."""
+    checkpoint = torch.load(GOLDEN / "pspnet_r18_tiny.pth", weights_only=True)["state_dict"]
+    torch.save({"state_dict": {k[len("backbone."):]: v for k, v in checkpoint.items() if k.startswith("backbone.")}},
+               tmp_path / "resnet_v1c.pth")
+    full, backbone = _perframe("golden-pspnet-r18"), _perframe("golden-pspnet-r18")
+    load_weights(full, GOLDEN / "pspnet_r18_tiny.pth")
+    record = load_weights(backbone, tmp_path / "resnet_v1c.pth", purpose="train")
+    assert (record.component, record.format) == ("backbone", "resnet-v1c")
+    ours = backbone.segmentor.backbone.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in full.segmentor.backbone.state_dict().items())
+    assert not any(".head." in k for k in record.loaded_keys)
+
+
+def test_flownets_go_to_the_flow_network_of_every_method_that_has_one(monkeypatch):
+    from vssbench.methods.accel import Accel
+    from vssbench.methods.tfc import TFC
+
+    monkeypatch.setitem(Accel.presets, "golden", dict(reference="golden", update="golden-pspnet-r18"))
+    monkeypatch.setitem(TFC.presets, "golden", dict(segmentor="golden-segformer", heads=2, points=4, flownet=FLOWNET))
+    for spec, variant, module in (("accel:golden", None, "reference.feature_flow.flownet"),
+                                  ("tfc:golden", "flow-warp", "flownet"), ("mpvss:golden", "optical-flow", "flownet")):
+        method = build_method(spec, 8, variant)
+        record = load_weights(method, GOLDEN / "flownets_flownetpytorch.pth.tar", purpose="train")
+        assert (record.component, record.module) == ("flow", module)
+    with pytest.raises(CheckpointError, match="a flow network; tfc:golden \\(sparse-msda-0.8\\) has none"):
+        load_weights(build_method("tfc:golden", 8), GOLDEN / "flownets_flownetpytorch.pth.tar")

@@ -277,13 +277,15 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
 def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark import distributed
     from vssbench.benchmark.training import train, training_metadata
-    from vssbench.methods.base import build_method
+    from vssbench.methods.base import METHODS, build_method, parse_spec
     from vssbench.methods.weights import load_weights, save_checkpoint
 
     _check_at_least(args.iters, "--iters", expected=ITERATIONS_EXPECTED)
     _check_device(args.device)
     inits = _components(args.init or [], "--init")
-    out = args.out or Path("checkpoints") / f"{args.method.replace(':', '-')}-{args.variant or 'default'}.pt"
+    method_name, preset = parse_spec(args.method)
+    variant = args.variant or METHODS[method_name].variants[0]
+    out = args.out or Path("checkpoints") / f"{method_name}-{preset}-{variant}.pt"
     _check_writable(out, "--out")
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)

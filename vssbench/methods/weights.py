@@ -401,25 +401,22 @@ def from_portable(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
 # --------------------------------------------------------------------------- converting
 
 
-def _hf_segformer(source: SourceFile, segmentor: nn.Module) -> Converted:
+def _hugging_face(source: SourceFile) -> Converted:
+    """A Hugging Face model's tensors (hub or in-memory names): the segmentor holds the model as ``model``."""
     return Converted({f"model.{k}": v for k, v in source.tensors.items()})
 
 
-def _hf_mask2former(source: SourceFile, segmentor: nn.Module) -> Converted:
-    return Converted({f"model.{k}": v for k, v in source.tensors.items()})
-
-
-def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile, nn.Module], Converted]]]:
+def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile], Converted]]]:
     """Segmentor format -> (the segmentor class it fills, its key map)."""
     from vssbench.methods.segmentors import Mask2Former, PSPNet, SegFormer, mask2former, pspnet, segformer
 
     return {
-        "hf-segformer": (SegFormer, _hf_segformer),
-        "hf-mask2former": (Mask2Former, _hf_mask2former),
-        "nvlabs-segformer": (SegFormer, lambda source, _: segformer.from_nvlabs(source.tensors)),
-        "mmseg-segformer": (SegFormer, lambda source, _: segformer.from_mmseg(source.tensors)),
-        "mmseg-pspnet": (PSPNet, lambda source, _: pspnet.from_mmseg(source.tensors)),
-        "detectron2-mask2former": (Mask2Former, lambda source, _: mask2former.from_detectron2(source.tensors)),
+        "hf-segformer": (SegFormer, _hugging_face),
+        "hf-mask2former": (Mask2Former, _hugging_face),
+        "nvlabs-segformer": (SegFormer, lambda source: segformer.from_nvlabs(source.tensors)),
+        "mmseg-segformer": (SegFormer, lambda source: segformer.from_mmseg(source.tensors)),
+        "mmseg-pspnet": (PSPNet, lambda source: pspnet.from_mmseg(source.tensors)),
+        "detectron2-mask2former": (Mask2Former, lambda source: mask2former.from_detectron2(source.tensors)),
     }
 
 
@@ -592,7 +589,7 @@ def _convert(method: nn.Module, source: SourceFile, fmt: WeightFormat,
         segmentor = method.get_submodule(components[name])
         _check_head(source, fmt, segmentor)
         check_hf_config(source, segmentor)
-        return name, components[name], convert(source, segmentor), ""
+        return name, components[name], convert(source), ""
     fits, needed, convert = _backbone_converters()[fmt.name]
     name = _segmentor_component(method, None if component == "backbone" else component, source, fmt, fits, needed)
     segmentor = method.get_submodule(components[name])
