@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from propagation import third_frame_after_and_without_the_second
-from vssbench.benchmark.training import train
-from vssbench.methods.weights import load_weights
+from vssbench.benchmark.training import ensure_trained, train
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method
 from vssbench.methods.dff import FeatureFlow
+from vssbench.methods.weights import load_weights
 
 
 def test_zero_flow_and_unit_scale_return_the_key_features():
@@ -102,3 +102,12 @@ def test_bench_train_chains_segmentor_dff_and_accel(small_synthetic, tmp_path):
     load_weights(accel, tmp_path / "accel.pt")
     for name, value in dff.state_dict().items():
         assert torch.equal(accel.reference.state_dict()[name], value), name
+
+
+def test_accel_trains_on_an_empty_cache_its_dff_included(small_synthetic, tmp_path):
+    """Accel freezes its DFF; an empty cache still trains that DFF, as `bench train --method dff:tiny` would,
+    before Accel's own stage."""
+    dataset = load_synthetic(small_synthetic, "train")
+    torch.manual_seed(0)
+    stage = ensure_trained(build_method("accel:tiny", dataset.num_classes), dataset, tmp_path, iterations=2)
+    assert stage.name.startswith("accel-tiny-") and any(p.name.startswith("dff-tiny-") for p in tmp_path.iterdir())

@@ -16,6 +16,7 @@ from vssbench.methods.tfc import (
     focal_consistency_loss,
     unit_features,
 )
+from vssbench.recipes import load, recipe_for
 
 
 def _pyramid(batch: int, dim: int, sizes=((12, 20), (6, 10), (3, 5), (2, 3))) -> list[torch.Tensor]:
@@ -142,7 +143,7 @@ def test_training_reduces_both_losses(small_synthetic):
     torch.manual_seed(0)
     dataset = load_synthetic(small_synthetic, "train")
     method = build_method("tfc:tiny", dataset.num_classes).train()
-    clips = TrainingClips(dataset, method.recipe, length=8 * 60, seed=0)
+    clips = TrainingClips(dataset, recipe_for(method, dataset.name, "synthetic"), length=8 * 60, seed=0)
     loader = torch.utils.data.DataLoader(clips, batch_size=8)
     optimizer = torch.optim.AdamW(method.parameters(), lr=2e-3)
     history = []
@@ -175,7 +176,7 @@ def tfc_without_consistency_registered():
 
 def test_the_ablation_script_drops_only_the_consistency_term(small_synthetic, tfc_without_consistency_registered):
     dataset = load_synthetic(small_synthetic, "train")
-    clips = TrainingClips(dataset, tfc_without_consistency_registered.TFC.recipe, length=2, seed=0)
+    clips = TrainingClips(dataset, load("tfc", "synthetic"), length=2, seed=0)
     batch = next(iter(torch.utils.data.DataLoader(clips, batch_size=2)))
     torch.manual_seed(0)
     full = build_method("tfc:tiny", dataset.num_classes, variant="linear-interp").eval()

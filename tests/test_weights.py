@@ -179,7 +179,8 @@ def test_vssbench_checkpoints_store_hub_names_and_load_back_exactly(tmp_path):
     load_weights(method, _saved_hf(tmp_path))
     path = save_checkpoint(method, tmp_path / "ours.pt")
     payload = torch.load(path, weights_only=True)
-    assert any(k.startswith("segmentor.model.segformer.encoder.block.0.0.attention.self.query.") for k in payload["state_dict"])
+    hub_name = "segmentor.model.segformer.encoder.block.0.0.attention.self.query."
+    assert any(k.startswith(hub_name) for k in payload["state_dict"])
     again = _perframe()
     load_weights(again, path)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in method.state_dict().items())

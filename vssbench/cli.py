@@ -1,4 +1,4 @@
-"""The ``bench`` command: run, train, convert, profile, report, check, data, list.
+"""The ``bench`` command: run, train, recipes, convert, profile, report, check, data, list.
 
 Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
 checkpoint), with a message naming the argument or file and what was expected.
@@ -276,12 +276,21 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
 
 def command_train(args: argparse.Namespace) -> int:
     from vssbench.benchmark import distributed
-    from vssbench.benchmark.training import train, training_metadata
+    from vssbench.benchmark.training import TrainingOptions, train, training_metadata
     from vssbench.methods.base import METHODS, build_method, parse_spec
     from vssbench.methods.weights import load_weights, save_checkpoint
+    from vssbench.recipes import recipe_for
 
-    _check_at_least(args.iters, "--iters", expected=ITERATIONS_EXPECTED)
+    for value, argument in ((args.iters, "--iters"), (args.batch, "--batch"), (args.micro_batch, "--micro-batch")):
+        _check_at_least(value, argument,
+                        expected=ITERATIONS_EXPECTED if argument == "--iters" else "a positive integer")
+    for value, argument in ((args.save_every, "--save-every"), (args.validate_every, "--validate-every")):
+        _check_at_least(value, argument, low=0, expected="a number of iterations >= 0")
+    _check_at_least(args.log_every, "--log-every", expected="a positive number of iterations")
     _check_device(args.device)
+    if args.amp and args.device != "cuda":
+        raise UsageError(f"--amp {args.amp}: mixed precision runs on CUDA; add --device cuda")
+    crop = _size(args.crop, "--crop") if args.crop else None
     inits = _components(args.init or [], "--init")
     method_name, preset = parse_spec(args.method)
     variant = args.variant or METHODS[method_name].variants[0]
@@ -291,17 +300,71 @@ def command_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(args, args.split)
     torch.manual_seed(args.seed)
     method = build_method(args.method, dataset.num_classes, args.variant)
+    kind = args.recipe or ("synthetic" if args.dataset == "synthetic" else "paper")
+    recipe = recipe_for(method, dataset.name, kind).with_overrides(args.iters, args.batch, crop, args.micro_batch)
     records = [load_weights(method, path, component, purpose="train", reinit_classifier=args.reinit_classifier)
                for component, path in inits]
     for record in records:
         print(f"init: {record.summary()}")
-    report = train(method, dataset, args.iters, args.seed, args.device, args.num_workers)
+    validation = None
+    if args.validate_every:
+        validation = load_dataset(args, "val")
+        validation.videos = validation.videos[: args.validate_videos]
+    log_path = out.with_name(out.name + ".log.jsonl")
+    options = TrainingOptions(device=args.device, num_workers=args.num_workers, progress=not args.quiet,
+                              amp=args.amp, state_path=out.with_name(out.name + ".state"), save_every=args.save_every,
+                              log_path=log_path, log_every=args.log_every, validation=validation,
+                              validate_every=args.validate_every)
+    print(f"training {method.spec} ({method.variant}) with its {recipe.name} recipe ({recipe.dataset}): "
+          f"{recipe.iterations} iterations of {recipe.batch_size} samples, {recipe.micro_batch} per pass; "
+          f"log {log_path}")
+    report = train(method, dataset, seed=args.seed, recipe=recipe, options=options)
     if not distributed.is_main_process():
         return 0
-    save_checkpoint(method, out, training_metadata(report, dataset, args.seed, [path for _, path in inits], records))
+    save_checkpoint(method, out, training_metadata(report, dataset, args.seed, [path for _, path in inits], records,
+                                                   recipe))
     print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations: "
           f"loss {report.first_loss:.4f} -> {report.final_loss:.4f}; saved {out}")
     return 0
+
+
+def command_recipes(args: argparse.Namespace) -> int:
+    import json
+
+    from vssbench.recipes import PAPER_DATASETS, all_recipes
+
+    if args.dataset and args.dataset not in (*PAPER_DATASETS, "synthetic"):
+        raise UsageError(f"--dataset {args.dataset!r}: expected one of {', '.join((*PAPER_DATASETS, 'synthetic'))}")
+    recipes = [r for r in all_recipes() if (args.method in (None, r.method) or (args.method == "copy"
+               and r.method == "perframe")) and args.dataset in (None, r.dataset)]
+    if args.method and not recipes:
+        raise UsageError(f"no recipes for {args.method!r}" + (f" on {args.dataset}" if args.dataset else ""))
+    if args.json:
+        print(json.dumps([r.as_json() for r in recipes], indent=1))
+        return 0
+    table = [[r.method + (f" ({r.segmentor})" if r.segmentor else ""), r.dataset, r.optimizer, f"{r.learning_rate:g}",
+              f"{r.weight_decay:g}", r.iterations, r.batch_size, r.devices,
+              "x".join(map(str, r.crop_size)) if r.crop_size else "-", _schedule_text(r)] for r in recipes]
+    print(tabulate(table, headers=["method", "dataset", "optimizer", "lr", "weight decay", "iterations", "batch",
+                                   "devices", "crop", "schedule"], tablefmt="github"))
+    if args.method:
+        for recipe in recipes:
+            print(f"\n{recipe.method} on {recipe.dataset}" + (f" ({recipe.segmentor})" if recipe.segmentor else ""))
+            for name, source in recipe.sources.items():
+                print(f"  {name}: {_plain_value(getattr(recipe, name))}  [{source}]")
+    return 0
+
+
+def _schedule_text(recipe) -> str:
+    schedule, warmup = recipe.lr_schedule, recipe.warmup
+    text = f"poly {schedule['power']:g}" if schedule["type"] == "poly" else schedule["type"]
+    return text + (f", {warmup['iterations']} warm-up" if warmup.get("iterations") else "")
+
+
+def _plain_value(value: object) -> str:
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return "x".join(map(str, value))
+    return str(value)
 
 
 def _components(values: list[str], argument: str) -> list[tuple[str | None, Path]]:
@@ -560,7 +623,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", required=True, help="METHOD[:PRESET], e.g. perframe:segformer-tiny")
     train.add_argument("--variant", help="method variant (default: the method's default)")
     _add_dataset_arguments(train, "train")
-    train.add_argument("--iters", type=int, help="iterations (default: the method's synthetic schedule)")
+    train.add_argument("--recipe", choices=("paper", "synthetic"),
+                       help="how to train (vssbench/recipes, `bench recipes`): the paper's, or vssbench's CPU-sized "
+                            "schedule (default: synthetic on the synthetic set, paper elsewhere; on the synthetic set "
+                            "the paper recipe is the VSPW one)")
+    train.add_argument("--iters", type=int, help="iterations (default: the recipe's)")
+    train.add_argument("--batch", type=int, help="global batch (default: the recipe's)")
+    train.add_argument("--micro-batch", type=int,
+                       help="samples per forward pass; the rest of the batch is split across processes and "
+                            "accumulated (default: the recipe's batch over its paper's device count)")
+    train.add_argument("--crop", metavar="HxW", help="training crop (default: the recipe's)")
+    train.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on CUDA (fp16 with a gradient scaler)")
+    train.add_argument("--save-every", type=int, default=0,
+                       help="write the resumable state (OUT.state) every N iterations; re-running the same command "
+                            "resumes from it (default: 0, never)")
+    train.add_argument("--log-every", type=int, default=10,
+                       help="iterations between records of the JSONL log OUT.log.jsonl (default: 10)")
+    train.add_argument("--validate-every", type=int, default=0,
+                       help="score the validation split every N iterations (default: 0, never)")
+    train.add_argument("--validate-videos", type=int, default=2, help="videos scored by --validate-every (default: 2)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     train.add_argument("--init", action="append", metavar="[COMPONENT=]PATH",
                        help="weights to start from, repeatable: a vssbench checkpoint (of the method, of a component "
                             "such as Accel's DFF, or of its per-frame segmentor) or any format of docs/weights.md; "
@@ -570,16 +652,27 @@ def build_parser() -> argparse.ArgumentParser:
                             "instead of failing")
     train.add_argument("--out", type=Path, help="checkpoint to write (default: checkpoints/METHOD-PRESET-VARIANT.pt)")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
-    train.add_argument("--num-workers", type=int, default=1, help="DataLoader workers (default: 1)")
+    train.add_argument("--num-workers", type=int, default=1,
+                       help="DataLoader workers decoding and augmenting samples (default: 1; the progress lines "
+                            "say how long each step waited for data)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.set_defaults(handler=command_train)
+
+    recipes = sub.add_parser("recipes", help="print the training recipes and the source of every value",
+                             description="Print the training recipes (vssbench/recipes/*.yaml): one per method and "
+                                         "dataset, with the paper section or config file each value comes from.")
+    recipes.add_argument("method", nargs="?", help="a method name (default: every method)")
+    recipes.add_argument("--dataset", help="vspw, cityscapes or synthetic (default: all)")
+    recipes.add_argument("--json", action="store_true", help="one JSON object per (method, dataset)")
+    recipes.set_defaults(handler=command_recipes)
 
     convert = sub.add_parser("convert", help="convert weights of any supported format into a vssbench checkpoint",
                              description="Read weights in any format of docs/weights.md (detected from the content), "
                                          "check that they fit METHOD[:PRESET] and write a vssbench checkpoint that "
                                          "later runs load directly; the conversion report is printed and recorded.")
     convert.add_argument("source", type=Path, metavar="SRC", help="weights file or Hugging Face model folder")
-    convert.add_argument("--method", required=True, help="METHOD[:PRESET] the weights are for, e.g. perframe:segformer-b0")
+    convert.add_argument("--method", required=True,
+                         help="METHOD[:PRESET] the weights are for, e.g. perframe:segformer-b0")
     convert.add_argument("--variant", help="method variant (default: the method's default)")
     convert.add_argument("--component", help="the part the weights fill when the format alone does not say")
     convert.add_argument("--num-classes", type=int,
@@ -672,12 +765,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from vssbench.benchmark.runner import MethodError
+    from vssbench.benchmark.training import TrainingError
+    from vssbench.datasets.augment import AugmentationError
     from vssbench.methods.base import SpecError
     from vssbench.methods.weights import CheckpointError
+    from vssbench.recipes import RecipeError
 
     try:
         return args.handler(args)
-    except (UsageError, DatasetError, SpecError, CheckpointError, MethodError) as error:
+    except (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
+            AugmentationError) as error:
         print(f"bench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:

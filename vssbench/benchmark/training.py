@@ -1,50 +1,81 @@
-"""Training: a generic loop over a method's own ``loss()``, checkpoints, and auto-training.
+"""Training: one loop over a method's own ``loss()``, run as a recipe says (:mod:`vssbench.recipes`).
 
-``train`` samples what the method's :class:`~vssbench.methods.base.TrainingRecipe` asks
-for (single frames, or (key, current) pairs within the training interval), optimises
-``method.trainable_parameters()`` with AdamW and a linear ("poly", power 1) learning-rate
-decay as mmseg does, and is deterministic for a seed: every sample is drawn from a
-generator seeded by (seed, sample index), so worker count and order do not matter.
+``train`` samples what the recipe asks for (single frames, (key, current) pairs, clips), transforms
+each sample with the recipe's augmentation pipeline (:mod:`vssbench.datasets.augment`), and optimises
+``method.trainable_parameters()`` (or the parameters the recipe's ``trainable`` rules pick) with its
+optimizer, parameter groups, warm-up and schedule, gradient clipping and, on CUDA, mixed precision.
 
-``ensure_trained`` is what ``bench run`` uses on the synthetic dataset when no checkpoint
-is given: it trains the segmentor once per preset (as ``perframe``), then the method's
-own stage if it has parameters beyond the segmentor, caching both. A stage's cache name
-carries a digest of the checkpoints it started from, so retraining a segmentor (say,
-after its schedule changed) retrains every stage built on it instead of reusing stale
-weights.
+What is learned does not depend on how the run is spread: the global batch is the recipe's whatever
+the number of processes; a forward pass takes ``micro_batch`` samples (the paper's per-device batch),
+and a step averages the gradients of ``batch / micro_batch`` passes, split across processes and, where
+fewer processes than that, accumulated (``no_sync`` until the last). Sample ``i`` of the run comes
+from a generator seeded by (seed, i), and micro-batch ``k`` of step ``s`` holds samples
+``s * batch + k * micro_batch ...``, whoever computes it. So a resumed run, or one on another number of
+processes, ends where an uninterrupted single-process run does: exactly when resumed (the state file
+holds the weights, the optimizer, the schedule and every random state); to float tolerance across
+process counts, whose sums of gradients run in another order (with Adam, parameters whose gradient is
+zero in exact arithmetic, such as biases before a batch norm, take steps of the learning rate on that
+float noise, which differ between any two such runs).
+
+``ensure_trained`` is what ``bench run`` uses on the synthetic dataset when no checkpoint is given: it
+trains the segmentor once per preset (as ``perframe``), then the method's own stage if it has
+parameters beyond the segmentor, caching both. A stage's cache name carries a digest of the
+checkpoints it started from, so retraining a segmentor (say, after its schedule changed) retrains
+every stage built on it instead of reusing stale weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import math
-from dataclasses import dataclass, replace
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from vssbench.benchmark import distributed
+from vssbench.benchmark.progress import Progress
+from vssbench.datasets.augment import augment
 from vssbench.datasets.base import VideoDataset
-from vssbench.datasets.transforms import image_to_tensor, resize_image, resize_label
-from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method
-from vssbench.methods.perframe import segmentor_recipe
+from vssbench.methods.base import VideoMethod, build_method
 from vssbench.methods.segmentors import SEGMENTORS
 from vssbench.methods.weights import LoadRecord, checkpoint_metadata, file_sha256, load_weights, save_checkpoint
+from vssbench.recipes import Recipe, recipe_for
 
 log = logging.getLogger("vssbench")
+STATE_FORMAT = "vssbench-training-state/1"
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start as asked: a batch that does not split, a state file of another run."""
 
 
 class TrainingClips(torch.utils.data.Dataset):
-    """Random training samples: ``frames`` (T, 3, H, W) and ``labels`` (T, H, W), key frame first."""
+    """Random training samples: ``frames`` (T, 3, H, W) and ``labels`` (T, H, W), key frame first.
 
-    def __init__(self, dataset: VideoDataset, recipe: TrainingRecipe, length: int, seed: int) -> None:
+    Sample ``index`` is drawn from a generator seeded by (seed, index): the video, then where in it
+    (a clip's start; a pair's gap from the recipe's range, then its start), then the augmentation.
+    Videos labelled on every frame are sampled; a dataset labelled on some frames only (Cityscapes)
+    gives samples that end on a labelled frame, the other frames' labels all ignored (255).
+    """
+
+    def __init__(self, dataset: VideoDataset, recipe: Recipe, length: int, seed: int) -> None:
         self.dataset, self.recipe, self.length, self.seed = dataset, recipe, length, seed
-        self.videos = [v for v in dataset.videos if v.num_labelled == len(v.frames)]
+        self.dense = [v for v in dataset.videos if v.num_labelled == len(v.frames)]
+        self.videos = self.dense or [v for v in dataset.videos if v.num_labelled]
         if not self.videos:
-            raise ValueError(f"{dataset.name}/{dataset.split} has no fully labelled video to train on")
+            raise ValueError(f"{dataset.name}/{dataset.split} has no labelled video to train on")
+        self.steps = [dict(step) for step in recipe.augmentation]
 
     def __len__(self) -> int:
         return self.length
@@ -52,29 +83,44 @@ class TrainingClips(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, index])
         video = self.videos[rng.integers(len(self.videos))]
-        frames = self.recipe.frames_per_sample
-        if frames > 2:  # a clip of consecutive frames
-            if len(video.frames) < frames:
-                raise ValueError(f"video {video.name} has {len(video.frames)} frames; {frames}-frame clips need more")
-            start = int(rng.integers(len(video.frames) - frames + 1))
-            indices = list(range(start, start + frames))
-        else:
-            gap = int(rng.integers(self.recipe.max_interval)) if frames > 1 else 0
-            start = int(rng.integers(len(video.frames) - gap))
-            indices = [start, start + gap][:frames]
-        flip = bool(rng.integers(2))
+        indices = self._frame_indices(video, rng)
         images, labels = [], []
         for i in indices:
             record = video.frames[i]
             image = self.dataset.load_image(record.image)
-            label = self.dataset.load_label(record.mask)
-            size = self.dataset.target_size(*image.shape[:2])
-            image, label = resize_image(image, size), resize_label(label, size)
-            if flip:
-                image, label = image[:, ::-1], label[:, ::-1]
-            images.append(image_to_tensor(image))
-            labels.append(torch.from_numpy(label.astype(np.int64)))
-        return {"frames": torch.stack(images), "labels": torch.stack(labels)}
+            label = (self.dataset.load_label(record.mask) if record.mask is not None
+                     else np.full(image.shape[:2], 255, np.uint8))
+            images.append(image)
+            labels.append(label)
+        size = self.dataset.target_size(*images[0].shape[:2])
+        steps = [{**step, "size": list(size)} if step["type"] == "resize" and "size" not in step else step
+                 for step in self.steps]
+        frames, targets = augment(images, labels, steps, rng)
+        return {"frames": frames, "labels": targets}
+
+    def _frame_indices(self, video, rng: np.random.Generator) -> list[int]:
+        frames, count = self.recipe.frames_per_sample, len(video.frames)
+        if frames > 2:  # a clip of consecutive frames
+            if count < frames:
+                raise ValueError(f"video {video.name} has {count} frames; {frames}-frame clips need more")
+            if self.dense:
+                start = int(rng.integers(count - frames + 1))
+            else:  # end on the labelled frame
+                start = max(0, _labelled(video) - frames + 1)
+            return list(range(start, start + frames))
+        if frames == 1:
+            return [int(rng.integers(count))] if self.dense else [_labelled(video)]
+        low, high = int(self.recipe.sampling.get("min_gap", 0)), int(self.recipe.sampling["max_gap"])
+        gap = int(rng.integers(low, high + 1))
+        if self.dense:
+            start = int(rng.integers(count - gap))
+            return [start, start + gap]
+        current = _labelled(video)
+        return [max(0, current - gap), current]
+
+
+def _labelled(video) -> int:
+    return next(i for i, frame in enumerate(video.frames) if frame.mask is not None)
 
 
 class _Objective(torch.nn.Module):
@@ -96,6 +142,118 @@ class TrainingReport:
     history: list[float]
 
 
+@dataclass
+class TrainingOptions:
+    """How a run executes its recipe. Only ``amp`` changes what is computed (mixed precision)."""
+
+    device: str = "cpu"
+    num_workers: int = 1
+    progress: bool = True
+    amp: str | None = None  # "bf16" or "fp16" autocast on CUDA
+    state_path: Path | None = None  # the resumable state, written every save_every iterations
+    save_every: int = 0
+    log_path: Path | None = None  # a JSONL record every log_every iterations
+    log_every: int = 10
+    validation: VideoDataset | None = None  # scored every validate_every iterations
+    validate_every: int = 0
+
+
+def sample_order(step: int, rank: int, processes: int, micro_batch: int, batch: int, pass_index: int) -> list[int]:
+    """The sample indices of one forward pass: micro-batch ``pass_index * processes + rank`` of ``step``."""
+    first = step * batch + (pass_index * processes + rank) * micro_batch
+    return list(range(first, first + micro_batch))
+
+
+class _StepSampler(torch.utils.data.Sampler):
+    """This process's micro-batches of the steps from ``start`` on, in the order it runs them."""
+
+    def __init__(self, start: int, steps: int, rank: int, processes: int, micro_batch: int, batch: int) -> None:
+        self.args = (start, steps, rank, processes, micro_batch, batch)
+
+    def __iter__(self):
+        start, steps, rank, processes, micro, batch = self.args
+        passes = batch // (micro * processes)
+        for step in range(start, steps):
+            for index in range(passes):
+                yield sample_order(step, rank, processes, micro, batch, index)
+
+    def __len__(self) -> int:
+        start, steps, _, processes, micro, batch = self.args
+        return (steps - start) * (batch // (micro * processes))
+
+
+def apply_trainable(method: VideoMethod, rules: tuple[dict, ...] | None) -> None:
+    """A recipe's ``trainable`` rules, first match wins: which parameters learn (None keeps the method's)."""
+    if not rules:
+        return
+    for module_name, module, name, parameter in _named_parameters_with_modules(method):
+        rule = _first_rule(rules, name, module)
+        if rule is not None:
+            parameter.requires_grad = bool(rule["train"])
+
+
+def _named_parameters_with_modules(method: nn.Module):
+    seen = set()
+    for module_name, module in method.named_modules():
+        for short, parameter in module.named_parameters(recurse=False):
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                yield module_name, module, f"{module_name}.{short}" if module_name else short, parameter
+
+
+def _first_rule(rules: tuple[dict, ...], name: str, module: nn.Module) -> dict | None:
+    for rule in rules:
+        kind = rule.get("module_type")
+        if kind == "norm" and isinstance(module, NORM_TYPES):
+            return rule
+        if kind == "embedding" and isinstance(module, nn.Embedding):
+            return rule
+        if kind is None and re.search(rule.get("match", ""), name):
+            return rule
+    return None
+
+
+def build_optimizer(method: VideoMethod, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters, one group per distinct (lr, decay) the
+    ``param_groups`` rules give (mmcv's paramwise_cfg and detectron2's build_optimizer alike)."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for _, module, name, parameter in _named_parameters_with_modules(method):
+        if not parameter.requires_grad:
+            continue
+        rule = _first_rule(recipe.param_groups, name, module) or {}
+        key = (recipe.learning_rate * float(rule.get("lr_mult", 1.0)),
+               recipe.weight_decay * float(rule.get("decay_mult", 1.0)))
+        groups.setdefault(key, []).append(parameter)
+    if not groups:
+        raise ValueError(f"{method.spec} has no trainable parameters of its own; train its segmentor instead")
+    param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=recipe.learning_rate, betas=recipe.betas or (0.9, 0.999))
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=recipe.learning_rate, momentum=recipe.momentum or 0.0)
+    raise ValueError(f"recipe {recipe.method}/{recipe.dataset}: unknown optimizer {recipe.optimizer!r}")
+
+
+def learning_rate_factor(recipe: Recipe, iteration: int) -> float:
+    """The multiplier of every group's base rate at ``iteration``: warm-up, then the schedule (mmseg's
+    poly: (1 - i / N)^power scaled between the rate and ``min_lr``)."""
+    warmup = recipe.warmup
+    steps, ratio = int(warmup.get("iterations", 0)), float(warmup.get("ratio", 1.0))
+    schedule = recipe.lr_schedule
+    if schedule["type"] == "poly":
+        floor = float(schedule.get("min_lr", 0.0)) / recipe.learning_rate
+        factor = (1.0 - iteration / recipe.iterations) ** float(schedule["power"]) * (1.0 - floor) + floor
+    elif schedule["type"] == "constant":
+        factor = 1.0
+    else:
+        raise ValueError(f"recipe {recipe.method}/{recipe.dataset}: unknown schedule {schedule['type']!r}")
+    if iteration < steps:
+        if warmup.get("type", "linear") == "constant":
+            return ratio
+        return factor * (1.0 - (1.0 - iteration / steps) * (1.0 - ratio))  # mmcv's linear warm-up
+    return factor
+
+
 def train(
     method: VideoMethod,
     dataset: VideoDataset,
@@ -104,53 +262,179 @@ def train(
     device: torch.device | str = "cpu",
     num_workers: int = 1,
     progress: bool = True,
+    recipe: Recipe | None = None,
+    options: TrainingOptions | None = None,
 ) -> TrainingReport:
-    """Optimise the method's trainable parameters with its own loss; returns the loss curve.
-
-    Under torchrun, with DistributedDataParallel: each process takes its share of every
-    batch (module docstring of :mod:`vssbench.benchmark.distributed`).
-    """
-    recipe = method.recipe if iterations is None else replace(method.recipe, iterations=iterations)
+    """Optimise the method with its own loss as ``recipe`` says (default: its synthetic recipe, with
+    ``iterations`` if given); returns the loss curve. Under torchrun, with DistributedDataParallel."""
+    options = options or TrainingOptions(device=str(device), num_workers=num_workers, progress=progress)
+    recipe = recipe or recipe_for(method, dataset.name, "synthetic")
+    if iterations is not None:
+        recipe = recipe.with_overrides(iterations=iterations)
     rank, processes = distributed.world()
-    if recipe.batch_size % processes:
-        raise ValueError(f"training {method.spec}: batch size {recipe.batch_size} does not split across "
-                         f"{processes} processes")
+    micro = recipe.micro_batch
+    if recipe.batch_size % (micro * processes) and recipe.micro_batch_size is None and \
+            recipe.batch_size % processes == 0:
+        micro = recipe.batch_size // processes  # more processes than the paper's devices: smaller passes
+        log.info("training %s: %d processes take passes of %d samples (the recipe's %d per device do not split "
+                 "its batch of %d)", method.spec, processes, micro, recipe.micro_batch, recipe.batch_size)
+    if recipe.batch_size % (micro * processes):
+        raise TrainingError(f"training {method.spec}: a batch of {recipe.batch_size} does not split into passes of "
+                            f"{micro} samples on {processes} processes; choose --batch or --micro-batch to fit")
+    passes = recipe.batch_size // (micro * processes)
+    device = torch.device(options.device)
     torch.manual_seed(seed)
     method.to(device).train()
-    parameters = [p for p in method.trainable_parameters()]
-    if not parameters:
-        raise ValueError(f"{method.spec} has no trainable parameters of its own; train its segmentor instead")
+    apply_trainable(method, recipe.trainable)
+    optimizer = build_optimizer(method, recipe)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(recipe, i))
+    scaler = torch.amp.GradScaler("cuda", enabled=options.amp == "fp16")
+    history: list[float] = []
+    start = 0
+    fingerprint = _fingerprint(method, dataset, recipe, seed)
+    if options.state_path is not None and Path(options.state_path).is_file():
+        start, history = _load_state(options.state_path, fingerprint, method, optimizer, schedule, scaler)
+        log.info("resuming %s from %s at iteration %d of %d", method.spec, options.state_path, start,
+                 recipe.iterations)
     objective: torch.nn.Module = _Objective(method)
     if processes > 1:
         objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
-    optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 - i / recipe.iterations)
     clips = TrainingClips(dataset, recipe, recipe.iterations * recipe.batch_size, seed)
-    # Rank r takes samples r, r + N, ...: together the processes' i-th batches are the i-th single-process batch.
-    sampler = (torch.utils.data.distributed.DistributedSampler(clips, processes, rank, shuffle=False)
-               if processes > 1 else None)
-    loader = torch.utils.data.DataLoader(clips, batch_size=recipe.batch_size // processes, sampler=sampler,
-                                         num_workers=num_workers, persistent_workers=num_workers > 0)
-    history = []
-    show = progress and rank == 0
-    with tqdm(loader, desc=f"training {method.spec}", unit="it", disable=None if show else True) as bar:
-        for batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            terms = objective(batch)
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training {method.spec}: loss became {loss.item()} at iteration {len(history)}")
+    clips[0]  # a pipeline that cannot apply to this data fails here, before any step or state file
+    sampler = _StepSampler(start, recipe.iterations, rank, processes, micro, recipe.batch_size)
+    loader = torch.utils.data.DataLoader(clips, batch_sampler=sampler, num_workers=options.num_workers,
+                                         persistent_workers=options.num_workers > 0)
+    autocast = (torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[options.amp])
+                if options.amp else contextlib.nullcontext())
+    batches = iter(loader)
+    with Progress(recipe.iterations, f"training {method.spec}", enabled=options.progress and rank == 0,
+                  initial=start) as bar:
+        for step in range(start, recipe.iterations):
+            waited, computed, total, terms_sum = 0.0, 0.0, 0.0, {}
+            for index in range(passes):
+                began = time.perf_counter()
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                ready = time.perf_counter()
+                sync = objective.no_sync() if processes > 1 and index < passes - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        terms = objective(batch)
+                        loss = sum(terms.values())
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"training {method.spec}: loss became {loss.item()} at iteration "
+                                                 f"{step}")
+                    scaler.scale(loss / passes).backward()
+                total += loss.item() / passes
+                for name, value in terms.items():
+                    terms_sum[name] = terms_sum.get(name, 0.0) + value.item() / passes
+                waited += ready - began
+                computed += time.perf_counter() - ready
+            if recipe.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, float(recipe.grad_clip["max_norm"]),
+                                               float(recipe.grad_clip.get("norm_type", 2.0)))
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             schedule.step()
-            history.append(loss.item())
-            bar.set_postfix(loss=f"{history[-1]:.3f}", **{k: f"{v.item():.3f}" for k, v in terms.items()})
+            history.append(total)
+            done = step + 1
+            fields = {"loss": total, **terms_sum, "lr": optimizer.param_groups[0]["lr"],
+                      "data_ms": 1000 * waited / passes, "step_ms": 1000 * computed / passes}
+            bar.update(1, **{k: round(v, 4) for k, v in fields.items()})
+            if rank == 0 and options.log_path and (done % options.log_every == 0 or done == recipe.iterations):
+                _append_log(options.log_path, {"iteration": done, **fields, "time": time.time()})
+            if options.validate_every and options.validation is not None and done % options.validate_every == 0:
+                _validate(method, options, done)
+            if (options.state_path is not None and options.save_every and done % options.save_every == 0
+                    and done < recipe.iterations and rank == 0):
+                _save_state(options.state_path, fingerprint, done, history, method, optimizer, schedule, scaler)
     if processes > 1:  # batch-norm statistics moved on each rank's own share of the last batch: keep rank 0's
         distributed.broadcast_buffers(method)
     method.eval()
+    if options.state_path is not None and rank == 0:
+        Path(options.state_path).unlink(missing_ok=True)
     tail = history[-max(1, len(history) // 10):]
-    return TrainingReport(len(history), history[0], sum(tail) / len(tail), history)
+    return TrainingReport(len(history), history[0] if history else math.nan, sum(tail) / max(1, len(tail)), history)
+
+
+def _fingerprint(method: VideoMethod, dataset: VideoDataset, recipe: Recipe, seed: int) -> dict:
+    """What a state file must share with the run that resumes from it."""
+    settings = {k: v for k, v in recipe.as_json().items() if k != "sources"}
+    return {"method": method.spec, "variant": method.variant, "dataset": dataset.name, "root": str(dataset.root),
+            "split": dataset.split, "seed": seed, "recipe": json.loads(json.dumps(settings))}
+
+
+def _save_state(path: Path, fingerprint: dict, iteration: int, history: list[float], method: VideoMethod,
+                optimizer: torch.optim.Optimizer, schedule, scaler) -> None:
+    """Everything a resumed run needs to end where an uninterrupted one would, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": STATE_FORMAT, "fingerprint": fingerprint, "iteration": iteration, "history": history,
+               "model": method.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+               "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _load_state(path: Path, fingerprint: dict, method: VideoMethod, optimizer: torch.optim.Optimizer, schedule,
+                scaler) -> tuple[int, list[float]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a damaged state file: say which
+        raise TrainingError(f"cannot read the training state {path} ({type(error).__name__}); remove it to start "
+                            "afresh") from None
+    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+        raise TrainingError(f"{path} is not a vssbench training state; remove it or choose another --out")
+    if payload["fingerprint"] != fingerprint:
+        theirs, ours = payload["fingerprint"], fingerprint
+        differences = [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in ours if theirs.get(k) != ours.get(k)
+                       and k != "recipe"]
+        differences += [f"recipe {k}: {theirs['recipe'].get(k)!r} -> {v!r}" for k, v in ours["recipe"].items()
+                        if theirs.get("recipe", {}).get(k) != v]
+        raise TrainingError(f"{path} is the state of another training run ({'; '.join(differences[:4])}); remove it "
+                            "to start this one afresh, or choose another --out")
+    method.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    schedule.load_state_dict(payload["schedule"])
+    scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["rng"])
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return int(payload["iteration"]), list(payload["history"])
+
+
+def _append_log(path: Path, record: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _validate(method: VideoMethod, options: TrainingOptions, iteration: int) -> None:
+    """Score the validation videos at the method's training interval, in evaluation mode, then resume."""
+    from vssbench.benchmark.runner import EvaluationOptions, evaluate
+    from vssbench.methods.base import KeySchedule
+
+    interval = 5 if method.uses_key_frames else 1
+    with torch.random.fork_rng(devices=[]):  # validation draws nothing from the training's random state
+        evaluation = evaluate(method, options.validation, KeySchedule(interval),
+                              EvaluationOptions(device=options.device, progress=False, speed_rounds=0))
+    method.train()
+    record = {"iteration": iteration, "validation": {k: evaluation.metrics.get(k) for k in ("miou", "mvc8")},
+              "key_interval": interval}
+    log.info("validation at iteration %d (k=%d): mIoU %.2f, mVC8 %s", iteration, interval,
+             evaluation.metrics["miou"], evaluation.metrics.get("mvc8"))
+    if options.log_path:
+        _append_log(options.log_path, record)
 
 
 def ensure_trained(
@@ -173,14 +457,20 @@ def ensure_trained(
     """
     cache_dir = Path(cache_dir)
     components = method.component_methods()
-    if components:  # loaded in place: they are submodules of ``method``
-        starts = [ensure_trained(component, train_set, cache_dir, iterations, seed, device, stage_iterations)
-                  for component in components.values()]
+    if components:
+        starts = []
+        for component in components.values():
+            # Trained as `bench train --method COMPONENT` would, from its seed's initialisation and with its
+            # own trainable parameters (inside ``method`` they may be frozen, as Accel freezes its DFF).
+            torch.manual_seed(seed)
+            alone = build_method(component.spec, component.num_classes, component.variant)
+            starts.append(ensure_trained(alone, train_set, cache_dir, iterations, seed, device, stage_iterations))
+            load_weights(component, starts[-1], purpose="train")
     else:
         starts = [_ensure_segmentor(method, train_set, cache_dir, iterations, seed, device)]
     if not method.has_own_training_stage:
         return _segmentor_checkpoint(method, cache_dir, iterations, seed)
-    stage_iterations = stage_iterations or iterations or method.recipe.iterations
+    stage_iterations = stage_iterations or iterations or recipe_for(method, train_set.name, "synthetic").iterations
     started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
                                f"-it{stage_iterations}-from{started_from}.pt")
@@ -188,8 +478,9 @@ def ensure_trained(
         load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
-    report = train(method, train_set, stage_iterations, seed, device)
-    save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts))
+    recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
+    report = train(method, train_set, seed=seed, device=device, recipe=recipe)
+    save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
 
@@ -197,10 +488,16 @@ def ensure_trained(
 def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int | None, seed: int) -> Path:
     # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights, and
     # the segmentor's revision when it is past the first, so a changed computation never does either.
-    segmentor_iterations = iterations or segmentor_recipe(method.segmentor_preset).iterations
+    segmentor_iterations = iterations or _segmentor_recipe(method).iterations
     revision = SEGMENTORS[method.segmentor_preset][0].revision
     suffix = f"-r{revision}" if revision > 1 else ""
     return cache_dir / f"perframe-{method.segmentor_preset}{suffix}-s{seed}-it{segmentor_iterations}.pt"
+
+
+def _segmentor_recipe(method: VideoMethod) -> Recipe:
+    from vssbench.recipes import load
+
+    return load("perframe", "synthetic", method.segmentor_preset)
 
 
 def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
@@ -211,15 +508,17 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
         torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
-        report = train(segmentor_method, train_set, iterations, seed, device)
-        save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed))
+        recipe = recipe_for(segmentor_method, train_set.name, "synthetic").with_overrides(iterations=iterations)
+        report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe)
+        save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed, recipe=recipe))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_weights(method, segmentor_path, purpose="train")
     return segmentor_path
 
 
 def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
-                      started_from: list[Path] | tuple[Path, ...] = (), records: list[LoadRecord] = ()) -> dict:
+                      started_from: list[Path] | tuple[Path, ...] = (), records: list[LoadRecord] = (),
+                      recipe: Recipe | None = None) -> dict:
     """What a checkpoint records about how it was trained: the data, the schedule, the seed, the
     losses, and the same record of each checkpoint it started from (a stage's segmentor), so that
     a result row can show, and ``bench check`` compare, the whole training chain behind its weights.
@@ -237,4 +536,5 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
         "started_from": [{"file": Path(path).name, **checkpoint_metadata(path),
                           **({"weights": provenance[str(path)]} if str(path) in provenance else {})}
                          for path in started_from],
+        **({"recipe": {k: v for k, v in recipe.as_json().items() if k != "sources"}} if recipe else {}),
     }

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import TrainingRecipe, VideoMethod, build_method, register_method
+from vssbench.methods.base import VideoMethod, build_method, register_method
 from vssbench.methods.dff import DFF
 from vssbench.methods.perframe import PerFrame
 from vssbench.methods.segmentors import cross_entropy
@@ -49,7 +49,6 @@ class Accel(VideoMethod):
         "tiny": dict(reference="tiny", update="pspnet-tiny"),
     }
     default_preset = "tiny"
-    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=600, batch_size=8, learning_rate=1e-3)
 
     def __init__(self, preset: str, variant: str, num_classes: int, reference: str, update: str) -> None:
         super().__init__(preset, variant, num_classes)

@@ -42,23 +42,6 @@ class KeySchedule:
         return (t - self.offset) % self.interval == 0
 
 
-@dataclass(frozen=True)
-class TrainingRecipe:
-    """How ``bench train`` samples data and optimises a method's trainable parameters.
-
-    ``frames_per_sample`` = 1 trains on single frames; 2 on (key, current) pairs whose
-    distance is drawn uniformly from 0..``max_interval`` - 1, the key frame first; T > 2
-    on clips of T consecutive frames in order (STT's memory and current frame).
-    """
-
-    frames_per_sample: int = 1
-    max_interval: int = 1
-    iterations: int = 600  # the `synthetic` schedule
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-
-
 class VideoMethod(nn.Module, abc.ABC):
     """A video semantic segmentation method behind one interface (DESIGN.md section 3)."""
 
@@ -70,7 +53,6 @@ class VideoMethod(nn.Module, abc.ABC):
     # What a sweep varies: the key-frame interval (--intervals), or "memory_frames" for methods that
     # attend to a memory of previous frames instead of using key frames (STT; --memory).
     sweep_axis: ClassVar[str] = "key_interval"
-    recipe: ClassVar[TrainingRecipe] = TrainingRecipe()
     has_own_training_stage: ClassVar[bool] = True  # False: training it is training its segmentor
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
 from vssbench.methods.segmentors.base import pad_to_multiple
@@ -75,7 +75,6 @@ class DFF(VideoMethod):
         "tiny": dict(segmentor="segformer-tiny", flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
-    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=600, batch_size=8, learning_rate=1e-3)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, flownet: dict) -> None:
         super().__init__(preset, variant, num_classes)

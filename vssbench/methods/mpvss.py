@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerSinePositionEmbedding
 
-from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import (
     FLOWNETS_FULL,
     FLOWNETS_TINY,
@@ -205,7 +205,6 @@ class MPVSS(VideoMethod):
     }
     default_preset = "tiny"
     variants = VARIANTS
-    recipe = TrainingRecipe(frames_per_sample=2, max_interval=10, iterations=1000, batch_size=8, learning_rate=1e-3)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, motion: dict,
                  flownet: dict) -> None:

@@ -5,33 +5,16 @@
   prediction unchanged (MPVSS Table 3, row "copy"). It is the floor any propagation
   method must beat at the same interval.
 
-Both train nothing of their own: their training stage is the segmentor's.
+Both train nothing of their own: their training stage is the segmentor's (their recipes are
+those of the segmentor's family, ``vssbench/recipes/perframe.yaml``).
 """
 
 from __future__ import annotations
 
-
 import torch
 
-from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.segmentors import SEGMENTORS, build_segmentor
-
-# By segmentor family, the prefix of the preset name. Every family gets 1800 iterations: a
-# video method's stage that fine-tunes its segmentor must not gain accuracy from training the
-# per-frame baseline never had. At 600 iterations SegFormer-tiny reached 91.19 mIoU (seed 0),
-# at 1200 96.14, at 1800 97.02, and TFC variants that fine-tune it 600 more beat it by 3 points
-# at k=1; Mask2Former-tiny reached 70.7-80.5 over seeds 0-2 after 600, 82.7-91.7 after 1800.
-SEGMENTOR_RECIPES = {
-    "segformer": TrainingRecipe(iterations=1800, batch_size=8, learning_rate=2e-3),
-    "mask2former": TrainingRecipe(iterations=1800, batch_size=8, learning_rate=1e-3),
-    "pspnet": TrainingRecipe(iterations=1800, batch_size=8, learning_rate=2e-3),
-    "deeplab": TrainingRecipe(iterations=1800, batch_size=8, learning_rate=2e-3),
-}
-
-
-def segmentor_recipe(preset: str) -> TrainingRecipe:
-    """The synthetic training schedule of an image segmentor preset."""
-    return SEGMENTOR_RECIPES[preset.split("-")[0]]
 
 
 class _SegmentorMethod(VideoMethod):
@@ -48,10 +31,6 @@ class _SegmentorMethod(VideoMethod):
     @property
     def segmentor_preset(self) -> str:
         return self.preset
-
-    @property
-    def recipe(self) -> TrainingRecipe:  # type: ignore[override]
-        return segmentor_recipe(self.preset)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, labels = batch["frames"].flatten(0, 1), batch["labels"].flatten(0, 1)

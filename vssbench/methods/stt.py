@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.segmentors import SingleMapSegmentor, build_segmentor, cross_entropy
 
 MAX_MEMORY = 7
@@ -148,7 +148,6 @@ class STT(VideoMethod):
     default_preset = "tiny"
     uses_key_frames = False
     sweep_axis = "memory_frames"
-    recipe = TrainingRecipe(frames_per_sample=MAX_MEMORY + 1, iterations=600, batch_size=4, learning_rate=1e-3)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, dim: int, heads: int) -> None:
         super().__init__(preset, variant, num_classes)

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from vssbench.datasets.base import IGNORE_INDEX
-from vssbench.methods.base import TrainingRecipe, VideoMethod, register_method
+from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.msda import DeformableRefinement, pixel_centres
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
@@ -124,7 +124,6 @@ class TFC(VideoMethod):
     }
     default_preset = "tiny"
     variants = VARIANTS
-    recipe = TrainingRecipe(frames_per_sample=2, max_interval=4, iterations=600, batch_size=8, learning_rate=5e-4)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, heads: int, points: int,
                  flownet: dict) -> None:

@@ -76,9 +76,12 @@ class ImageSegmentor(nn.Module, abc.ABC):
 
 
 def cross_entropy(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise cross-entropy, logits upsampled to the label size, 255 ignored."""
+    """Pixel-wise cross-entropy, logits upsampled to the label size, 255 ignored; 0 (with a gradient of 0)
+    where no pixel is labelled, as on the unlabelled frames of a Cityscapes training sample."""
     if logits.shape[-2:] != label.shape[-2:]:
         logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    if not (label != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
     return F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX)
 
 
