@@ -534,8 +534,9 @@ class LoadRecord:
     loaded_keys: list[str] = field(default_factory=list, repr=False)  # method-level keys now from this file
 
     def summary(self) -> str:
-        where = self.module or "the whole method"
-        parts = [f"{Path(self.file).name}: {self.format} -> {where} ({self.component}); {self.mapped} tensors loaded"]
+        where = f"{self.component} ({self.module})" if self.module and self.module != self.component else (
+            self.component if self.module else "the whole method")
+        parts = [f"{Path(self.file).name} ({self.format}) into {where}: {self.mapped} tensors"]
         parts += [f"dropped {count} ({reason})" for reason, count in self.dropped.items()]
         if self.missing:
             parts.append(f"{len(self.missing)} not in the file, left as initialised ({_first(self.missing)})")
@@ -728,7 +729,8 @@ def _load_converted(method: nn.Module, module_path: str, component: str, convert
                 shown = keys[:5] if title != "shape mismatches" else [
                     f"{k} {tuple(provided[k].shape)} vs {tuple(expected[k].shape)}" for k in keys[:5]]
                 details.append(f"{title} ({len(keys)}): {', '.join(shown)}{' ...' if len(keys) > 5 else ''}")
-        where = f"{method.spec}'s {component} ({module_path})" if module_path else method.spec
+        where = method.spec if not module_path else (
+            f"{method.spec}'s {component}" + (f" ({module_path})" if module_path != component else ""))
         raise CheckpointError(f"{source.path} ({fmt.title}) does not fit {where}; " + "; ".join(details))
     target.load_state_dict(provided, strict=False)
     if converted.conventions and hasattr(target, "set_conventions"):
