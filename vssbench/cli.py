@@ -569,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench", description="vssbench: compare efficient video semantic segmentation methods "
                                   "on accuracy (mIoU, WIoU), temporal consistency (mVC) and cost.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--plugin", action="append", metavar="MODULE", default=[],
+                        help="import MODULE first, registering the methods it defines (repeatable); installed "
+                             "packages register theirs through the vssbench.methods entry points")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="evaluate methods over key-frame intervals and write result rows",
@@ -772,6 +775,10 @@ def main(argv: list[str] | None = None) -> int:
     from vssbench.recipes import RecipeError
 
     try:
+        from vssbench.methods.base import load_plugin_module
+
+        for module in args.plugin:
+            load_plugin_module(module)
         return args.handler(args)
     except (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
             AugmentationError) as error:

@@ -1,0 +1,8 @@
+"""The video methods behind one interface (:mod:`vssbench.methods.base`).
+
+Importing this package registers the built-in methods, one module each; methods of other packages
+register through the ``vssbench.methods`` entry-point group or ``bench --plugin MODULE``
+(docs/your-method.md).
+"""
+
+from vssbench.methods import accel, dff, mpvss, perframe, stt, tfc  # noqa: F401  (each registers itself)

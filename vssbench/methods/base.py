@@ -54,6 +54,8 @@ class VideoMethod(nn.Module, abc.ABC):
     # attend to a memory of previous frames instead of using key frames (STT; --memory).
     sweep_axis: ClassVar[str] = "key_interval"
     has_own_training_stage: ClassVar[bool] = True  # False: training it is training its segmentor
+    # A method of another package with a training stage ships its recipes (vssbench/recipes' format) here.
+    recipe_path: ClassVar[str | None] = None
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:
         super().__init__()
@@ -120,14 +122,16 @@ class VideoMethod(nn.Module, abc.ABC):
 
 
 METHODS: dict[str, type[VideoMethod]] = {}
+PLUGIN_GROUP = "vssbench.methods"  # the entry-point group of methods from other packages
 
 
 def register_method(name: str) -> Callable[[type[VideoMethod]], type[VideoMethod]]:
-    """Class decorator adding a VideoMethod to the registry under ``name``."""
+    """Class decorator adding a VideoMethod to the registry under ``name`` (part of the public API:
+    docs/your-method.md)."""
 
     def decorator(cls: type[VideoMethod]) -> type[VideoMethod]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"method {name!r} is registered twice ({METHODS[name].__module__} and {cls.__module__})")
         cls.name = name
         METHODS[name] = cls
         return cls
@@ -135,16 +139,44 @@ def register_method(name: str) -> Callable[[type[VideoMethod]], type[VideoMethod
     return decorator
 
 
+def load_plugins() -> list[str]:
+    """Import every installed package's methods (entry points of :data:`PLUGIN_GROUP`); returns their names.
+    The built-in methods are registered when :mod:`vssbench.methods` is imported."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            entry.load()
+        except Exception as error:  # noqa: BLE001 - a broken plugin is named, not a traceback
+            raise SpecError(f"the {PLUGIN_GROUP} entry point {entry.name!r} ({entry.value}) failed to load: "
+                            f"{type(error).__name__}: {error}") from error
+        loaded.append(entry.name)
+    return loaded
+
+
+def load_plugin_module(module: str) -> None:
+    """``--plugin MODULE``: import a module that registers methods, without installing it as a package."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise SpecError(f"--plugin {module}: cannot import it ({error}); expected an importable module that "
+                        "registers methods with @register_method") from error
+
+
 def registered_methods() -> dict[str, type[VideoMethod]]:
-    """Every registered method by name (imports the method modules first)."""
-    _import_all_methods()
+    """Every registered method by name: the built-ins and every installed plugin."""
+    load_plugins()
     return dict(METHODS)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """``METHOD[:PRESET]`` -> (method, preset), checking both against the registry."""
-    _import_all_methods()
     method_name, _, preset = spec.strip().partition(":")
+    if method_name not in METHODS:
+        load_plugins()
     if method_name not in METHODS:
         raise SpecError(f"unknown method {method_name!r} in {spec!r}; valid methods: {', '.join(sorted(METHODS))}")
     cls = METHODS[method_name]
@@ -164,13 +196,3 @@ def build_method(spec: str, num_classes: int, variant: str | None = None) -> Vid
     if variant not in cls.variants:
         raise SpecError(f"unknown variant {variant!r} for method {method_name!r}; valid variants: {', '.join(cls.variants)}")
     return cls(preset=preset, variant=variant, num_classes=num_classes, **cls.presets[preset])
-
-
-def _import_all_methods() -> None:
-    """Import the method modules so that their decorators fill the registry."""
-    import vssbench.methods.accel  # noqa: F401
-    import vssbench.methods.dff  # noqa: F401
-    import vssbench.methods.mpvss  # noqa: F401
-    import vssbench.methods.perframe  # noqa: F401
-    import vssbench.methods.stt  # noqa: F401
-    import vssbench.methods.tfc  # noqa: F401

@@ -131,8 +131,14 @@ def _plain(value: object) -> object:
     return value
 
 
+_PLUGIN_FILES: dict[str, str] = {}  # method -> recipe file of a method from another package
+
+
 @lru_cache(maxsize=None)
 def _file(method: str) -> dict:
+    if method in _PLUGIN_FILES:
+        with open(_PLUGIN_FILES[method]) as handle:
+            return yaml.safe_load(handle)
     resource = resources.files("vssbench.recipes").joinpath(f"{method}.yaml")
     if not resource.is_file():
         raise RecipeError(f"no recipes for method {method!r} (no vssbench/recipes/{method}.yaml)")
@@ -220,7 +226,10 @@ def recipe_for(method: object, dataset_name: str, kind: str) -> Recipe:
     """The ``kind`` ("paper" or "synthetic") recipe of a built method for a dataset. A method registered
     from a subclass of one with recipes (a researcher's ablation) takes its parent's."""
     names = [cls.name for cls in type(method).__mro__ if isinstance(getattr(cls, "name", None), str)]
-    available = set(recipe_methods()) | {"copy"}
+    for cls in type(method).__mro__:  # a plugin's own recipes (VideoMethod.recipe_path)
+        if getattr(cls, "recipe_path", None) and isinstance(getattr(cls, "name", None), str):
+            _PLUGIN_FILES.setdefault(cls.name, str(cls.recipe_path))
+    available = set(recipe_methods()) | set(_PLUGIN_FILES) | {"copy"}
     name = next((n for n in names if n in available), None)
     if name is None:
         raise RecipeError(f"no recipes for {method.spec}: add vssbench/recipes/{method.name}.yaml")

@@ -1,0 +1,1 @@
+"""An example vssbench method in its own package (docs/your-method.md)."""
