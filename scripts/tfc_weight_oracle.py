@@ -28,11 +28,11 @@ variant's refinement threshold.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.datasets.base import FrameStream, VideoDataset
@@ -48,6 +48,7 @@ from vssbench.methods.tfc import (
     unit_features,
 )
 from vssbench.methods.weights import load_weights, read_source
+from vssbench.progress import Progress
 
 EROSION_RADII = (2, 4)
 REFINE_THRESHOLD = 0.8  # the default variant, sparse-msda-0.8
@@ -99,7 +100,8 @@ def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> tuple[d
     metrics = {row: SegmentationMetrics(dataset.num_classes) for row in ROWS}
     similarity_stats = SimilarityByLabelChange()
     stream = FrameStream(dataset)
-    for index in tqdm(range(len(stream)), desc=f"{method.spec} ({method.variant}) k={interval}", unit="frame"):
+    progress = Progress(len(stream), f"{method.spec} ({method.variant}) k={interval}", unit="frame")
+    for index in progress.track(range(len(stream))):
         item = stream[index]
         frame, label = item["image"][None], item["label"].long()
         if item["frame_index"] % interval == 0:
@@ -126,6 +128,7 @@ def oracle_metrics(method: TFC, dataset: VideoDataset, interval: int) -> tuple[d
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # progress lines in a log
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a tfc checkpoint (e.g. from the bench run cache)")
     parser.add_argument("--interval", type=int, default=4, help="key-frame interval k (default: 4, TFC's)")

@@ -429,10 +429,12 @@ def command_data(args: argparse.Namespace) -> int:
 
 def command_profile(args: argparse.Namespace) -> int:
     from vssbench.benchmark.fidelity import fidelity_report
-    from vssbench.benchmark.profiler import cost_block, measure_latency, paired_speed_ratios
+    from vssbench.benchmark.profiler import (cost_block, latency_steps, measure_latency, paired_speed_ratios,
+                                             paired_steps)
     from vssbench.benchmark.results import ResultFile, config_hash, environment
     from vssbench.benchmark.runner import per_frame_reference, row_label, timed_against_per_frame
     from vssbench.methods.base import build_method
+    from vssbench.progress import Progress
 
     if args.fidelity:
         report = fidelity_report(progress=True)
@@ -468,15 +470,18 @@ def command_profile(args: argparse.Namespace) -> int:
                    "method": method.name, "preset": method.preset, "variant": method.variant,
                    "resolution": [height, width], "num_classes": args.num_classes, "status": "ok", "error": None,
                    "cost": None, "env": environment(args.device, args.seed), "config_hash": config_hash(config)}
-            try:
-                latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats,
-                                                                       args.warmup)
-                row["cost"] = cost_block(method, frame, intervals, latency)
-                if reference is not None:
-                    row["cost"]["speed_vs_per_frame"] = paired_speed_ratios(method, reference, frame, intervals,
-                                                                            args.speed_rounds)
-            except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
-                row.update(status="error", error=f"{type(error).__name__}: {error}")
+            steps = ((0 if args.no_latency else latency_steps(method, intervals, args.repeats, args.warmup))
+                     + (paired_steps(method, reference, intervals, args.speed_rounds) if reference is not None else 0))
+            with Progress(steps, f"profiling {row['label']}", unit="step", every=5.0) as progress:
+                try:
+                    latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats,
+                                                                           args.warmup, on_step=progress.update)
+                    row["cost"] = cost_block(method, frame, intervals, latency)
+                    if reference is not None:
+                        row["cost"]["speed_vs_per_frame"] = paired_speed_ratios(
+                            method, reference, frame, intervals, args.speed_rounds, on_step=progress.update)
+                except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
+                    row.update(status="error", error=f"{type(error).__name__}: {error}")
             results.put(row)
             rows.append(row)
     print(cost_table(rows, intervals))
@@ -569,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench", description="vssbench: compare efficient video semantic segmentation methods "
                                   "on accuracy (mIoU, WIoU), temporal consistency (mVC) and cost.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or progress lines (also accepted after the subcommand)")
     parser.add_argument("--plugin", action="append", metavar="MODULE", default=[],
                         help="import MODULE first, registering the methods it defines (repeatable); installed "
                              "packages register theirs through the vssbench.methods entry points")
@@ -645,7 +652,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validate-every", type=int, default=0,
                        help="score the validation split every N iterations (default: 0, never)")
     train.add_argument("--validate-videos", type=int, default=2, help="videos scored by --validate-every (default: 2)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     train.add_argument("--init", action="append", metavar="[COMPONENT=]PATH",
                        help="weights to start from, repeatable: a vssbench checkpoint (of the method, of a component "
                             "such as Accel's DFF, or of its per-frame segmentor) or any format of docs/weights.md; "
@@ -760,13 +766,28 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list methods, presets and variants",
                              description="List every registered method with its presets and variants.")
     listing.set_defaults(handler=command_list)
+    _accept_quiet_after(sub)
     return parser
+
+
+def _accept_quiet_after(subparsers: argparse._SubParsersAction) -> None:
+    """``bench SUBCOMMAND --quiet`` means ``bench --quiet SUBCOMMAND``: every subcommand takes the option, with a
+    suppressed default so that it never overwrites the global one."""
+    for parser in subparsers.choices.values():
+        parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                            help="no progress bars or progress lines")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_quiet_after(action)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from vssbench.progress import set_quiet
+
+    set_quiet(args.quiet)
     from vssbench.benchmark.runner import MethodError
     from vssbench.benchmark.training import TrainingError
     from vssbench.datasets.augment import AugmentationError

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 from tabulate import tabulate
-from tqdm import tqdm
 
 from vssbench.benchmark.profiler import average_over_clip, method_flops, parameter_breakdown, published_numbers
 from vssbench.methods.base import SpecError, VideoMethod, build_method, parse_spec
+from vssbench.progress import Progress
 
 # Why a measured number can differ from the published one, by spec; shown under the table.
 NOTES = {
@@ -49,7 +49,7 @@ def fidelity_rows(progress: bool = False) -> list[dict]:
     """One comparison per published entry: ours vs published parameters and GFLOPs."""
     rows = []
     entries = published_numbers()["entries"]
-    for entry in tqdm(entries, desc="fidelity", disable=None if progress else True):
+    for entry in Progress(len(entries), "fidelity", unit="preset", every=5.0, enabled=progress).track(entries):
         row = {"spec": entry["spec"], "resolution": _size_text(entry["resolution"]),
                "num_classes": entry["num_classes"], "source": entry["source"], "entry": entry}
         try:

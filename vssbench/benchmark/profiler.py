@@ -179,35 +179,47 @@ def latency_summary(key_ms: list[float], nonkey_ms: list[float], intervals: list
 
 @torch.inference_mode()
 def measure_latency(method: VideoMethod, frame: torch.Tensor, intervals: list[int], repeats: int = 5,
-                    warmup: int = 1) -> dict:
+                    warmup: int = 1, on_step: Callable[[], None] | None = None) -> dict:
     """Time whole key-interval cycles on ``frame`` (batch 1): the key path, then k - 1 non-key ones.
 
     The paths timed are those whose FLOPs are counted (``method.cost_paths``), so latency and
     FLOPs describe the same work. Plain steps on a repeated frame would not: a method whose
     work depends on the content skips most of it on a frame compared with itself (TFC refines
-    the points whose features differ from the key frame's, none of them then).
+    the points whose features differ from the key frame's, none of them then). ``on_step`` is
+    called after each of the :func:`latency_steps` timed steps (progress).
     """
     device = frame.device
     method.eval()
     paths = method.cost_paths(frame)
+    on_step = on_step or (lambda: None)
     if method.sweep_axis == "memory_frames":
         # No key frames: time steps with a full memory, as the FLOPs are counted.
-        samples = [_timed(paths["key"], device) for _ in range(warmup + repeats)][warmup:]
+        samples = []
+        for _ in range(warmup + repeats):
+            samples.append(_timed(paths["key"], device))
+            on_step()
         method.reset()
-        return latency_summary(samples, [], intervals, uses_key_frames=False)
+        return latency_summary(samples[warmup:], [], intervals, uses_key_frames=False)
     cycle = _cycle_length(method, max(intervals))
     key_ms, nonkey_ms = [], []
     for repeat in range(warmup + repeats):
         for t in range(cycle):
             elapsed = _timed(paths["key"] if t == 0 else paths["nonkey"], device)
+            on_step()
             if repeat >= warmup:
                 (key_ms if t == 0 else nonkey_ms).append(elapsed)
     method.reset()
     return latency_summary(key_ms, nonkey_ms, intervals, method.uses_key_frames)
 
 
+def latency_steps(method: VideoMethod, intervals: list[int], repeats: int = 5, warmup: int = 1) -> int:
+    """How many steps :func:`measure_latency` times."""
+    cycle = 1 if method.sweep_axis == "memory_frames" else _cycle_length(method, max(intervals))
+    return (warmup + repeats) * cycle
+
+
 def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch.Tensor, interval: int,
-                       rounds: int = 5, frames_per_round: int = 10) -> dict:
+                       rounds: int = 5, frames_per_round: int = 10, on_step: Callable[[], None] | None = None) -> dict:
     """The method's FPS at ``interval`` over the FPS of ``reference`` (its per-frame segmentor),
     the two timed in alternation as :func:`measure_latency` times them; the median over rounds.
 
@@ -219,21 +231,30 @@ def paired_speed_ratio(method: VideoMethod, reference: VideoMethod, frame: torch
     cycle = _cycle_length(method, interval)
     ratios = []
     for _ in range(rounds):
-        ours = measure_latency(method, frame, [interval], math.ceil(frames_per_round / cycle))["fps"][str(interval)]
-        theirs = measure_latency(reference, frame, [1], frames_per_round)["fps"]["1"]
+        ours = measure_latency(method, frame, [interval], math.ceil(frames_per_round / cycle),
+                               on_step=on_step)["fps"][str(interval)]
+        theirs = measure_latency(reference, frame, [1], frames_per_round, on_step=on_step)["fps"]["1"]
         ratios.append(ours / theirs)
     return {"ratio": round(statistics.median(ratios), 4), "rounds": [round(r, 4) for r in ratios],
             "reference": reference.spec, "interval": interval, "frames_per_round": frames_per_round}
 
 
 def paired_speed_ratios(method: VideoMethod, reference: VideoMethod, frame: torch.Tensor, intervals: list[int],
-                        rounds: int = 5) -> dict[str, dict]:
+                        rounds: int = 5, on_step: Callable[[], None] | None = None) -> dict[str, dict]:
     """:func:`paired_speed_ratio` per interval, keyed like the cost block's ``fps``. A method
     without key frames runs the same step at every interval: it is timed once."""
     if not method.uses_key_frames:
-        ratio = paired_speed_ratio(method, reference, frame, 1, rounds)
+        ratio = paired_speed_ratio(method, reference, frame, 1, rounds, on_step=on_step)
         return {str(k): ratio for k in intervals}
-    return {str(k): paired_speed_ratio(method, reference, frame, k, rounds) for k in intervals}
+    return {str(k): paired_speed_ratio(method, reference, frame, k, rounds, on_step=on_step) for k in intervals}
+
+
+def paired_steps(method: VideoMethod, reference: VideoMethod, intervals: list[int], rounds: int = 5,
+                 frames_per_round: int = 10) -> int:
+    """How many steps :func:`paired_speed_ratios` times, both sides together."""
+    timed = intervals if method.uses_key_frames else [1]
+    return rounds * sum(latency_steps(method, [k], math.ceil(frames_per_round / _cycle_length(method, k)))
+                        + latency_steps(reference, [1], frames_per_round) for k in timed)
 
 
 def _cycle_length(method: VideoMethod, interval: int) -> int:

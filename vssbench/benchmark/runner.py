@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
@@ -33,6 +32,7 @@ from vssbench.benchmark.results import ResultFile, config_hash, environment
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
 from vssbench.methods.weights import CheckpointError, checkpoint_metadata, weights_digest
+from vssbench.progress import Progress
 
 log = logging.getLogger("vssbench")
 
@@ -96,9 +96,8 @@ def evaluate(
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
     description = (f"{method.spec} k={schedule.interval}" if method.uses_key_frames
                    else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
-    show_progress = options.progress and distributed.is_main_process()
-    for item in tqdm(loader, total=len(stream), desc=description, unit="frame", disable=None if show_progress else True,
-                     leave=False):
+    progress = Progress(len(stream), description, unit="frame", enabled=options.progress and distributed.is_main_process())
+    for item in progress.track(loader):
         if item["is_first"]:
             method.reset()
         frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
@@ -117,6 +116,7 @@ def evaluate(
                 save_prediction(prediction, predictions_dir / item["video"] / f"{item['stem']}.png")
         if item["is_last"]:
             metrics.end_video()
+    progress.close()
     shards = distributed.gather({"metrics": metrics.state(), "videos": video_indices, "key_ms": key_ms,
                                  "nonkey_ms": nonkey_ms})
     if len(shards) > 1:
@@ -283,9 +283,13 @@ def run_sweep(
     """
     plan = sweep_plan(settings.specs, settings.variants)
     results = ResultFile(settings.output)
+    planned = sum(len(sweep_points(METHODS[parse_spec(spec)[0]], settings)) for spec, _ in plan)
     rows = []
-    for spec, variant in plan:
-        rows.extend(_run_method(spec, variant, settings, dataset, prepare, results))
+    with Progress(planned, "sweep", unit="row", every=0,
+                  enabled=settings.evaluation.progress and distributed.is_main_process()) as progress:
+        for spec, variant in plan:
+            rows.extend(_run_method(spec, variant, settings, dataset, prepare, results,
+                                    lambda row: progress.update(last=row["label"], status=row["status"])))
     return rows
 
 
@@ -330,6 +334,7 @@ def _run_method(
     dataset: VideoDataset,
     prepare: Callable[[VideoMethod], PreparedWeights],
     results: ResultFile,
+    on_row: Callable[[dict], None],
 ) -> list[dict]:
     # Every method starts from the initialisation its seed gives, whatever the sweep built or trained
     # before it, so auto-trained weights do not depend on the sweep's composition or the cache's state.
@@ -365,6 +370,7 @@ def _run_method(
         if done and not settings.overwrite:
             log.info("skipping %s %s: finished row %s in %s", spec, suffix, hash_, settings.output)
             rows.append(done)
+            on_row(done)
             continue
         if "memory_frames" in schedule_config:
             method.memory_frames = schedule_config["memory_frames"]
@@ -417,6 +423,7 @@ def _run_method(
         if distributed.is_main_process():
             results.put(row)
         rows.append(row)
+        on_row(row)
     return rows
 
 
@@ -434,8 +441,9 @@ def per_frame_reference(method: VideoMethod, device: str) -> VideoMethod:
     return reference.to(device).eval()
 
 
-def sweep_points(method: VideoMethod, settings: SweepSettings) -> list[tuple[KeySchedule, dict, str]]:
-    """(key schedule, the row's ``schedule`` object, label suffix) for each point of the method's sweep axis."""
+def sweep_points(method: VideoMethod | type[VideoMethod], settings: SweepSettings) -> list[tuple[KeySchedule, dict, str]]:
+    """(key schedule, the row's ``schedule`` object, label suffix) for each point of the method's sweep axis
+    (a class will do: the axis is a class attribute)."""
     if method.sweep_axis == "memory_frames":
         return [(KeySchedule(1), {"type": "memory", "memory_frames": m}, f"m{m}") for m in settings.memory_frames]
     intervals = settings.intervals if method.uses_key_frames else [1]

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from vssbench.benchmark import distributed
-from vssbench.benchmark.progress import Progress
+from vssbench.progress import Progress
 from vssbench.datasets.augment import augment
 from vssbench.datasets.base import VideoDataset
 from vssbench.methods.base import VideoMethod, build_method

@@ -15,7 +15,7 @@ a method's temporal stability holds when consecutive frames differ in more than 
 The labels follow VSPW's convention on disk (0 = others, 1..C classes, 255 = void), so
 :class:`~vssbench.datasets.vspw.VSPWDataset` reads the result unchanged.
 
-Calibration (checked by the test suite and reported in the README): objects move 1-4 px
+Calibration (checked by the test suite and reported in docs/datasets.md): objects move 1-4 px
 per frame and the camera 1.5-3.5 px per frame at 128x224, so a key frame's prediction
 reused ten frames later is misplaced by tens of pixels along every moving border, while
 colour and texture still identify every class to a tiny per-frame model.
@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from vssbench.datasets.base import DatasetError
 from vssbench.datasets.vspw import VSPWDataset
+from vssbench.progress import Progress
 
 CLASS_NAMES = ("sky", "vegetation", "road", "water", "vehicle", "person", "animal", "sign")
 SKY, VEGETATION, ROAD, WATER, VEHICLE, PERSON, ANIMAL, SIGN = range(1, 9)  # on-disk ids; 0 = others
@@ -206,7 +206,7 @@ def generate(out: Path, spec: SyntheticSpec, progress: bool = True) -> Path:
         raise DatasetError(f"output folder {out} exists and is not empty; expected a new folder")
     splits = {"train": spec.train_videos, "val": spec.val_videos}
     total = sum(splits.values()) * spec.frames
-    with tqdm(total=total, desc="generating synthetic videos", unit="frame", disable=None if progress else True) as bar:
+    with Progress(total, "generating synthetic videos", unit="frame", enabled=progress) as bar:
         for split_index, (split, count) in enumerate(splits.items()):
             names = [f"{split}_{i:04d}" for i in range(count)]
             for video_index, name in enumerate(names):

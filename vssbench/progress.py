@@ -3,7 +3,8 @@
 A bar alone prints nothing when the output is a file (a batch job's log, CI), so where stderr is
 not a terminal :class:`Progress` logs one line every ``every`` seconds instead, with the count, the
 rate, the time left and the fields given (losses, the learning rate): ``training dff:tiny: 120/600
-it (20%), 3.1 it/s, 2m35s left; loss 0.412``. ``enabled=False`` (``--quiet``) turns both off.
+it (20%), 3.1 it/s, 2m35s left; loss 0.412``. ``enabled=False`` turns both off for one task, and
+:func:`set_quiet` (``bench --quiet``) for every task of the process.
 """
 
 from __future__ import annotations
@@ -11,10 +12,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from tqdm import tqdm
 
+T = TypeVar("T")
+
 log = logging.getLogger("vssbench")
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turn every bar and progress line of this process off (``bench --quiet``) or back on."""
+    global _quiet
+    _quiet = quiet
 
 
 def _duration(seconds: float) -> str:
@@ -30,12 +42,18 @@ class Progress:
     def __init__(self, total: int, description: str, unit: str = "it", every: float = 10.0, enabled: bool = True,
                  initial: int = 0) -> None:
         self.total, self.description, self.unit, self.every = total, description, unit, every
-        self.enabled = enabled
+        self.enabled = enabled and not _quiet
         self.done = initial
         self._start, self._start_done = time.perf_counter(), initial
         self._last_line = self._start
         self._bar = (tqdm(total=total, initial=initial, desc=description, unit=unit, leave=False)
-                     if enabled and sys.stderr.isatty() else None)
+                     if self.enabled and sys.stderr.isatty() else None)
+
+    def track(self, items: Iterable[T]) -> Iterator[T]:
+        """Yield ``items``, counting one step after each."""
+        for item in items:
+            yield item
+            self.update()
 
     def update(self, count: int = 1, **fields: object) -> None:
         self.done += count
