@@ -4,7 +4,8 @@
 # and the maintenance ones:
 #   make gate      the CI regression gate: a small synthetic sweep, trained from scratch, checked
 #                  against results/baselines/ci-synthetic-cpu.jsonl
-#   make baseline  regenerate the full synthetic sweep and the reports made from it
+#   make baseline  regenerate the full synthetic sweep, the reports made from it and the tables of
+#                  reports/synthetic/findings.md
 # torch is pinned here only (a local CPU build); the package itself asks for torch>=2.4.
 
 VENV ?= .venv
@@ -47,3 +48,4 @@ baseline: setup
 	rm -f results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench run --methods $(SWEEP_METHODS) --variants all --intervals 1,2,5,10 --output results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic
+	$(BIN)/python scripts/findings.py

@@ -144,7 +144,7 @@ def test_a_cached_stage_is_retrained_when_the_segmentor_it_started_from_changes(
 
 def test_stage_iterations_change_the_stage_schedule_only_and_match_bench_train(small_synthetic, tmp_path):
     """`bench run --stage-iters N` trains the stage N iterations on the segmentor of the usual schedule,
-    to the very weights `bench train --iters N --init SEGMENTOR` gives (README's schedule study relies on it)."""
+    to the very weights `bench train --iters N --init SEGMENTOR` gives (the schedule study of reports/synthetic/findings.md relies on it)."""
     dataset = load_synthetic(small_synthetic, "train")
     torch.manual_seed(0)
     method = build_method("dff:tiny", dataset.num_classes)

@@ -1,0 +1,282 @@
+"""The tables of reports/synthetic/findings.md, written from the committed result rows.
+
+Each table of that file sits between ``<!-- table NAME -->`` and ``<!-- /table -->``; this script
+rewrites every one from the rows named in :data:`TABLES`, so no number in them is typed by hand.
+``--check`` writes nothing and exits 1 when the file differs from what the rows give (the test suite
+runs it), and also when a decimal number in the prose is neither a value of one of the file's tables
+nor the difference of two values in one of their rows or columns.
+
+    python scripts/findings.py [--check] [--file reports/synthetic/findings.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import sys
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vssbench.benchmark.results import load_rows  # noqa: E402
+
+FINDINGS = ROOT / "reports" / "synthetic" / "findings.md"
+BASELINE = "results/baselines/synthetic-cpu.jsonl"
+REFERENCE = "results/reference/"
+INTERVALS = (1, 2, 5, 10)
+MPVSS_VARIANTS = ("query-based-flow", "optical-flow", "query-for-pf", "query-learned", "query-random", "copy")
+TFC_VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "linear-interp", "hard-interp",
+                "fixed-interp", "feature-reuse", "flow-warp")
+
+
+@lru_cache(maxsize=None)
+def _rows(file: str) -> tuple[dict, ...]:
+    return tuple(load_rows(ROOT / file))
+
+
+def metric(file: str, spec: str, name: str, k: int | None = None, memory: int | None = None,
+           variant: str = "default", seed: int = 0, training: int | None = None) -> float:
+    """One metric of the one row of ``file`` that matches; an error when none or several do."""
+    method, _, preset = spec.partition(":")
+    matches = []
+    for row in _rows(file):
+        schedule = row["schedule"]
+        stage_iterations = ((row.get("checkpoint") or {}).get("training") or {}).get("iterations")
+        if (row["status"] == "ok" and row["method"] == method and row["preset"] == preset
+                and row["variant"] == variant and row["env"]["seed"] == seed
+                and (k is None or schedule.get("key_interval") == k)
+                and (memory is None or schedule.get("memory_frames") == memory)
+                and (training is None or stage_iterations == training)):
+            matches.append(row)
+    if len(matches) != 1:
+        raise LookupError(f"{file}: {len(matches)} rows of {spec} ({variant}) k={k} M={memory} seed={seed}")
+    return matches[0]["metrics"][name]
+
+
+def _f(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _name(spec: str, variant: str) -> str:
+    return f"{spec} ({variant})" if variant != "default" else spec
+
+
+def sweep() -> str:
+    """Each method's default variant over the intervals (the committed baseline)."""
+    specs = ["perframe:segformer-tiny", "copy:segformer-tiny", "tfc:tiny", "dff:tiny", "accel:tiny",
+             "perframe:mask2former-tiny", "copy:mask2former-tiny", "mpvss:tiny"]
+    variants = {"tfc:tiny": "sparse-msda-0.8", "mpvss:tiny": "query-based-flow"}
+    body = []
+    for spec in specs:
+        variant = variants.get(spec, "default")
+        ks = (1,) if spec.startswith("perframe") else INTERVALS
+        cells = [_f(metric(BASELINE, spec, "miou", k, variant=variant)) if k in ks else "-" for k in INTERVALS]
+        cells += [_f(metric(BASELINE, spec, "mvc8", k, variant=variant)) if k in ks else "-" for k in (1, 5, 10)]
+        body.append([_name(spec, variant)] + cells)
+    return _table(["method", "mIoU k=1", "k=2", "k=5", "k=10", "mVC8 k=1", "k=5", "k=10"], body)
+
+
+def mpvss_variants() -> str:
+    body = []
+    for spec, variant in [("perframe:mask2former-tiny", "default"), ("copy:mask2former-tiny", "default")] + [
+            ("mpvss:tiny", v) for v in MPVSS_VARIANTS]:
+        ks = (1,) if spec.startswith("perframe") else INTERVALS
+        cells = [_f(metric(BASELINE, spec, "miou", k, variant=variant)) if k in ks else "-" for k in INTERVALS]
+        mvc_at = 1 if spec.startswith("perframe") else 5
+        body.append([_name(spec, variant)] + cells + [_f(metric(BASELINE, spec, "mvc8", mvc_at, variant=variant))])
+    return _table(["method (variant)", "k=1", "k=2", "k=5", "k=10", "mVC8 at k=5 (perframe: k=1)"], body)
+
+
+def mpvss_seeds() -> str:
+    seeds_file = REFERENCE + "mpvss-seeds-synthetic-cpu.jsonl"
+    body = []
+    for seed in (0, 1, 2):
+        file = BASELINE if seed == 0 else seeds_file
+        qbf = metric(file, "mpvss:tiny", "miou", 5, variant="query-based-flow", seed=seed)
+        flow = metric(file, "mpvss:tiny", "miou", 5, variant="optical-flow", seed=seed)
+        body.append([str(seed), _f(metric(file, "perframe:mask2former-tiny", "miou", 1, seed=seed)),
+                     _f(metric(file, "copy:mask2former-tiny", "miou", 5, seed=seed)), _f(qbf), _f(flow),
+                     f"{qbf - flow:+.2f}"])
+    return _table(["seed", "perframe", "copy k=5", "query-based flow k=5", "optical flow k=5", "difference"], body)
+
+
+def mpvss_stage3000() -> str:
+    file = REFERENCE + "mpvss-stage3000-synthetic-cpu.jsonl"
+    body = []
+    for seed in (0, 1, 2):
+        cells = [str(seed)]
+        for variant in ("query-based-flow", "optical-flow"):
+            cells.append(" / ".join(_f(metric(file, "mpvss:tiny", "miou", k, variant=variant, seed=seed))
+                                    for k in (2, 5, 10)))
+        at5 = [metric(file, "mpvss:tiny", "miou", 5, variant=v, seed=seed) for v in ("query-based-flow", "optical-flow")]
+        cells.append(f"{at5[0] - at5[1]:+.2f}")
+        body.append(cells)
+    return _table(["seed", "query-based flow k=2 / 5 / 10", "optical flow k=2 / 5 / 10", "difference at k=5"], body)
+
+
+def mpvss_stage9000() -> str:
+    file = REFERENCE + "mpvss-stage9000-synthetic-cpu.jsonl"
+    body = []
+    for variant in ("query-based-flow", "optical-flow"):
+        cells = [_f(metric(file, "mpvss:tiny", "miou", k, variant=variant)) for k in INTERVALS]
+        cells.append(" / ".join(_f(metric(file, "mpvss:tiny", m, 5, variant=variant)) for m in ("mvc8", "mvc16")))
+        body.append([variant] + cells)
+    return _table(["variant, 9000 iterations, seed 0", "k=1", "k=2", "k=5", "k=10", "mVC8 / mVC16 at k=5"], body)
+
+
+def tfc_variants() -> str:
+    file = REFERENCE + "tfc-synthetic-cpu.jsonl"
+    body = [["perframe:segformer-tiny", _f(metric(file, "perframe:segformer-tiny", "miou", 1)), "-",
+             _f(metric(file, "perframe:segformer-tiny", "mvc8", 1)) + " (k=1)",
+             _f(metric(file, "perframe:segformer-tiny", "mvc16", 1)) + " (k=1)"],
+            ["copy:segformer-tiny", _f(metric(file, "copy:segformer-tiny", "miou", 1))] +
+            [_f(metric(file, "copy:segformer-tiny", m, 4)) for m in ("miou", "mvc8", "mvc16")]]
+    for variant in TFC_VARIANTS:
+        body.append([_name("tfc:tiny", variant), _f(metric(file, "tfc:tiny", "miou", 1, variant=variant))] +
+                    [_f(metric(file, "tfc:tiny", m, 4, variant=variant)) for m in ("miou", "mvc8", "mvc16")])
+    return _table(["method (variant)", "mIoU k=1", "mIoU k=4", "mVC8 k=4", "mVC16 k=4"], body)
+
+
+def tfc_consistency() -> str:
+    with_file = REFERENCE + "tfc-synthetic-cpu.jsonl"
+    without_file = REFERENCE + "tfc-without-consistency-synthetic-cpu.jsonl"
+
+    def cell(file: str, spec: str, variant: str) -> str:
+        return (f"{_f(metric(file, spec, 'miou', 1, variant=variant))} / {_f(metric(file, spec, 'miou', 4, variant=variant))}"
+                f", {_f(metric(file, spec, 'mvc8', 4, variant=variant))} / {_f(metric(file, spec, 'mvc16', 4, variant=variant))}")
+
+    body = [[variant, cell(with_file, "tfc:tiny", variant), cell(without_file, "tfc-no-consistency:tiny", variant)]
+            for variant in ("sparse-msda-0.8", "linear-interp")]
+    return _table(["variant", "with Eq. 12: mIoU k=1 / k=4, mVC8 / mVC16 k=4", "without"], body)
+
+
+def stt_memory() -> str:
+    memories = range(8)
+    body = [[name] + [_f(metric(BASELINE, "stt:tiny", key, memory=m)) for m in memories]
+            for name, key in (("mIoU", "miou"), ("mVC8", "mvc8"), ("mVC16", "mvc16"))]
+    return _table(["M", "0 (= PSPNet)"] + [str(m) for m in memories][1:], body)
+
+
+def longer_stages() -> str:
+    file = REFERENCE + "stage1800-synthetic-cpu.jsonl"
+    rows = [("tfc:tiny", "sparse-msda-0.8", {"k": 1}, "k=1"), ("tfc:tiny", "sparse-msda-0.8", {"k": 4}, "k=4"),
+            ("stt:tiny", "default", {"memory": 0}, "M=0"), ("stt:tiny", "default", {"memory": 7}, "M=7")]
+    body = [[_name(spec, variant), where] + [_f(metric(file, spec, m, variant=variant, **select))
+                                             for m in ("miou", "mvc8", "mvc16")]
+            for spec, variant, select, where in rows]
+    return _table(["method, stage 1800 iterations", "schedule", "mIoU", "mVC8", "mVC16"], body)
+
+
+def noisy() -> str:
+    file = REFERENCE + "synthetic-noisy-cpu.jsonl"
+    rows = [("perframe:segformer-tiny", "default", {"k": 1}), ("copy:segformer-tiny", "default", {"k": 4}),
+            ("tfc:tiny", "sparse-msda-0.8", {"k": 4}), ("tfc:tiny", "feature-reuse", {"k": 4}),
+            ("perframe:pspnet-tiny", "default", {"k": 1}), ("stt:tiny", "default", {"memory": 7}),
+            ("perframe:mask2former-tiny", "default", {"k": 1}), ("copy:mask2former-tiny", "default", {"k": 5}),
+            ("mpvss:tiny", "query-based-flow", {"k": 5}), ("mpvss:tiny", "optical-flow", {"k": 5}),
+            ("mpvss:tiny", "query-based-flow", {"k": 10}), ("mpvss:tiny", "optical-flow", {"k": 10})]
+    body = []
+    for spec, variant, select in rows:
+        where = f"k={select['k']}" if "k" in select else f"M={select['memory']}"
+        body.append([_name(spec, variant), where] + [_f(metric(file, spec, m, variant=variant, **select))
+                                                     for m in ("miou", "mvc8", "mvc16")])
+    return _table(["method", "schedule", "mIoU", "mVC8", "mVC16"], body)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "sweep": sweep, "mpvss-variants": mpvss_variants, "mpvss-seeds": mpvss_seeds,
+    "mpvss-stage3000": mpvss_stage3000, "mpvss-stage9000": mpvss_stage9000, "tfc-variants": tfc_variants,
+    "tfc-consistency": tfc_consistency, "stt-memory": stt_memory, "longer-stages": longer_stages, "noisy": noisy,
+}
+_BLOCK = re.compile(r"(<!-- table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
+
+
+def render(text: str) -> str:
+    """``text`` with every marked table rewritten from the rows."""
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise KeyError(f"findings.md marks a table {name!r} that scripts/findings.py does not define")
+        return match.group(1) + TABLES[name]() + match.group(4)
+
+    return _BLOCK.sub(replace, text)
+
+
+_NUMBER = re.compile(r"(?<![\w.\-+/=])[+-]?\d+\.\d+(?![\w.]*\d)")
+
+
+def _table_groups(text: str) -> tuple[set[float], list[list[float]]]:
+    """Every value of the Markdown tables in ``text``, and the groups whose members may be compared:
+    each table row, and each column (by cell and by position inside a cell such as "85.89 / 83.42")."""
+    values: set[float] = set()
+    groups: list[list[float]] = []
+    columns: dict[tuple[int, int], list[float]] = {}
+    for line in text.splitlines() + [""]:
+        if not line.startswith("|"):
+            groups += columns.values()
+            columns = {}
+            continue
+        row = []
+        for column, cell in enumerate(line.strip("|").split("|")):
+            for position, token in enumerate(_NUMBER.findall(f" {cell} ")):
+                number = abs(float(token))
+                row.append(number)
+                columns.setdefault((column, position), []).append(number)
+        values.update(row)
+        groups.append(row)
+    return values, groups
+
+
+def unsupported_numbers(text: str) -> list[str]:
+    """Decimal numbers of the prose that are neither a value of a table in ``text`` nor the difference
+    of two values of one table row or column, at the number's own precision. Code spans and tables
+    are not prose."""
+    values, groups = _table_groups(text)
+    prose = "\n".join(line for line in text.splitlines() if not line.startswith("|") and not line.startswith("<!--"))
+    prose = re.sub(r"`[^`]*`", "", prose)
+    unsupported = []
+    for token in _NUMBER.findall(prose):
+        number = abs(float(token))
+        tolerance = 10 ** -len(token.split(".")[1]) / 2 + 0.006  # the table values are rounded to 0.01 too
+        if any(abs(v - number) <= tolerance for v in values):
+            continue
+        if any(abs(abs(a - b) - number) <= tolerance for group in groups for a, b in itertools.combinations(group, 2)):
+            continue
+        unsupported.append(token)
+    return unsupported
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file is not up to date")
+    parser.add_argument("--file", type=Path, default=FINDINGS)
+    args = parser.parse_args(argv)
+    text = args.file.read_text()
+    rendered = render(text)
+    unsupported = unsupported_numbers(rendered)
+    if unsupported:
+        print(f"{args.file}: numbers in the prose found in no table: {', '.join(unsupported)}", file=sys.stderr)
+    if args.check:
+        if rendered != text:
+            print(f"{args.file}: tables differ from the rows; run python scripts/findings.py", file=sys.stderr)
+            return 1
+        return 1 if unsupported else 0
+    if rendered != text:
+        args.file.write_text(rendered)
+        print(f"rewrote the tables of {args.file}")
+    return 1 if unsupported else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
