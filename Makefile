@@ -37,7 +37,7 @@ test: setup
 gate: setup
 	rm -rf $(GATE_DIR)
 	$(BIN)/bench run --methods perframe,copy --intervals 1,5 --cache-dir $(GATE_DIR) --output $(GATE_DIR)/run.jsonl
-	$(BIN)/bench check $(GATE_DIR)/run.jsonl --baseline results/baselines/ci-synthetic-cpu.jsonl --tolerance speed=0.5
+	$(BIN)/bench check $(GATE_DIR)/run.jsonl --baseline results/baselines/ci-synthetic-cpu.jsonl --tolerance speed=0.5 --require-all
 
 # Both write a fresh file: rows of earlier weights would otherwise stay next to the new ones.
 gate-baseline: setup

@@ -137,7 +137,7 @@ def test_report_compare_names_an_unknown_label(rows_file, tmp_path, capsys):
 
 def test_check_passes_on_the_baseline_against_itself(rows_file, capsys):
     assert main(["check", str(rows_file), "--baseline", str(rows_file)]) == 0
-    assert f"{len(ROWS)} rows compared; passed" in capsys.readouterr().out
+    assert f"{len(ROWS)} passed, 0 regressed, 0 new, 0 skipped; 0 baseline rows not in this run; passed" in capsys.readouterr().out
 
 
 def test_check_fails_naming_row_and_metric_when_the_baseline_miou_is_raised_by_5_points(rows_file, tmp_path, capsys):
@@ -185,27 +185,49 @@ def test_check_compares_the_paired_speed_ratio_where_both_rows_carry_one():
     assert regression == "copy_segformer-tiny_k5: speed ratio vs per-frame 5.000 -> 2.500 (row FPS), band 30%"
 
 
-def test_check_reports_missing_failed_and_new_rows():
+def test_check_puts_every_row_in_one_category_and_fails_missing_rows_only_with_require_all():
     current = copy.deepcopy(ROWS[1:])
     current[0]["status"], current[0]["error"] = "error", "RuntimeError: boom"
     current.append(_row("dff", "tiny", 5))
     result = check(current, ROWS)
-    assert result.regressions[:2] == ["perframe_segformer-tiny_k1: missing (no row with this configuration)",
-                                      "copy_segformer-tiny_k1: status error: RuntimeError: boom"]
-    assert result.new_rows == ["dff_tiny_k5"]
+    assert result.regressions == ["copy_segformer-tiny_k1: status error: RuntimeError: boom"]
+    assert (result.regressed, result.new_rows, result.skipped) == (["copy_segformer-tiny_k1"], ["dff_tiny_k5"], [])
+    assert result.passed_rows == [r["label"] for r in ROWS[2:]]
+    assert result.missing == ["perframe_segformer-tiny_k1"]
+    categories = result.passed_rows + result.regressed + result.new_rows + [label for label, _ in result.skipped]
+    assert sorted(categories) == sorted(r["label"] for r in current)  # each row once
+    strict = check(current, ROWS, require_all=True)
+    assert strict.regressions[-1] == "perframe_segformer-tiny_k1: missing from the run (--require-all)"
 
 
-def test_check_fails_rows_scored_on_other_videos_even_beside_rows_on_the_same_ones():
+def test_rows_scored_on_other_videos_are_skipped_with_the_reason_never_compared_nor_new():
     baseline, subset = copy.deepcopy(ROWS), copy.deepcopy(ROWS)
     for row in subset:
         row["videos"] = {"count": 2, "sha256": "b" * 16}
     for row in baseline:
         row["videos"] = {"count": 8, "sha256": "a" * 16}
     result = check(subset, baseline)
-    assert len(result.regressions) == len(ROWS) and result.compared == 0
-    assert result.regressions[0] == ("perframe_segformer-tiny_k1: scored on other videos (8 in the baseline, 2 here, "
-                                     "or other names); results are not comparable")
-    assert check(subset + copy.deepcopy(baseline), baseline).passed  # the full-set rows are found and compared
+    assert result.compared == 0 and not result.new_rows and len(result.skipped) == len(ROWS)
+    assert result.skipped[0] == ("perframe_segformer-tiny_k1", "scored on other videos than the baseline's "
+                                                               "(2 here, 8 there, or other names)")
+    assert result.passed and len(result.missing) == len(ROWS)
+    assert not check(subset, baseline, require_all=True).passed
+    both = check(subset + copy.deepcopy(baseline), baseline, require_all=True)  # the full-set rows are compared
+    assert both.passed and both.compared == len(ROWS)
+
+
+def test_bench_check_of_a_one_row_run_passes_without_require_all_and_fails_with_it(rows_file, tmp_path, capsys):
+    one = tmp_path / "one.jsonl"
+    one.write_text(rows_file.read_text().splitlines()[0] + "\n")
+    assert main(["check", str(one), "--baseline", str(rows_file)]) == 0
+    out = capsys.readouterr().out
+    assert "1 passed, 0 regressed, 0 new, 0 skipped; 8 baseline rows not in this run; passed" in out
+    assert main(["check", str(one), "--baseline", str(rows_file), "--require-all"]) == 1
+    assert "REGRESSION copy_segformer-tiny_k1: missing from the run (--require-all)" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["check", str(empty), "--baseline", str(rows_file)]) == 2
+    assert f"{empty} holds no rows; expected the result rows of a bench run" in capsys.readouterr().err
 
 
 def test_check_refuses_two_rows_of_one_configuration(rows_file, tmp_path, capsys):
@@ -274,3 +296,29 @@ def test_check_does_not_compare_accuracy_of_random_weights(tmp_path, capsys):
     assert main(["check", str(tmp_path / "run.jsonl"), "--baseline", str(tmp_path / "base.jsonl")]) == 0
     assert "accuracy not compared: perframe_segformer-tiny_k1 (random weights in the baseline and the results)" \
         in capsys.readouterr().out
+
+
+def test_report_refuses_rows_of_one_dataset_scored_on_different_videos_naming_the_files(rows_file, tmp_path, capsys):
+    subset = [dict(copy.deepcopy(row), videos={"count": 1, "sha256": "c" * 16}) for row in ROWS[:2]]
+    subset_file = tmp_path / "subset.jsonl"
+    write_rows_atomically(subset_file, subset)
+    assert main(["report", str(rows_file), str(subset_file), "--out", str(tmp_path / "mixed")]) == 2
+    error = capsys.readouterr().err
+    assert "rows of synthetic were scored on 2 different selections of videos" in error
+    assert str(rows_file) in error and str(subset_file) in error and "Report each selection on its own" in error
+    assert main(["report", str(subset_file), "--out", str(tmp_path / "alone")]) == 0
+
+
+def test_figures_give_each_method_its_own_colour_and_each_variant_its_own_marker(rows_file):
+    from vssbench.benchmark.report import _presets, _style
+
+    frame = load_frame([rows_file])
+    presets = _presets(frame)
+    style = {(r["method"], r["variant"], r["preset"]): _style(r, presets) for _, r in frame.iterrows()}
+    colours = {method: {s["color"] for (m, _, _), s in style.items() if m == method} for method in presets}
+    assert all(not colours[a] & colours[b] for a in colours for b in colours if a < b)  # no colour shared
+    assert style[("mpvss", "query-based-flow", "tiny")]["color"] == style[("mpvss", "copy", "tiny")]["color"]
+    assert style[("mpvss", "query-based-flow", "tiny")]["marker"] != style[("mpvss", "copy", "tiny")]["marker"]
+    perframe = {s["marker"] for (m, _, _), s in style.items() if m == "perframe"}
+    assert len(perframe) == 2  # one variant, two segmentors: told apart by marker and shade
+

@@ -1,7 +1,8 @@
 """The ``bench`` command: run, train, recipes, convert, profile, report, check, data, list.
 
-Exit codes: 0 success; 1 some result rows failed; 2 bad input (arguments, dataset,
-checkpoint), with a message naming the argument or file and what was expected.
+Exit codes (:func:`main`): 0 success; 1 some result rows or checks failed; 2 bad input (arguments,
+dataset, checkpoint, an unwritable output, an unreadable result file), with a message naming the
+argument or file and what was expected; 130 on Ctrl-C, saying what was kept.
 """
 
 from __future__ import annotations
@@ -9,21 +10,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from tabulate import tabulate
 
-from vssbench.datasets.base import DatasetError, VideoDataset
+import vssbench
+from vssbench.datasets import DatasetError
 from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
+from vssbench.files import check_writable
 
 if TYPE_CHECKING:
+    from vssbench.datasets.base import VideoDataset
     from vssbench.methods.base import VideoMethod
 
 log = logging.getLogger("vssbench")
 DATASETS = ("synthetic", "vspw", "cityscapes")
-EXIT_ROWS_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_ROWS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 ITERATIONS_EXPECTED = "a positive number of iterations"
 ROUNDS_EXPECTED = "a number of rounds >= 0"
 
@@ -96,6 +100,8 @@ def _check_at_least(value: int | None, argument: str, low: int = 1, expected: st
 
 
 def _check_device(device: str) -> None:
+    import torch
+
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available on this machine")
 
@@ -104,19 +110,6 @@ def _require_files(paths: list[Path]) -> None:
     for path in paths:
         if not path.is_file():
             raise UsageError(f"result file {path} does not exist")
-
-
-def _check_writable(path: Path, argument: str) -> None:
-    """Fail before any work when result rows could not be written to ``path``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".{path.name}.write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{argument} {path}: cannot write there ({error.strerror or error})") from None
-    if path.is_dir():
-        raise UsageError(f"{argument} {path} is a folder; expected a .jsonl file path")
 
 
 def _exit_code(rows: list[dict]) -> int:
@@ -169,6 +162,8 @@ def _checkpoint_cache(args: argparse.Namespace, dataset: VideoDataset) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    import torch
+
     from vssbench.benchmark import distributed
     from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep, sweep_plan
     from vssbench.methods.base import build_method
@@ -181,7 +176,11 @@ def command_run(args: argparse.Namespace) -> int:
         _check_at_least(value, argument, expected=ITERATIONS_EXPECTED)
     _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
     _check_device(args.device)
-    _check_writable(args.output, "--output")
+    check_writable(args.output, "--output")
+    check_writable(args.save_predictions, "--save-predictions", directory=True)
+    if args.dataset == "synthetic":  # where the generated data and the auto-trained weights go
+        check_writable(args.cache_dir or default_cache_dir(), "--cache-dir" if args.cache_dir else "$VSSBENCH_CACHE",
+                       directory=True)
     variants = args.variants.split(",") if args.variants else None
     plan = sweep_plan(specs, variants)
     distributed.init_from_environment(args.device)
@@ -275,6 +274,8 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
 
 
 def command_train(args: argparse.Namespace) -> int:
+    import torch
+
     from vssbench.benchmark import distributed
     from vssbench.benchmark.training import TrainingOptions, train, training_metadata
     from vssbench.methods.base import METHODS, build_method, parse_spec
@@ -294,8 +295,8 @@ def command_train(args: argparse.Namespace) -> int:
     inits = _components(args.init or [], "--init")
     method_name, preset = parse_spec(args.method)
     variant = args.variant or METHODS[method_name].variants[0]
-    out = args.out or Path("checkpoints") / f"{method_name}-{preset}-{variant}.pt"
-    _check_writable(out, "--out")
+    out = args.out = args.out or Path("checkpoints") / f"{method_name}-{preset}-{variant}.pt"
+    check_writable(out, "--out")
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
     torch.manual_seed(args.seed)
@@ -381,6 +382,8 @@ def _components(values: list[str], argument: str) -> list[tuple[str | None, Path
 
 
 def command_convert(args: argparse.Namespace) -> int:
+    import torch
+
     from vssbench.methods.base import build_method
     from vssbench.methods.weights import (
         detect_format,
@@ -391,7 +394,7 @@ def command_convert(args: argparse.Namespace) -> int:
         save_checkpoint,
     )
 
-    _check_writable(args.out, "--out")
+    check_writable(args.out, "--out")
     if args.num_classes is not None:
         _check_at_least(args.num_classes, "--num-classes", expected="a positive number of classes")
     source = read_source(args.source)
@@ -413,6 +416,7 @@ def command_convert(args: argparse.Namespace) -> int:
 
 def command_data(args: argparse.Namespace) -> int:
     height, width = _size(args.size, "--size")
+    check_writable(args.out, "--out", directory=True)
     for name in ("train_videos", "val_videos", "frames", "seed"):
         _check_at_least(getattr(args, name), f"--{name.replace('_', '-')}", 0 if name == "seed" else 1)
     if args.noise_std < 0 or not 0 <= args.brightness_jitter < 1:
@@ -428,15 +432,18 @@ def command_data(args: argparse.Namespace) -> int:
 
 
 def command_profile(args: argparse.Namespace) -> int:
+    import torch
+
     from vssbench.benchmark.fidelity import fidelity_report
     from vssbench.benchmark.profiler import (cost_block, latency_steps, measure_latency, paired_speed_ratios,
                                              paired_steps)
     from vssbench.benchmark.results import ResultFile, config_hash, environment
-    from vssbench.benchmark.runner import per_frame_reference, row_label, timed_against_per_frame
+    from vssbench.benchmark.runner import per_frame_reference, row_label, sweep_plan, timed_against_per_frame
     from vssbench.methods.base import build_method
     from vssbench.progress import Progress
 
     if args.fidelity:
+        check_writable(args.report_dir, "--report-dir", directory=True)
         report = fidelity_report(progress=True)
         print(report)
         args.report_dir.mkdir(parents=True, exist_ok=True)
@@ -444,6 +451,7 @@ def command_profile(args: argparse.Namespace) -> int:
         print(f"\nwrote {args.report_dir / 'fidelity.md'}")
         return 0
     specs = _specs(args.methods)
+    check_writable(args.output, "--output")
     height, width = _size(args.resolution, "--resolution")
     intervals = _int_list(args.intervals, "--intervals")
     memory_frames = _memory_list(args.memory)
@@ -451,9 +459,9 @@ def command_profile(args: argparse.Namespace) -> int:
     _check_device(args.device)
     results = ResultFile(args.output)
     rows = []
-    for spec in specs:
+    for spec, variant in sweep_plan(specs, args.variants.split(",") if args.variants else None):
         torch.manual_seed(args.seed)
-        method = build_method(spec, args.num_classes, args.variant).to(args.device).eval()
+        method = build_method(spec, args.num_classes, variant).to(args.device).eval()
         frame = torch.randn(1, 3, height, width, device=args.device)
         timed_against = args.speed_rounds and not args.no_latency and timed_against_per_frame(method)
         reference = per_frame_reference(method, args.device) if timed_against else None
@@ -518,6 +526,7 @@ def command_report(args: argparse.Namespace) -> int:
         if len(compare) != 2:
             raise UsageError(f"--compare {args.compare!r}: expected two row labels separated by a comma")
     _require_files(args.files)
+    check_writable(args.out, "--out", directory=True)
     try:
         written = write_report(args.files, args.out, formats, compare)
     except ValueError as error:
@@ -537,33 +546,57 @@ def command_check(args: argparse.Namespace) -> int:
         tolerances = parse_tolerances(args.tolerance)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    rows, baseline = load_rows(args.file), load_rows(args.baseline)
+    for path, side in ((args.file, rows), (args.baseline, baseline)):
+        if not side:
+            raise UsageError(f"{path} holds no rows; expected the result rows of a bench run")
     try:
-        result = check(load_rows(args.file), load_rows(args.baseline), tolerances)
+        result = check(rows, baseline, tolerances, require_all=args.require_all)
     except ValueError as error:
         raise UsageError(f"bench check {args.file} --baseline {args.baseline}: {error}") from None
+    for label in result.passed_rows:
+        print(f"passed: {label}")
     for label in result.new_rows:
         print(f"new (not in the baseline): {label}")
+    for label, reason in result.skipped:
+        print(f"skipped: {label}: {reason}")
     for label in result.random_weights:
         print(f"accuracy not compared: {label}")
     for regression in result.regressions:
         print(f"REGRESSION {regression}", file=sys.stderr)
+    if result.missing and not args.require_all:
+        print(f"not in this run ({len(result.missing)} baseline rows, not compared; --require-all fails on them): "
+              + ", ".join(result.missing[:5]) + (", ..." if len(result.missing) > 5 else ""))
+    counts = (f"{len(result.passed_rows)} passed, {len(result.regressed)} regressed, {len(result.new_rows)} new, "
+              f"{len(result.skipped)} skipped; {len(result.missing)} baseline rows not in this run")
     verdict = "passed" if result.passed else f"FAILED with {len(result.regressions)} regressions"
-    print(f"bench check {args.file} against {args.baseline}: {result.compared} rows compared; {verdict}")
+    print(f"bench check {args.file} against {args.baseline}: {counts}; {verdict}")
     return 0 if result.passed else EXIT_ROWS_FAILED
 
 
 def command_list(args: argparse.Namespace) -> int:
+    """The registry in 80 columns (defaults marked with *); every preset and variant with ``--verbose``."""
     from vssbench.methods.base import registered_methods
 
-    table = []
-    for name, cls in sorted(registered_methods().items()):
-        presets = [p + (" (default)" if p == cls.default_preset else "") for p in cls.presets]
-        table.append([name, (cls.__doc__ or "").strip().splitlines()[0], ", ".join(presets), ", ".join(cls.variants),
-                      "memory frames M" if cls.sweep_axis == "memory_frames"
-                      else "key-frame interval" if cls.uses_key_frames else "-"])
-    print(tabulate(table, headers=["method", "what", "presets", "variants", "sweep axis"], tablefmt="github"))
-    print(f"\ndatasets: {', '.join(DATASETS)}")
+    methods = sorted(registered_methods().items())
+    if args.verbose:
+        table = [[name, (cls.__doc__ or "").strip().splitlines()[0],
+                  ", ".join(p + ("*" if p == cls.default_preset else "") for p in cls.presets),
+                  ", ".join(v + ("*" if i == 0 and len(cls.variants) > 1 else "") for i, v in enumerate(cls.variants)),
+                  _sweep_axis(cls)] for name, cls in methods]
+        print(tabulate(table, headers=["method", "what", "presets", "variants", "sweep axis"], tablefmt="github"))
+    else:
+        table = [[name, cls.default_preset + "*" + (f" +{len(cls.presets) - 1}" if len(cls.presets) > 1 else ""),
+                  cls.variants[0] + ("*" + f" +{len(cls.variants) - 1}" if len(cls.variants) > 1 else ""),
+                  _sweep_axis(cls)] for name, cls in methods]
+        print(tabulate(table, headers=["method", "presets", "variants", "sweeps"], tablefmt="simple"))
+        print("\n* default; +N: more (bench list --verbose lists them)")
+    print(f"datasets: {', '.join(DATASETS)}")
     return 0
+
+
+def _sweep_axis(cls: type) -> str:
+    return "memory M" if cls.sweep_axis == "memory_frames" else "interval k" if cls.uses_key_frames else "-"
 
 
 # --------------------------------------------------------------------------- parser
@@ -573,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="vssbench: compare efficient video semantic segmentation methods "
                                   "on accuracy (mIoU, WIoU), temporal consistency (mVC) and cost.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"vssbench {vssbench.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; with list, every preset")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error or an interruption")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars or progress lines (also accepted after the subcommand)")
     parser.add_argument("--plugin", action="append", metavar="MODULE", default=[],
@@ -718,7 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "the key and non-key paths (fvcore, 1 multiply-add = 1 FLOP) and their "
                                          "average over a 15-frame clip per interval, latency (median, IQR) and FPS.")
     profile.add_argument("--methods", default="perframe", help="comma-separated METHOD[:PRESET] specs")
-    profile.add_argument("--variant", help="method variant (default: each method's default)")
+    profile.add_argument("--variants", "--variant", dest="variants",
+                         help="comma-separated variants, 'default' or 'all', as for bench run (default: each "
+                              "method's default)")
     profile.add_argument("--resolution", default="480x853", help="input HxW (default: 480x853, VSPW)")
     profile.add_argument("--num-classes", type=int, default=124, help="classes (default: 124, VSPW; 19 Cityscapes)")
     profile.add_argument("--intervals", default="1,5,10", help="key-frame intervals (default: 1,5,10)")
@@ -758,13 +795,18 @@ def build_parser() -> argparse.ArgumentParser:
                                               "run drops by more than its band, or a baseline row is missing.")
     check_parser.add_argument("file", type=Path, metavar="FILE.jsonl", help="result file to check")
     check_parser.add_argument("--baseline", type=Path, required=True, help="baseline result file")
+    check_parser.add_argument("--require-all", action="store_true",
+                              help="also fail on baseline rows the run lacks (the CI gate)")
     check_parser.add_argument("--tolerance",
                               help="overrides, e.g. miou=1,mvc8=1,speed=0.5: accuracy in points (default 0.5 "
                                    "each), speed as the allowed fractional drop of the ratio (default 0.3)")
     check_parser.set_defaults(handler=command_check)
 
     listing = sub.add_parser("list", help="list methods, presets and variants",
-                             description="List every registered method with its presets and variants.")
+                             description="List every registered method with its default preset and variant; "
+                                         "--verbose lists every preset and variant.")
+    listing.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="every preset and variant, and what each method is")
     listing.set_defaults(handler=command_list)
     _accept_quiet_after(sub)
     return parser
@@ -782,29 +824,58 @@ def _accept_quiet_after(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit-code contract: 0 success, 1 some rows or checks failed, 2 bad input (arguments, data,
+    checkpoints, unwritable outputs, unreadable result files), 130 on Ctrl-C with a line saying what
+    was kept. None of these prints a traceback unless ``--debug``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from vssbench.progress import set_quiet
 
     set_quiet(args.quiet)
+    from vssbench.benchmark.results import ResultFileError
     from vssbench.benchmark.runner import MethodError
     from vssbench.benchmark.training import TrainingError
     from vssbench.datasets.augment import AugmentationError
-    from vssbench.methods.base import SpecError
+    from vssbench.methods.base import SpecError, load_plugin_module
     from vssbench.methods.weights import CheckpointError
     from vssbench.recipes import RecipeError
 
+    bad_input = (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
+                 AugmentationError, ResultFileError, OSError)
     try:
-        from vssbench.methods.base import load_plugin_module
-
         for module in args.plugin:
             load_plugin_module(module)
         return args.handler(args)
-    except (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
-            AugmentationError) as error:
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print(f"bench {args.command}: interrupted; {_what_was_kept(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except bad_input as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"bench {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as error:
-        print(f"bench {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+
+def _what_was_kept(args: argparse.Namespace) -> str:
+    """After Ctrl-C: what is on disk and how to go on from it."""
+    from vssbench.benchmark.results import load_rows
+
+    if args.command in ("run", "profile") and getattr(args, "output", None):
+        finished = [r for r in load_rows(args.output, skip_unreadable=True) if r.get("status") == "ok"]
+        text = (f"{len(finished)} finished rows are in {args.output} (every row is written as soon as it is done); "
+                "the same command computes only the rest")
+        if args.command == "run":
+            states = sorted(Path(args.cache_dir or default_cache_dir()).glob("checkpoints/*/*.state"),
+                            key=lambda path: path.stat().st_mtime)
+            if states:
+                text += f", and resumes the interrupted training from {states[-1]}"
+        return text
+    if args.command == "train" and args.out is not None:  # command_train resolves the default --out
+        state = args.out.with_name(args.out.name + ".state")
+        if state.is_file():
+            return f"the training state is in {state}; the same command resumes from it"
+        return "no training state was saved (--save-every N saves one every N iterations, to resume from)"
+    return "files already written are complete (each is written to a temporary file and renamed)"

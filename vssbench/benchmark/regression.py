@@ -2,11 +2,10 @@
 
 Rows are matched by what defines their configuration (method, preset, variant, dataset,
 split, videos, resolution, schedule), not by the configuration hash, which also covers the
-checkpoint digest and so differs whenever weights are retrained. For each baseline row:
+checkpoint digest and so differs whenever weights are retrained. For each row of the run
+that has a baseline row of its configuration:
 
-* a missing row, or one whose status is not ``ok``, is a regression;
-* so is a row scored on other videos than the baseline's (``--max-videos``, a split holding
-  other videos): the video selection is part of the configuration;
+* a row whose status is not ``ok`` is a regression;
 * accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
 * parameters and GFLOPs (key and non-key paths) may not change at all: they are
   properties of the architecture, so any change is a change of the method;
@@ -24,7 +23,11 @@ checkpoint digest and so differs whenever weights are retrained. For each baseli
   ratio is compared, never an absolute speed, because both sides are measured on one
   machine in one run while the baseline may come from another machine.
 
-Rows the baseline does not have are listed as new and do not fail the check.
+Every row of the run is passed, regressed, new (the baseline has no such configuration) or
+skipped with the reason (scored on other videos than the baseline's: ``--max-videos``, a split
+holding other videos; the video selection is part of the configuration). Baseline rows the run
+lacks are listed; with ``require_all`` (the CI gate) each is a regression, so that a gate run
+that silently computed fewer rows fails.
 """
 
 from __future__ import annotations
@@ -114,71 +117,94 @@ def _speed_reference_key(row: dict, segmentor_preset: str | None) -> str:
 
 @dataclass
 class CheckResult:
-    regressions: list[str] = field(default_factory=list)
+    """Every row of the run lands in exactly one of ``passed``, ``regressed``, ``new`` and ``skipped``
+    (with the reason); ``missing`` lists the baseline rows the run does not have, which are
+    regressions only with ``require_all``. ``regressions`` names each failed comparison."""
+
+    passed_rows: list[str] = field(default_factory=list)
+    regressed: list[str] = field(default_factory=list)
     new_rows: list[str] = field(default_factory=list)
-    random_weights: list[str] = field(default_factory=list)  # rows not compared on accuracy
-    compared: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, why it was not compared)
+    missing: list[str] = field(default_factory=list)
+    regressions: list[str] = field(default_factory=list)
+    random_weights: list[str] = field(default_factory=list)  # rows compared on cost only
 
     @property
     def passed(self) -> bool:
         return not self.regressions
 
+    @property
+    def compared(self) -> int:
+        return len(self.passed_rows) + len(self.regressed)
 
-def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] | None = None) -> CheckResult:
+
+def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] | None = None,
+          require_all: bool = False) -> CheckResult:
     """Compare ``rows`` with ``baseline``; every regression is named with its row and metric.
 
-    Raises ValueError when either side holds two finished rows of one configuration (say,
-    from weights trained twice): which of them the other side should match is undefined.
+    Only the configurations the run has are compared; with ``require_all`` (the CI gate) a baseline
+    row the run lacks, or scored on other videos, fails too. Raises ValueError when either side
+    holds two finished rows of one configuration (say, from weights trained twice): which of them
+    the other side should match is undefined.
     """
     tolerances = tolerances or DEFAULT_TOLERANCES
     for side, side_rows in (("results", rows), ("baseline", baseline)):
         _require_one_row_per_configuration(side, side_rows)
-    current = {row_key(r): r for r in rows}
-    current_on_any_videos = {row_key(r, include_videos=False): r for r in rows}
+    expected_by_key = {row_key(r): r for r in baseline if r.get("status") == "ok"}
+    expected_on_any_videos = {row_key(r, include_videos=False): r for r in expected_by_key.values()}
     current_ratios, baseline_ratios = speed_ratios(rows), speed_ratios(baseline)
     result = CheckResult()
-    for key, expected in ((row_key(r), r) for r in baseline if r.get("status") == "ok"):
-        label = expected["label"]
-        found = current.get(key)
-        if found is None:
-            other = current_on_any_videos.get(row_key(expected, include_videos=False))
-            if other is None:
-                result.regressions.append(f"{label}: missing (no row with this configuration)")
+    matched = set()
+    for found in rows:
+        label, key = found["label"], row_key(found)
+        expected = expected_by_key.get(key)
+        if expected is None:
+            other = expected_on_any_videos.get(row_key(found, include_videos=False))
+            if other is not None:
+                result.skipped.append((label, f"scored on other videos than the baseline's ({_video_count(found)} "
+                                              f"here, {_video_count(other)} there, or other names)"))
             else:
-                result.regressions.append(
-                    f"{label}: scored on other videos ({_video_count(expected)} in the baseline, "
-                    f"{_video_count(other)} here, or other names); results are not comparable")
+                result.new_rows.append(label)
             continue
-        result.compared += 1
-        if found.get("status") != "ok":
-            result.regressions.append(f"{label}: status {found.get('status')}: {found.get('error')}")
-            continue
-        random = [side for side, row in (("baseline", expected), ("results", found)) if row.get("weights") == "random"]
-        if random:
-            result.random_weights.append(f"{label} (random weights in the {' and the '.join(random)})")
-        for metric in () if random else ACCURACY:
-            before, after = expected["metrics"].get(metric), found["metrics"].get(metric)
-            if before is None:
-                continue
-            if after is None or after < before - tolerances[metric]:
-                shown = "none" if after is None else f"{after:.2f} ({after - before:+.2f})"
-                result.regressions.append(f"{label}: {metric} {before:.2f} -> {shown}, "
-                                          f"tolerance {tolerances[metric]:g} points")
-        for metric in COST:
-            before, after = (expected.get("cost") or {}).get(metric), (found.get("cost") or {}).get(metric)
-            if before != after:
-                result.regressions.append(f"{label}: {metric} changed {before} -> {after} (must not change)")
-        difference = training_difference(_training(expected), _training(found))
-        if difference:
-            result.regressions.append(f"{label}: trained differently ({difference}); results are not comparable")
-        speed = comparable_ratios(baseline_ratios.get(key), current_ratios.get(key))
-        if speed is not None and speed[1] < speed[0] * (1 - tolerances["speed"]):
-            before, after, measured = speed
-            result.regressions.append(f"{label}: speed ratio vs per-frame {before:.3f} -> {after:.3f} ({measured}), "
-                                      f"band {tolerances['speed']:.0%}")
-    baseline_keys = {row_key(r) for r in baseline}
-    result.new_rows = [r["label"] for key, r in current.items() if key not in baseline_keys]
+        matched.add(key)
+        problems = _compare(expected, found, tolerances, baseline_ratios.get(key), current_ratios.get(key), result)
+        result.regressions.extend(f"{label}: {problem}" for problem in problems)
+        (result.regressed if problems else result.passed_rows).append(label)
+    result.missing = [r["label"] for key, r in expected_by_key.items() if key not in matched]
+    if require_all:
+        result.regressions.extend(f"{label}: missing from the run (--require-all)" for label in result.missing)
     return result
+
+
+def _compare(expected: dict, found: dict, tolerances: dict[str, float], before_ratio: SpeedRatio | None,
+             after_ratio: SpeedRatio | None, result: CheckResult) -> list[str]:
+    """What regressed from ``expected`` to ``found``, one message per metric."""
+    if found.get("status") != "ok":
+        return [f"status {found.get('status')}: {found.get('error')}"]
+    problems = []
+    random = [side for side, row in (("baseline", expected), ("results", found)) if row.get("weights") == "random"]
+    if random:
+        result.random_weights.append(f"{found['label']} (random weights in the {' and the '.join(random)})")
+    for metric in () if random else ACCURACY:
+        before, after = expected["metrics"].get(metric), found["metrics"].get(metric)
+        if before is None:
+            continue
+        if after is None or after < before - tolerances[metric]:
+            shown = "none" if after is None else f"{after:.2f} ({after - before:+.2f})"
+            problems.append(f"{metric} {before:.2f} -> {shown}, tolerance {tolerances[metric]:g} points")
+    for metric in COST:
+        before, after = (expected.get("cost") or {}).get(metric), (found.get("cost") or {}).get(metric)
+        if before != after:
+            problems.append(f"{metric} changed {before} -> {after} (must not change)")
+    difference = training_difference(_training(expected), _training(found))
+    if difference:
+        problems.append(f"trained differently ({difference}); results are not comparable")
+    speed = comparable_ratios(before_ratio, after_ratio)
+    if speed is not None and speed[1] < speed[0] * (1 - tolerances["speed"]):
+        before, after, measured = speed
+        problems.append(f"speed ratio vs per-frame {before:.3f} -> {after:.3f} ({measured}), "
+                        f"band {tolerances['speed']:.0%}")
+    return problems
 
 
 TRAINING_FIELDS = ("dataset", "split", "iterations", "seed")

@@ -33,6 +33,8 @@ supplementary Figure B).
 
 from __future__ import annotations
 
+import colorsys
+import json
 import math
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
             memory, interval = schedule.get("memory_frames"), schedule_interval(schedule)
             random = row.get("weights") == "random"
             records.append({
+                "file": str(path),
+                "videos": json.dumps(row.get("videos"), sort_keys=True),
                 "label": row["label"],
                 "random": random,
                 "method": row["method"],
@@ -97,7 +101,25 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
             })
     if not records:
         raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    _require_one_video_selection(frame)
+    return frame
+
+
+def _require_one_video_selection(frame: pd.DataFrame) -> None:
+    """Rows of one dataset scored on different splits or videos (``--max-videos``, another split list)
+    are not comparable: a table or figure holding both would mislead, so the report refuses them,
+    naming the files of each selection."""
+    for dataset, rows in frame.groupby("dataset"):
+        selections = rows.groupby(["split", "videos"])
+        if selections.ngroups > 1:
+            described = "; ".join(
+                f"{split} split, {json.loads(videos)['count'] if json.loads(videos) else '?'} videos "
+                f"({json.loads(videos)['sha256'] if json.loads(videos) else 'unrecorded'}): "
+                f"{', '.join(sorted(set(group['file'])))}"
+                for (split, videos), group in selections)
+            raise ValueError(f"rows of {dataset} were scored on {selections.ngroups} different selections of videos, "
+                             f"which no table or figure can compare: {described}. Report each selection on its own")
 
 
 def training_text(training: dict | None) -> str | None:
@@ -221,13 +243,60 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 _MARKERS = "osD^vP*Xh<>p"
+# One hue per method, so that unrelated methods never look alike; presets of one method are shades of
+# it, variants get markers (in the order of the method's variants, the default first).
+_METHOD_COLOURS = {"perframe": "#333333", "copy": "#8c8c8c", "mpvss": "#1f77b4", "tfc": "#ff7f0e",
+                   "dff": "#2ca02c", "accel": "#d62728", "stt": "#9467bd"}
+_OTHER_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
-def _style(index: int, random: bool = False) -> dict:
-    """A colour (20 distinct) and a marker per series, so that no two series look alike; dotted for
-    a series of random weights."""
-    return {"color": plt.get_cmap("tab20")(index % 20), "marker": _MARKERS[index % len(_MARKERS)],
-            "linestyle": ":" if random else "-"}
+def _colour(method: str, preset_index: int) -> tuple[float, float, float]:
+    """The method's hue; a lighter or darker shade for each further preset."""
+    if method in _METHOD_COLOURS:
+        base = matplotlib.colors.to_rgb(_METHOD_COLOURS[method])
+    else:
+        others = sorted(set(registered_methods()) - set(_METHOD_COLOURS))
+        base = matplotlib.colors.to_rgb(_OTHER_COLOURS[others.index(method) % len(_OTHER_COLOURS)]
+                                        if method in others else _OTHER_COLOURS[0])
+    hue, lightness, saturation = colorsys.rgb_to_hls(*base)
+    shift = (0.0, 0.25, -0.15, 0.4, -0.25)[preset_index % 5]
+    return colorsys.hls_to_rgb(hue, min(0.85, max(0.1, lightness + shift)), saturation)
+
+
+def _style(row: pd.Series, presets: dict[str, list[str]]) -> dict:
+    """Colour by method (shaded by preset), marker by variant (by preset for a method without variants,
+    such as perframe over three segmentors), dotted for random weights."""
+    cls = registered_methods().get(row["method"])
+    variants = list(cls.variants) if cls else [row["variant"]]
+    preset_index = presets[row["method"]].index(row["preset"])
+    if len(variants) > 1:
+        marker = _MARKERS[variants.index(row["variant"]) % len(_MARKERS)] if row["variant"] in variants else "x"
+    else:
+        marker = _MARKERS[preset_index % len(_MARKERS)]
+    return {"color": _colour(row["method"], preset_index), "marker": marker,
+            "linestyle": ":" if row["random"] else "-"}
+
+
+_REFERENCE_LINES = ("--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)))  # per-frame rows, one per preset
+
+
+def _presets(frame: pd.DataFrame) -> dict[str, list[str]]:
+    return {method: sorted(set(rows["preset"])) for method, rows in frame.groupby("method")}
+
+
+def _honest_limits(axis: plt.Axes, values: pd.Series, min_span: float = 5.0) -> None:
+    """Accuracy axes span at least ``min_span`` points, so that a 0.1-point wobble looks like one."""
+    values = values.dropna()
+    if values.empty:
+        return
+    low, high = float(values.min()), float(values.max())
+    if high - low < min_span:
+        middle = (low + high) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+        if high > 100:
+            low, high = low - (high - 100), 100.0
+    margin = 0.05 * (high - low)
+    axis.set_ylim(low - margin, min(100.0 + margin, high + margin))
 
 
 def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None = None) -> list[Path]:
@@ -244,14 +313,16 @@ def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None
 
 
 def _series_name(rows: pd.DataFrame, runs: list[str] = ()) -> str:
+    """``method (variant): preset``, the variant named even when it is the default, plus the run."""
     first = rows.iloc[0]
     run = "".join(", " + RUN_LEGENDS[column].format("-" if first[column] is None else first[column]) for column in runs)
-    return f"{method_name(first)}: {first['preset']}{run}"
+    return f"{first['method']} ({first['variant']}): {first['preset']}{run}" + (RANDOM_MARK if first["random"] else "")
 
 
 def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
     """Write every figure the rows can fill; returns the files written."""
     written = []
+    presets = _presets(frame)
     # The interval figures show each method's default variant (the ablation tables have the rest).
     interval_rows = frame[frame["k"].notna() & frame.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
     runs = run_columns(frame)
@@ -260,11 +331,13 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())))
     if series:
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for index, ((method, *_), rows) in enumerate(series):
-            rows, style = rows.sort_values("k"), _style(index, rows["random"].iloc[0])
+        for (method, *_), rows in series:
+            rows = rows.sort_values("k")
+            style = _style(rows.iloc[0], presets)
             for axis, metric in zip(axes, ("miou", "mvc8")):
                 if method == "perframe":  # the interval does not apply: a reference line
-                    axis.axhline(rows[metric].iloc[0], linestyle="--", color=style["color"],
+                    dashes = _REFERENCE_LINES[presets[method].index(rows["preset"].iloc[0]) % len(_REFERENCE_LINES)]
+                    axis.axhline(rows[metric].iloc[0], linestyle=dashes, color=style["color"],
                                  label=f"{_series_name(rows, runs)} (every frame)")
                 else:
                     axis.plot(rows["k"], rows[metric], label=_series_name(rows, runs), **style)
@@ -272,13 +345,14 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
             axis.set_xlabel("key-frame interval k")
             axis.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
             axis.set_title(f"{METRIC_NAMES[metric]} against the key-frame interval")
+            _honest_limits(axis, interval_rows[metric])
             axis.grid(alpha=0.3)
         written += _save(figure, out, "accuracy_vs_interval", legend_axis=axes[0])
 
         figure, axis = plt.subplots(figsize=(6.5, 4.2))
-        for index, (_, rows) in enumerate(series):
+        for _, rows in series:
             rows = rows.sort_values("k")
-            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(index, rows["random"].iloc[0]))
+            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(rows.iloc[0], presets))
         axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",
                  title="Cost against the key-frame interval")
         axis.grid(alpha=0.3)
@@ -288,12 +362,15 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
                                   ("mvc8", "mvc8_vs_miou", "Temporal consistency against accuracy")):
         figure, axis = plt.subplots(figsize=(6.5, 4.5))
         x_column = "gflops" if metric_y == "miou" else "miou"
-        for index, (_, rows) in enumerate(frame.groupby(keys, sort=True, dropna=False)):
-            style = _style(index, rows["random"].iloc[0])
+        for _, rows in frame.groupby(keys, sort=True, dropna=False):
+            style = _style(rows.iloc[0], presets)
             style.pop("linestyle")
             if rows["random"].iloc[0]:
                 style.update(facecolors="none", edgecolors=style.pop("color"))
             axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows, runs), **style)
+            for _, point in rows.iterrows():  # which interval (or memory length) each point is
+                axis.annotate(point["schedule"], (point[x_column], point[metric_y]), xytext=(3, 3),
+                              textcoords="offset points", fontsize=5, alpha=0.8)
         if metric_y == "miou":  # random weights' accuracy is not a result: never on the front
             valid = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
             front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
@@ -303,6 +380,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         else:
             axis.set_xlabel("mIoU (%)")
         axis.set_ylabel(f"{METRIC_NAMES[metric_y]} (%)")
+        _honest_limits(axis, frame[metric_y])
         axis.set_title(title)
         axis.grid(alpha=0.3)
         written += _save(figure, out, name, legend_axis=axis)
@@ -310,14 +388,14 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):
         figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for _, rows in memory_rows.groupby(["preset", "random", *runs], sort=True, dropna=False):
+        for _, rows in memory_rows.groupby(["method", "variant", "preset", "random", *runs], sort=True, dropna=False):
             rows = rows.sort_values("M")
             for axis, metric in zip(axes, ("miou", "mvc8")):
-                axis.plot(rows["M"], rows[metric], marker="o", label=_series_name(rows, runs),
-                          linestyle=":" if rows["random"].iloc[0] else "-")
+                axis.plot(rows["M"], rows[metric], label=_series_name(rows, runs), **_style(rows.iloc[0], presets))
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
                      title=f"STT: {METRIC_NAMES[metric]} against M")
+            _honest_limits(axis, memory_rows[metric])
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
         written += _save(figure, out, "stt_memory")
@@ -338,6 +416,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         written += _save(figure, out, "per_class_iou")
     if devices:
         (out / "figures.md").write_text(f"Figures made from {len(frame)} rows; FPS and latency measured on {devices}.\n")
+        written.append(out / "figures.md")
     return written
 
 

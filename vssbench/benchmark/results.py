@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 import vssbench
+from vssbench.files import atomic_path, exclusive_lock
 
 SCHEMA = "vssbench.result/1"
 
@@ -95,50 +94,60 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def load_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSONL result file; a missing file has none."""
+class ResultFileError(ValueError):
+    """A result file that cannot be read as rows: named with the line, and what to do about it."""
+
+
+def load_rows(path: str | Path, skip_unreadable: bool = False) -> list[dict]:
+    """Rows of a JSONL result file; a missing file has none. A line that is not a JSON object is a
+    :class:`ResultFileError` naming the file and line, or with ``skip_unreadable`` is left out."""
     path = Path(path)
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one result row per line") from None
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+        except ValueError as error:
+            if skip_unreadable:
+                continue
+            raise ResultFileError(f"{path}:{number} is not a result row ({error}); expected one JSON object per "
+                                  "line. The file was left as it is: fix or remove the line, or re-run with "
+                                  "--overwrite, which drops unreadable lines") from None
+        rows.append(row)
     return rows
 
 
 def write_rows_atomically(path: str | Path, rows: Iterable[dict]) -> None:
-    """Write rows to a temporary file beside ``path`` and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            for row in rows:
-                out.write(json.dumps(_json_safe(row), allow_nan=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write rows to a temporary file beside ``path`` and rename it over ``path`` (:func:`atomic_path`)."""
+    with atomic_path(path) as temporary, open(temporary, "w") as out:
+        for row in rows:
+            out.write(json.dumps(_json_safe(row), allow_nan=False) + "\n")
 
 
 class ResultFile:
-    """A JSONL result file that rows are added to one at a time, each write atomic."""
+    """A JSONL result file that rows are added to one at a time, each write atomic and safe against
+    other processes writing the same file: each :meth:`put` takes an exclusive lock, re-reads the
+    file and merges its row into what is there, so N concurrent writers keep every row exactly once.
+    ``overwrite`` drops lines that are not rows instead of refusing the file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
         self.path = Path(path)
-        self.rows = load_rows(self.path)
+        self.overwrite = overwrite
+        self.rows = load_rows(self.path, skip_unreadable=overwrite)
 
     def finished(self, hash_: str) -> dict | None:
-        """The finished (status ok) row with this configuration hash, if any."""
+        """The finished (status ok) row with this configuration hash, if any, as the file holds it now."""
+        self.rows = load_rows(self.path, skip_unreadable=True)
         return next((r for r in self.rows if r.get("config_hash") == hash_ and r.get("status") == "ok"), None)
 
     def put(self, row: dict) -> None:
         """Add ``row``, replacing any earlier row of the same configuration, and rewrite the file."""
-        self.rows = [r for r in self.rows if r.get("config_hash") != row["config_hash"]] + [row]
-        write_rows_atomically(self.path, self.rows)
+        with exclusive_lock(self.path):
+            on_disk = load_rows(self.path, skip_unreadable=True)
+            self.rows = [r for r in on_disk if r.get("config_hash") != row["config_hash"]] + [row]
+            write_rows_atomically(self.path, self.rows)

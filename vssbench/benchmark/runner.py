@@ -282,7 +282,7 @@ def run_sweep(
     bad dataset input and weights that do not fit stop the sweep (bad input, exit 2).
     """
     plan = sweep_plan(settings.specs, settings.variants)
-    results = ResultFile(settings.output)
+    results = ResultFile(settings.output, overwrite=settings.overwrite)
     planned = sum(len(sweep_points(METHODS[parse_spec(spec)[0]], settings)) for spec, _ in plan)
     rows = []
     with Progress(planned, "sweep", unit="row", every=0,
@@ -419,7 +419,8 @@ def _run_method(
             row["error"] = f"{type(error).__name__}: {error}"
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()  # let the next rows start from a clean allocator
-            log.error("%s %s failed: %s\n%s", spec, suffix, row["error"], traceback.format_exc(limit=3))
+            log.error("%s %s failed: %s", spec, suffix, row["error"])
+            log.debug("%s", traceback.format_exc())  # bench --debug or --verbose
         if distributed.is_main_process():
             results.put(row)
         rows.append(row)

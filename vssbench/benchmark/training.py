@@ -31,9 +31,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +41,13 @@ import torch
 from torch import nn
 
 from vssbench.benchmark import distributed
-from vssbench.progress import Progress
 from vssbench.datasets.augment import augment
 from vssbench.datasets.base import VideoDataset
+from vssbench.files import atomic_path
 from vssbench.methods.base import VideoMethod, build_method
 from vssbench.methods.segmentors import SEGMENTORS
 from vssbench.methods.weights import LoadRecord, checkpoint_metadata, file_sha256, load_weights, save_checkpoint
+from vssbench.progress import Progress
 from vssbench.recipes import Recipe, recipe_for
 
 log = logging.getLogger("vssbench")
@@ -375,14 +374,8 @@ def _save_state(path: Path, fingerprint: dict, iteration: int, history: list[flo
                "model": method.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _load_state(path: Path, fingerprint: dict, method: VideoMethod, optimizer: torch.optim.Optimizer, schedule,
@@ -479,10 +472,20 @@ def ensure_trained(
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
-    report = train(method, train_set, seed=seed, device=device, recipe=recipe)
+    report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
+
+
+AUTO_SAVE_EVERY = 200  # iterations between the states of auto-training: well under a minute of tiny-preset work
+
+
+def _resumable(checkpoint: Path, device: torch.device | str) -> TrainingOptions:
+    """Auto-training saves its state beside the checkpoint it will write, as ``bench train --save-every``
+    does, so an interrupted ``bench run`` resumes it (to the same weights) instead of starting over."""
+    return TrainingOptions(device=str(device), state_path=checkpoint.with_name(checkpoint.name + ".state"),
+                           save_every=AUTO_SAVE_EVERY)
 
 
 def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int | None, seed: int) -> Path:
@@ -509,7 +512,8 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         recipe = recipe_for(segmentor_method, train_set.name, "synthetic").with_overrides(iterations=iterations)
-        report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe)
+        report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe,
+                       options=_resumable(segmentor_path, device))
         save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed, recipe=recipe))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_weights(method, segmentor_path, purpose="train")

@@ -16,13 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from vssbench.datasets import DatasetError
 from vssbench.datasets.transforms import normalize_image, resize_image
 
 IGNORE_INDEX = 255
-
-
-class DatasetError(ValueError):
-    """Bad dataset input: names the offending path and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +165,14 @@ def read_split_list(root: Path, split: str) -> list[str]:
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
         raise DatasetError(f"split list {list_file} not found; expected a file with one video name per line")
-    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    lines = [(number, line.strip()) for number, line in enumerate(list_file.read_text().splitlines(), 1) if line.strip()]
+    names = [name for _, name in lines]
     if not names:
         raise DatasetError(f"split list {list_file} is empty; expected at least one video name")
+    seen: dict[str, int] = {}
+    for number, name in lines:
+        if name in seen:
+            raise DatasetError(f"split list {list_file} names video '{name}' twice (lines {seen[name]} and "
+                               f"{number}); expected each video once, or it would be scored twice")
+        seen[name] = number
     return names

@@ -17,6 +17,7 @@ to train ids with the official table. Frames are evaluated at full 1024x2048.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from vssbench.datasets.base import IGNORE_INDEX, DatasetError, FrameRecord, Video, VideoDataset, check_label_values
+
+log = logging.getLogger("vssbench")
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -37,6 +40,7 @@ LABELLED_INDEX = 19  # the 20th frame of each snippet
 _LABEL_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                          25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 _FRAME_NAME = re.compile(r"^(?P<city>[a-z_]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
+_LABEL_NAME = re.compile(r"^(?P<city>[a-z_]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gtFine_label(?:Train)?Ids\.png$")
 
 
 @dataclass
@@ -69,20 +73,35 @@ class CityscapesDataset(VideoDataset):
 
 
 def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
-    """One snippet per fine label: the 30 frames around it, in order."""
+    """One snippet per fine label: the 30 frames around it, in order.
+
+    Files whose names do not follow Cityscapes' ``<city>_<seq>_<frame>_...`` pattern (a copy, an
+    ``extra_...`` file) are skipped with a warning naming them, as cityscapesscripts ignores what its
+    glob does not match. A label whose snippet would start before the sequence's first frame, or a
+    missing frame, is bad input."""
     frames_by_sequence: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
+    stray = []
     for path in sorted(sequence_dir.glob("*/*_leftImg8bit.png")):
         match = _FRAME_NAME.match(path.name)
         if match:
             frames_by_sequence[(match["city"], match["seq"])][int(match["frame"])] = path
+        else:
+            stray.append(path)
     videos = []
     for label_path in sorted(label_dir.glob("*/*_gtFine_label*Ids.png")):
+        match = _LABEL_NAME.match(label_path.name)
+        if match is None:
+            stray.append(label_path)
+            continue
         if label_path.name.endswith("_labelIds.png") and label_path.with_name(
             label_path.name.replace("_labelIds", "_labelTrainIds")
         ).exists():
             continue
-        city, seq, frame = label_path.name.split("_")[:3]
-        labelled = int(frame)
+        city, seq, labelled = match["city"], match["seq"], int(match["frame"])
+        if labelled < LABELLED_INDEX:
+            raise DatasetError(f"label {label_path} is frame {labelled} of {city}_{seq}: its snippet would start "
+                               f"{LABELLED_INDEX - labelled} frames before the sequence; expected a labelled frame "
+                               f"at index {LABELLED_INDEX} or later (the 20th of a 30-frame snippet)")
         available = frames_by_sequence.get((city, seq), {})
         wanted = range(labelled - LABELLED_INDEX, labelled - LABELLED_INDEX + SNIPPET_LENGTH)
         missing = [f for f in wanted if f not in available]
@@ -93,4 +112,7 @@ def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
             )
         frames = tuple(FrameRecord(available[f], label_path if f == labelled else None) for f in wanted)
         videos.append(Video(name=f"{city}_{seq}_{labelled:06d}", frames=frames))
+    if stray:
+        log.warning("skipped %d file(s) not named <city>_<seq>_<frame>_... under %s: %s", len(stray),
+                    sequence_dir.parent.parent, ", ".join(str(p) for p in stray[:3]) + (", ..." if len(stray) > 3 else ""))
     return videos

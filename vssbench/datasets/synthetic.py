@@ -30,13 +30,16 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from vssbench.datasets.base import DatasetError
-from vssbench.datasets.vspw import VSPWDataset
+from vssbench.datasets import DatasetError
 from vssbench.progress import Progress
+
+if TYPE_CHECKING:
+    from vssbench.datasets.vspw import VSPWDataset
 
 CLASS_NAMES = ("sky", "vegetation", "road", "water", "vehicle", "person", "animal", "sign")
 SKY, VEGETATION, ROAD, WATER, VEHICLE, PERSON, ANIMAL, SIGN = range(1, 9)  # on-disk ids; 0 = others
@@ -254,6 +257,8 @@ def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
     so that result rows (and `bench check`, which matches rows by dataset) never mistake one
     generated dataset for another.
     """
+    from vssbench.datasets.vspw import VSPWDataset  # here, so that the command line starts without torch
+
     root = Path(root)
     meta_path = root / "meta.json"
     if not meta_path.is_file():

@@ -35,10 +35,8 @@ import hashlib
 import io
 import json
 import logging
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vssbench.files import atomic_path
 from vssbench.methods.keymap import Converted, strip_prefix
 
 log = logging.getLogger("vssbench")
@@ -848,14 +847,8 @@ def save_checkpoint(method: nn.Module, path: str | Path, metadata: dict | None =
         "metadata": metadata or {},
         "state_dict": to_portable(method, method.state_dict()),
     }
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
