@@ -322,3 +322,25 @@ def test_figures_give_each_method_its_own_colour_and_each_variant_its_own_marker
     perframe = {s["marker"] for (m, _, _), s in style.items() if m == "perframe"}
     assert len(perframe) == 2  # one variant, two segmentors: told apart by marker and shade
 
+
+
+def test_figures_average_the_seeds_of_one_configuration_and_say_how_many(rows_file, tmp_path):
+    from vssbench.benchmark.report import _series_name, _spread
+
+    seeds = []
+    for seed, miou in ((1, 80.0), (2, 86.0)):
+        row = copy.deepcopy(ROWS[4])  # mpvss k=5
+        row["env"] = {"seed": seed}
+        row["metrics"]["miou"] = miou
+        seeds.append(row)
+    seeds_file = tmp_path / "seeds.jsonl"
+    write_rows_atomically(seeds_file, seeds)
+    frame = load_frame([rows_file, seeds_file])
+    mpvss = frame[(frame["method"] == "mpvss") & (frame["variant"] == "query-based-flow")]
+    assert _series_name(mpvss) == "mpvss (query-based-flow): tiny, mean of 1-3 seeds (bars: min-max)"
+    at5 = _spread(mpvss, "k", "miou").set_index("k").loc[5]
+    assert (at5["mean"], at5["below"], at5["above"]) == (pytest.approx(250 / 3), pytest.approx(250 / 3 - 80),
+                                                         pytest.approx(86 - 250 / 3))
+    assert "mean of" not in _series_name(frame[frame["method"] == "stt"])
+    written = {p.name for p in write_report([rows_file, seeds_file], tmp_path / "report")}
+    assert "accuracy_vs_interval.png" in written and "figures.md" in written

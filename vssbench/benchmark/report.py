@@ -16,9 +16,11 @@ Tables (each written as Markdown, LaTeX and CSV):
 GFLOPs in the comparison and ablation tables are the per-frame average over a 15-frame
 clip at the row's interval (DESIGN.md section 6). Every table's caption names the devices
 FPS was measured on and the metric modes of its rows. Rows of one configuration from
-several runs (seeds, training schedules) stay apart: a seed column and a training column
-(iterations down the chain of checkpoints) appear in the tables, and in the legends, when
-the rows differ in them.
+several runs (seeds, training schedules) stay apart in the tables: a seed column and a training
+column (iterations down the chain of checkpoints) appear when the rows differ in them. In the
+figures, training schedules stay separate series named in the legend, while the seeds of one
+configuration are one series: the mean over seeds, with bars from the lowest to the highest seed
+(a band for per-frame reference lines), so that a difference is seen against the spread.
 
 Rows of random (or partly random) weights (``weights: random``, from ``--random-weights``) are
 marked wherever they appear: "[random weights]" after the method in every table and legend,
@@ -306,17 +308,40 @@ def _save(figure: plt.Figure, out: Path, name: str, legend_axis: plt.Axes | None
         figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     figure.tight_layout()
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for path in paths:
-        figure.savefig(path, dpi=150, bbox_inches="tight")
+    for path in paths:  # no creation date in the PDF: the same rows give the same bytes
+        figure.savefig(path, dpi=150, bbox_inches="tight",
+                       metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(figure)
     return paths
 
 
 def _series_name(rows: pd.DataFrame, runs: list[str] = ()) -> str:
-    """``method (variant): preset``, the variant named even when it is the default, plus the run."""
+    """``method (variant): preset``, the variant named even when it is the default, plus the run, and
+    how many seeds a point averages when it averages several."""
     first = rows.iloc[0]
     run = "".join(", " + RUN_LEGENDS[column].format("-" if first[column] is None else first[column]) for column in runs)
-    return f"{first['method']} ({first['variant']}): {first['preset']}{run}" + (RANDOM_MARK if first["random"] else "")
+    per_point = rows.groupby("schedule")["seed"].nunique(dropna=False)
+    fewest, most = int(per_point.min()), int(per_point.max())
+    spread = f", mean of {fewest if fewest == most else f'{fewest}-{most}'} seeds (bars: min-max)" if most > 1 else ""
+    return f"{first['method']} ({first['variant']}): {first['preset']}{run}{spread}" + (RANDOM_MARK if first["random"] else "")
+
+
+def _spread(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Per value of ``x``: the mean of ``y`` over the rows (several seeds of one configuration) and its
+    distance to the minimum and the maximum, as error bars draw them."""
+    grouped = rows.groupby(x, sort=True)[y]
+    table = grouped.agg(["mean", "min", "max"]).reset_index()
+    return table.assign(below=table["mean"] - table["min"], above=table["max"] - table["mean"])
+
+
+def _plot_spread(axis: plt.Axes, rows: pd.DataFrame, x: str, y: str, label: str, style: dict) -> None:
+    """A line through the means; with several seeds, min-max bars at each point."""
+    points = _spread(rows, x, y)
+    if rows["seed"].nunique(dropna=False) > 1:
+        axis.errorbar(points[x], points["mean"], yerr=[points["below"], points["above"]], capsize=2, label=label,
+                      **style)
+    else:
+        axis.plot(points[x], points["mean"], label=label, **style)
 
 
 def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
@@ -325,7 +350,8 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     presets = _presets(frame)
     # The interval figures show each method's default variant (the ablation tables have the rest).
     interval_rows = frame[frame["k"].notna() & frame.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
-    runs = run_columns(frame)
+    # Seeds of one configuration are one series: their mean, with the spread drawn (the tables list each seed).
+    runs = [column for column in run_columns(frame) if column != "seed"]
     keys = ["method", "variant", "preset", "random", *runs]
     series = list(interval_rows.groupby(keys, sort=True, dropna=False))
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())))
@@ -335,12 +361,14 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
             rows = rows.sort_values("k")
             style = _style(rows.iloc[0], presets)
             for axis, metric in zip(axes, ("miou", "mvc8")):
-                if method == "perframe":  # the interval does not apply: a reference line
+                if method == "perframe":  # the interval does not apply: a reference line (a band over seeds)
                     dashes = _REFERENCE_LINES[presets[method].index(rows["preset"].iloc[0]) % len(_REFERENCE_LINES)]
-                    axis.axhline(rows[metric].iloc[0], linestyle=dashes, color=style["color"],
+                    axis.axhline(rows[metric].mean(), linestyle=dashes, color=style["color"],
                                  label=f"{_series_name(rows, runs)} (every frame)")
+                    if rows["seed"].nunique(dropna=False) > 1:
+                        axis.axhspan(rows[metric].min(), rows[metric].max(), color=style["color"], alpha=0.12)
                 else:
-                    axis.plot(rows["k"], rows[metric], label=_series_name(rows, runs), **style)
+                    _plot_spread(axis, rows, "k", metric, _series_name(rows, runs), style)
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set_xlabel("key-frame interval k")
             axis.set_ylabel(f"{METRIC_NAMES[metric]} (%)")
@@ -352,7 +380,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         figure, axis = plt.subplots(figsize=(6.5, 4.2))
         for _, rows in series:
             rows = rows.sort_values("k")
-            axis.plot(rows["k"], rows["gflops"], label=_series_name(rows, runs), **_style(rows.iloc[0], presets))
+            _plot_spread(axis, rows, "k", "gflops", _series_name(rows, runs), _style(rows.iloc[0], presets))
         axis.set(xlabel="key-frame interval k", ylabel="GFLOPs per frame (15-frame clip average)",
                  title="Cost against the key-frame interval")
         axis.grid(alpha=0.3)
@@ -367,10 +395,15 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
             style.pop("linestyle")
             if rows["random"].iloc[0]:
                 style.update(facecolors="none", edgecolors=style.pop("color"))
-            axis.scatter(rows[x_column], rows[metric_y], s=24, label=_series_name(rows, runs), **style)
-            for _, point in rows.iterrows():  # which interval (or memory length) each point is
-                axis.annotate(point["schedule"], (point[x_column], point[metric_y]), xytext=(3, 3),
-                              textcoords="offset points", fontsize=5, alpha=0.8)
+            points = rows.groupby("schedule", sort=False)[[x_column, metric_y]].agg(["mean", "min", "max"])
+            xs, ys = points[(x_column, "mean")], points[(metric_y, "mean")]
+            axis.scatter(xs, ys, s=24, label=_series_name(rows, runs), **style)
+            if rows["seed"].nunique(dropna=False) > 1:
+                axis.errorbar(xs, ys, xerr=[xs - points[(x_column, "min")], points[(x_column, "max")] - xs],
+                              yerr=[ys - points[(metric_y, "min")], points[(metric_y, "max")] - ys], fmt="none",
+                              ecolor=style.get("color", style.get("edgecolors")), elinewidth=0.8, capsize=2)
+            for schedule, x, y in zip(points.index, xs, ys):  # which interval (or memory length) each point is
+                axis.annotate(schedule, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=5, alpha=0.8)
         if metric_y == "miou":  # random weights' accuracy is not a result: never on the front
             valid = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
             front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
@@ -391,7 +424,7 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         for _, rows in memory_rows.groupby(["method", "variant", "preset", "random", *runs], sort=True, dropna=False):
             rows = rows.sort_values("M")
             for axis, metric in zip(axes, ("miou", "mvc8")):
-                axis.plot(rows["M"], rows[metric], label=_series_name(rows, runs), **_style(rows.iloc[0], presets))
+                _plot_spread(axis, rows, "M", metric, _series_name(rows, runs), _style(rows.iloc[0], presets))
         for axis, metric in zip(axes, ("miou", "mvc8")):
             axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
                      title=f"STT: {METRIC_NAMES[metric]} against M")
