@@ -202,8 +202,9 @@ def command_run(args: argparse.Namespace) -> int:
         predictions_dir=args.save_predictions,
         seed=args.seed,
         overwrite=args.overwrite,
-        evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode, vc_protocol=args.vc_protocol,
-                                     num_workers=args.num_workers, speed_rounds=args.speed_rounds),
+        evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
+                                     vc_protocol=args.vc_protocol, num_workers=args.num_workers,
+                                     speed_rounds=args.speed_rounds),
     )
     rows = run_sweep(settings, dataset, prepare)
     if not distributed.is_main_process():
@@ -649,9 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "schedule, e.g. to compare variants at a longer schedule (default: --train-iters, "
                           "else each method's synthetic schedule)")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to run on (default: cpu)")
-    run.add_argument("--miou-mode", choices=("vspw", "mmseg"), default="vspw",
-                     help="vspw: mean over classes present in the ground truth; mmseg: over classes with a "
-                          "non-empty union (default: vspw)")
+    run.add_argument("--miou-mode", choices=("vspw", "mmseg"),
+                     help="vspw: mean over classes present in the ground truth (VSPW's evaluation); mmseg: "
+                          "over classes with a non-empty union (mmsegmentation's and cityscapesscripts') "
+                          "(default: the dataset's official evaluation: vspw for vspw and synthetic, mmseg "
+                          "for cityscapes)")
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")

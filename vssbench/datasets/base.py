@@ -58,6 +58,9 @@ class VideoDataset(abc.ABC):
     videos: list[Video] = field(default_factory=list)
 
     name: str = "dataset"
+    # How the dataset's official evaluation averages IoU over classes (metrics.MIOU_MODES): the default
+    # of ``bench run --miou-mode`` on this dataset, recorded in every row.
+    official_miou_mode: str = "vspw"
 
     @abc.abstractmethod
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:

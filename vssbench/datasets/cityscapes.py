@@ -46,6 +46,11 @@ _LABEL_NAME = re.compile(r"^(?P<city>[a-z_]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_gt
 @dataclass
 class CityscapesDataset(VideoDataset):
     name: str = "cityscapes"
+    # cityscapesscripts (evalPixelLevelSemanticLabeling.getScoreAverage) averages the IoU of the classes
+    # whose union is non-empty: a class absent from both the labels and the predictions is NaN and left
+    # out. That is the ``mmseg`` mode; VSPW's mode (classes with ground-truth pixels) differs whenever a
+    # class is predicted but absent from the labels. tests/test_cityscapes_eval.py runs the script itself.
+    official_miou_mode: str = "mmseg"
 
     @classmethod
     def from_root(cls, root: str | Path, split: str = "val", max_videos: int | None = None) -> "CityscapesDataset":
