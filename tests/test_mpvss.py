@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -48,6 +50,35 @@ def test_paper_preset_parameter_counts():
     total = sum(p.numel() for p in method.parameters()) / 1e6
     assert flow_module == pytest.approx(40.08, rel=0.03)
     assert total == pytest.approx(84.1, rel=0.03)
+
+
+# MPVSS Table 3b: parameters of the flow module of each flow design, R50 on VSPW (124 classes).
+TABLE_3B_FLOW_PARAMS_M = {"optical-flow": 38.68, "query-random": 37.56, "query-learned": 37.56,
+                          "query-for-pf": 40.08, "query-based-flow": 40.08}
+
+
+@pytest.mark.parametrize("variant", sorted(TABLE_3B_FLOW_PARAMS_M))
+def test_flow_designs_have_table_3b_parameter_counts(variant):
+    method = build_method("mpvss:r50", 124, variant)
+    flow = method.flownet if variant == "optical-flow" else method.flow_module
+    assert sum(p.numel() for p in flow.parameters()) / 1e6 == pytest.approx(TABLE_3B_FLOW_PARAMS_M[variant], rel=0.03)
+    if variant.startswith("query-"):
+        pixel_branch = {"pixel_decoder", "predict_flow"} <= {name for name, _ in flow.named_children()}
+        assert pixel_branch == (variant in ("query-for-pf", "query-based-flow"))
+
+
+def test_flow_queries_start_from_the_key_frame_queries_or_a_learned_embedding():
+    torch.manual_seed(0)
+    methods = {v: build_method("mpvss:tiny", 8, v).eval() for v in ("query-learned", "query-random")}
+    key, current = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for variant, method in methods.items():
+            output = method.segmentor.decode_queries(method.segmentor.extract(key), (64, 96))
+            flows = method.mask_flows(current, key, output)
+            other = dataclasses.replace(output, query_embeddings=output.query_embeddings + 1.0)
+            moved = not torch.allclose(method.mask_flows(current, key, other), flows)
+            assert moved == (variant == "query-learned"), variant  # only key-frame queries depend on the key frame
+            assert flows[0, 0].shape == (2, 8, 12) and not torch.allclose(flows[0, 0], flows[0, 1])  # per mask
 
 
 def test_intermediate_shapes():

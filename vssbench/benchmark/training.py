@@ -464,14 +464,14 @@ def ensure_trained(
     if not method.has_own_training_stage:
         return _segmentor_checkpoint(method, cache_dir, iterations, seed)
     stage_iterations = stage_iterations or iterations or recipe_for(method, train_set.name, "synthetic").iterations
+    recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
     started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
-                               f"-it{stage_iterations}-from{started_from}.pt")
+                               f"-it{stage_iterations}-from{started_from}-{_stage_digest(method, recipe)}.pt")
     if method_path.is_file():
         load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
-    recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
     report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
@@ -495,6 +495,15 @@ def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int 
     revision = SEGMENTORS[method.segmentor_preset][0].revision
     suffix = f"-r{revision}" if revision > 1 else ""
     return cache_dir / f"perframe-{method.segmentor_preset}{suffix}-s{seed}-it{segmentor_iterations}.pt"
+
+
+def _stage_digest(method: VideoMethod, recipe: Recipe) -> str:
+    """8 hex digits of the stage's recipe (without its sources) and the method's parameter names and
+    shapes: a stage's cache name changes with either, so a changed schedule, sampling or architecture
+    never reuses weights trained for another."""
+    settings = {k: v for k, v in recipe.as_json().items() if k != "sources"}
+    shapes = [(name, list(tensor.shape)) for name, tensor in method.state_dict().items()]
+    return hashlib.sha256(json.dumps([settings, shapes], sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _segmentor_recipe(method: VideoMethod) -> Recipe:

@@ -22,10 +22,15 @@ Flow module (hyperparameters from the official ``ziplab/MPVSS`` config):
   refined maps] gives a pixel-wise flow; a 3x3 conv over [pixel flow; query flow]
   (initialised weight 0, bias 1 as in the official code) fuses them into each mask's flow.
 
-Variants (paper Table 3): ``copy`` (no flow), ``optical-flow`` (one FlowNetS flow for all
-masks), ``query-random`` (fixed random flow queries), ``query-learned`` (learned flow
-queries, not from the key frame), ``query-for-pf`` (key-frame queries refine the motion
-maps, but only the pixel-wise flow warps the masks) and ``query-based-flow`` (default).
+Variants (paper Table 3b; parameter counts of the flow module for R50, tested): ``copy`` (no
+flow), ``optical-flow`` (one FlowNetS flow for all masks; 38.68M), ``query-random`` (query flow
+only, flow queries initialised from random learnable embeddings; 37.58M, the paper prints 37.56M:
+the 100x256 embedding is the 0.026M between them), ``query-learned`` (query flow only, flow queries
+initialised from the key frame's learned queries Q_O^k; 37.56M), ``query-for-pf`` (the whole
+module, but only the pixel-wise flow F^PF, which the flow queries have refined, warps the masks;
+40.08M) and ``query-based-flow`` (default: each query flow refined with the pixel-wise flow by the
+fuse conv; 40.08M). The two query-only rows are 40.08 - 37.56 = 2.52M smaller because they have no
+pixel-wise branch (the coarse-to-fine decoder, its flow conv and the fuse conv).
 
 Training: Mask2Former's set loss on the warped masks of every decoder layer, with the
 weights of the official VSPW config (``MPVSS-VSPW.yaml``: class 2, mask 5, dice 5, for the
@@ -56,6 +61,13 @@ from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
 
 VARIANTS = ("query-based-flow", "copy", "optical-flow", "query-random", "query-learned", "query-for-pf")
+# Table 3b's flow designs: where the flow queries start, and which flow warps the masks.
+FLOW_DESIGNS = {
+    "query-random": dict(query_source="learned", output="query"),
+    "query-learned": dict(query_source="key-frame", output="query"),
+    "query-for-pf": dict(query_source="key-frame", output="pixel"),
+    "query-based-flow": dict(query_source="key-frame", output="fused"),
+}
 MPVSS_LOSS_WEIGHTS = (2.0, 5.0, 5.0)  # class, mask, dice (MPVSS-VSPW.yaml)
 FINETUNED_SEGMENTOR_PARTS = ("class_predictor", "mask_embedder")
 
@@ -103,14 +115,21 @@ class FeedForward(nn.Module):
 
 
 class QueryFlowModule(nn.Module):
-    """Motion encoder + motion decoder + flow head: one flow field per key-frame mask."""
+    """Motion encoder + motion decoder + flow head: one flow field per key-frame mask.
+
+    ``query_source``: ``key-frame`` (the flow queries start from the key frame's query embeddings)
+    or ``learned`` (from a learnable embedding, randomly initialised). ``output``: ``fused`` (each
+    query flow refined with the pixel-wise flow), ``pixel`` (the pixel-wise flow only) or ``query``
+    (the query flow only; the module then has no pixel-wise branch at all).
+    """
 
     def __init__(self, num_queries: int, hidden: int, heads: int, ffn: int, rounds: int,
-                 encoder_widths: tuple[int, ...], pixel_deconv: tuple[int, ...], query_source: str,
-                 image_scale: float = 0.5) -> None:
+                 encoder_widths: tuple[int, ...], pixel_deconv: tuple[int, ...], query_source: str = "key-frame",
+                 output: str = "fused", image_scale: float = 0.5) -> None:
         super().__init__()
         self.image_scale = image_scale
         self.query_source = query_source
+        self.output = output
         self.encoder = FlowNetSEncoder(encoder_widths)
         c2, c3, c4, c5, c6 = self.encoder.out_channels
         levels = (c6, c5, c4)  # attended coarse to fine
@@ -120,29 +139,26 @@ class QueryFlowModule(nn.Module):
         self.query_pos = nn.Embedding(num_queries, hidden)
         if query_source == "learned":
             self.learned_queries = nn.Embedding(num_queries, hidden)
-        elif query_source == "random":
-            self.register_buffer("random_queries", torch.randn(num_queries, hidden))
         self.attention = nn.ModuleList(JointSelfAttention(hidden, heads) for _ in range(rounds * len(levels)))
         self.ffn = nn.ModuleList(FeedForward(hidden, ffn) for _ in range(rounds * len(levels)))
         self.query_norm = nn.LayerNorm(hidden)
         self.flow_embed = MLP(hidden, 2 * hidden, hidden, 3)
         self.motion_proj = MLP(c2, 2 * hidden, 2 * hidden, 3)
-        self.pixel_decoder = CoarseToFineFlowDecoder((c2, c3, hidden, hidden, hidden), pixel_deconv)
-        self.predict_flow = nn.Conv2d(self.pixel_decoder.out_channels, 2, 3, 1, 1, bias=False)
-        self.fuse = nn.Conv2d(4, 2, 3, 1, 1)
-        nn.init.zeros_(self.fuse.weight)
-        nn.init.ones_(self.fuse.bias)
+        if output != "query":
+            self.pixel_decoder = CoarseToFineFlowDecoder((c2, c3, hidden, hidden, hidden), pixel_deconv)
+            self.predict_flow = nn.Conv2d(self.pixel_decoder.out_channels, 2, 3, 1, 1, bias=False)
+        if output == "fused":
+            self.fuse = nn.Conv2d(4, 2, 3, 1, 1)
+            nn.init.zeros_(self.fuse.weight)
+            nn.init.ones_(self.fuse.bias)
         self.hidden = hidden
 
     def initial_queries(self, key_queries: torch.Tensor) -> torch.Tensor:
         if self.query_source == "learned":
             return self.learned_queries.weight.expand(key_queries.shape[0], -1, -1)
-        if self.query_source == "random":
-            return self.random_queries.expand(key_queries.shape[0], -1, -1)
         return key_queries
 
-    def forward(self, current: torch.Tensor, key: torch.Tensor, key_queries: torch.Tensor,
-                pixel_flow_only: bool = False) -> torch.Tensor:
+    def forward(self, current: torch.Tensor, key: torch.Tensor, key_queries: torch.Tensor) -> torch.Tensor:
         """(B, N, 2, h, w) flow of each mask from the current frame to the key frame (h, w = 1/8 frame)."""
         conv2, conv3, *coarse = self.encoder(prepare_pair(current, key, self.image_scale))
         levels = coarse[::-1]  # conv6, conv5, conv4
@@ -161,20 +177,24 @@ class QueryFlowModule(nn.Module):
             joint = torch.cat([queries + self.query_pos.weight, tokens[level] + positions[level]], dim=1)
             joint = ffn(attention(joint))
             queries, tokens[level] = joint[:, :count], joint[:, count:]
-        refined = [t.transpose(1, 2).reshape(t.shape[0], self.hidden, *size) for t, size in zip(tokens, sizes)]
-        # Pixel-wise flow, coarse to fine over [conv2, conv3, refined conv4, conv5, conv6].
-        pixel_flow = self.predict_flow(self.pixel_decoder([conv2, conv3, *refined[::-1]]))
-        batch, _, height, width = pixel_flow.shape
-        if pixel_flow_only:
-            return pixel_flow[:, None].expand(batch, count, 2, height, width)
+        batch, _, height, width = conv2.shape
+        if self.output != "query":
+            refined = [t.transpose(1, 2).reshape(batch, self.hidden, *size) for t, size in zip(tokens, sizes)]
+            # Pixel-wise flow F^PF, coarse to fine over [conv2, conv3, refined conv4, conv5, conv6].
+            pixel_flow = self.predict_flow(self.pixel_decoder([conv2, conv3, *refined[::-1]]))
+            pixel_flow = pixel_flow[:, None].expand(batch, count, 2, height, width)
+            if self.output == "pixel":
+                return pixel_flow
         # Query flow: flow embeddings dotted with the projected finest motion map (x and y halves).
         embeddings = self.flow_embed(self.query_norm(queries))
         motion = self.motion_proj(conv2.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         flow_x = torch.einsum("bqc,bchw->bqhw", embeddings, motion[:, self.hidden:])
         flow_y = torch.einsum("bqc,bchw->bqhw", embeddings, motion[:, : self.hidden])
-        query_flow = torch.stack([flow_x, flow_y], dim=2).flatten(0, 1)
-        pixel = pixel_flow[:, None].expand(batch, count, 2, height, width).flatten(0, 1)
-        return self.fuse(torch.cat([pixel, query_flow], dim=1)).view(batch, count, 2, height, width)
+        query_flow = torch.stack([flow_x, flow_y], dim=2)
+        if self.output == "query":
+            return query_flow
+        fused = self.fuse(torch.cat([pixel_flow.flatten(0, 1), query_flow.flatten(0, 1)], dim=1))
+        return fused.view(batch, count, 2, height, width)
 
 
 def warp_masks(mask_logits: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
@@ -215,8 +235,7 @@ class MPVSS(VideoMethod):
         if variant == "optical-flow":
             self.flownet = FlowNetS(**flownet)
         elif variant != "copy":
-            source = {"query-random": "random", "query-learned": "learned"}.get(variant, "key-frame")
-            self.flow_module = QueryFlowModule(num_queries=num_queries, query_source=source, **motion)
+            self.flow_module = QueryFlowModule(num_queries=num_queries, **FLOW_DESIGNS[variant], **motion)
         for name, parameter in self.segmentor.named_parameters():
             parameter.requires_grad = any(part in name for part in FINETUNED_SEGMENTOR_PARTS)
         self._key: tuple[torch.Tensor, Mask2FormerOutput] | None = None
@@ -247,8 +266,7 @@ class MPVSS(VideoMethod):
         if self.variant == "optical-flow":
             flow = self.flownet(current, key)
             return flow[:, None].expand(-1, key_output.mask_logits.shape[1], -1, -1, -1)
-        return self.flow_module(current, key, key_output.query_embeddings,
-                                pixel_flow_only=self.variant == "query-for-pf")
+        return self.flow_module(current, key, key_output.query_embeddings)
 
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
         size = frame.shape[-2:]
