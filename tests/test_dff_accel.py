@@ -62,6 +62,33 @@ def test_accel_propagates_frame_to_frame():
     assert not torch.allclose(chained, direct)
 
 
+def test_accel_training_runs_the_warp_chain_of_inference():
+    """The loss of a 3-frame clip warps the key features through the same links as stepping through
+    the clip does (frame 1 from 0, frame 2 from 1), and fuses the same features on the last frame."""
+    torch.manual_seed(0)
+    accel = build_method("accel:tiny", 8).eval()
+    clip = torch.randn(1, 3, 3, 64, 96)
+    links, fused = [], []
+    propagate, fuse = accel.propagate, accel.fuse
+    accel.propagate = lambda features, frame, previous: links.append((frame, previous)) or propagate(features, frame,
+                                                                                                       previous)
+    accel.fuse = lambda features, frame: fused.append((features, frame)) or fuse(features, frame)
+    with torch.no_grad():
+        for index in range(3):
+            accel.step(clip[:, index], index == 0)
+        inference_links, inference_fused = links[:], fused[-1]
+        links.clear(), fused.clear()
+        loss = accel.loss({"frames": clip, "labels": torch.zeros(1, 3, 64, 96, dtype=torch.long)})
+    assert torch.isfinite(loss["cross_entropy"])
+    assert len(links) == len(inference_links) == 2
+    for (frame, previous), (frame_inf, previous_inf) in zip(links, inference_links):
+        assert torch.equal(frame, frame_inf) and torch.equal(previous, previous_inf)
+    (features, frame), = fused
+    assert torch.equal(frame, clip[:, 2]) and torch.equal(inference_fused[1], clip[:, 2])
+    assert all(torch.equal(a, b) for a, b in zip(features, inference_fused[0]))
+    assert torch.equal(links[1][1], clip[:, 1])  # chained: the second link starts at frame 1, not at the key
+
+
 def test_accel_trains_update_branch_and_fusion_only():
     method = build_method("accel:tiny", 8)
     trainable = {name.split(".")[0] for name, p in method.named_parameters() if p.requires_grad}

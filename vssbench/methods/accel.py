@@ -3,9 +3,9 @@
 * Reference branch: a DFF over a large segmentor. On key frames its feature network runs;
   on every other frame its features are warped from the previous frame to the current one
   (propagated frame to frame, as Accel does, unlike DFF's direct key-to-current warp) and
-  its task head gives score map s_ref. The chain carries the warped maps; DFF's scale field
-  of the latest step multiplies them only for decoding, so it is applied once, never
-  compounded along the chain (compounding it cost 8 mIoU at k=5 on the synthetic set).
+  its task head gives score map s_ref. The warp uses the flow alone: the official symbols
+  (``SamvitJ/Accel`` ``accel_18.py``, train and current-frame test alike) compute DFF's
+  scale map but never apply it.
 * Update branch: a small image segmentor on the current frame, score map s_upd.
 * Corrective fusion: a 1x1 conv over [s_ref; s_upd] (2C -> C). It is initialised to pass
   s_ref through (identity on the reference half, zero on the update half), so an untrained
@@ -15,9 +15,13 @@ Both branches run on every frame; the scores are fused at 1/4 of the frame (the 
 resolution either head predicts at; fusing 124 classes at full resolution would cost more
 than the update branch) and upsampled.
 
-Training (Accel Sec. 4): the reference branch is a trained DFF and stays frozen; the update
-segmentor and the fusion learn from cross-entropy on the fused scores of the current frame
-of (key, current) pairs up to 9 frames apart.
+Training (Accel Sec. 4, and the official ``get_train_symbol``): a clip of T consecutive frames
+(T = KEY_INTERVAL); the reference features of its first frame are warped frame to frame through
+the other T-1, by the same :meth:`propagate` that inference uses, and the cross-entropy of the
+fused scores on the last frame trains the update segmentor and the fusion. The reference branch
+is a trained DFF and stays frozen. (The official Cityscapes config also freezes the update
+network, training the fusion alone; vssbench trains the update segmentor too, which on the
+synthetic set starts from its own per-frame training.)
 
 Presets (reference + update): ``r101+r50`` and ``swin-b+swin-t`` over Mask2Former (MPVSS
 Table 2), ``r101+r18`` over DeepLab (Accel's own setting), ``tiny`` (DFF over SegFormer-tiny
@@ -91,20 +95,24 @@ class Accel(VideoMethod):
         update_scores = self.update.segmentor.decode(self.update.segmentor.extract(frame), size, image_size)
         return self.fusion(torch.cat([reference_scores, update_scores], 1))
 
+    def propagate(self, features: list[torch.Tensor], frame: torch.Tensor,
+                  previous_frame: torch.Tensor) -> list[torch.Tensor]:
+        """One link of the chain: the previous frame's reference features warped to ``frame``."""
+        return self.reference.feature_flow.warp(features, frame, previous_frame)
+
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
         if is_key or self._previous is None:
             features = self.reference.segmentor.extract(frame)
-            self._previous = (frame, features)
         else:
-            previous_frame, previous_features = self._previous
-            warped, scales = self.reference.feature_flow.warp_and_scale(previous_features, frame, previous_frame)
-            self._previous = (frame, warped)
-            features = [feature * scale for feature, scale in zip(warped, scales)]
+            features = self.propagate(self._previous[1], frame, self._previous[0])
+        self._previous = (frame, features)
         fused = self.fuse(features, frame)
         return F.interpolate(fused, size=frame.shape[-2:], mode="bilinear", align_corners=False)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        key, current = batch["frames"][:, 0], batch["frames"][:, 1]
+        frames = batch["frames"]  # (B, T, 3, H, W): the key frame, then the T-1 frames it is propagated to
         with torch.no_grad():
-            features = self.reference.feature_flow(self.reference.segmentor.extract(key), current, key)
-        return {"cross_entropy": cross_entropy(self.fuse(features, current), batch["labels"][:, 1])}
+            features = self.reference.segmentor.extract(frames[:, 0])
+            for index in range(1, frames.shape[1]):
+                features = self.propagate(features, frames[:, index], frames[:, index - 1])
+        return {"cross_entropy": cross_entropy(self.fuse(features, frames[:, -1]), batch["labels"][:, -1])}

@@ -50,18 +50,19 @@ class FeatureFlow(nn.Module):
 
     def forward(self, features: list[torch.Tensor], current: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
         """``features`` of frame ``source`` -> aligned with frame ``current``, times the scale field."""
-        warped, scales = self.warp_and_scale(features, current, source)
-        return [feature * scale for feature, scale in zip(warped, scales)]
+        flow, flow_features = self._flow(current, source)
+        return [flow_warp(feature, flow) * F.interpolate(scale_conv(flow_features), size=feature.shape[-2:],
+                                                         mode="bilinear", align_corners=False)
+                for feature, scale_conv in zip(features, self.scale)]
 
-    def warp_and_scale(self, features: list[torch.Tensor], current: torch.Tensor,
-                       source: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The warped maps and the scale field resized to each, kept apart (Accel chains the former)."""
-        flow, flow_features = self.flownet.flow_and_features(pad_to_multiple(current, self.size_divisibility),
-                                                             pad_to_multiple(source, self.size_divisibility))
-        warped = [flow_warp(feature, flow) for feature in features]
-        scales = [F.interpolate(scale_conv(flow_features), size=feature.shape[-2:], mode="bilinear", align_corners=False)
-                  for feature, scale_conv in zip(features, self.scale)]
-        return warped, scales
+    def warp(self, features: list[torch.Tensor], current: torch.Tensor, source: torch.Tensor) -> list[torch.Tensor]:
+        """The maps warped by the flow alone, without the scale field (Accel's propagation)."""
+        flow, _ = self._flow(current, source)
+        return [flow_warp(feature, flow) for feature in features]
+
+    def _flow(self, current: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flownet.flow_and_features(pad_to_multiple(current, self.size_divisibility),
+                                              pad_to_multiple(source, self.size_divisibility))
 
 
 @register_method("dff")
