@@ -12,8 +12,12 @@ four stages) each map gets its own scale conv.
 Training (DFF Sec. 3.3): (key, current) pairs up to 9 frames apart; the segmentor's own
 head loss on the current frame's warped features, plus the same loss on the key frame's
 own features (the head decodes both at test time; without it the head drifts to warped
-features only); the flow network, the scale convs and the task head learn, the feature
-network stays frozen (its batch-norm statistics too).
+features only). The method's own setting, which the synthetic recipe uses, trains the flow
+network, the scale convs and the task head and keeps the feature network frozen (its batch-norm
+statistics too): on the synthetic set it is already trained per frame, and the frozen network
+keeps k = 1 equal to the per-frame row. DFF itself trains end to end with only conv1, res2 and
+the batch-norm affines fixed; the paper recipes (``vssbench/recipes/dff.yaml``, ``cityscapes``
+and ``vspw``) do that through their ``trainable`` rules.
 
 Presets: ``r101`` (DFF's DeepLab: dilated ResNet-101 and a 1024-channel 3x3 conv),
 ``mask2former-r101`` and ``mask2former-swin-b`` (MPVSS Table 2), ``tiny`` (SegFormer-tiny

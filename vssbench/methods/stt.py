@@ -33,7 +33,10 @@ What the paper leaves open, and what is chosen here:
   So M = 0 is exactly the per-frame PSPNet row, and every difference between M = 0 and
   M > 0 comes from the temporal attention. (Retraining the head as well was measured on
   the synthetic set: M = 0 then differs from PSPNet, mIoU 90.79 vs 90.05 and mVC8 98.35
-  vs 98.62, which mixes longer head training into the memory sweep.)
+  vs 98.62, which mixes longer head training into the memory sweep.) That is the synthetic
+  recipe's setting; STT itself trains the whole network (supplementary Sec. 1.3), which the
+  paper recipes (``vssbench/recipes/stt.yaml``, ``cityscapes`` and ``vspw``) do through their
+  ``trainable`` rules.
 * FLOPs are counted with a given share of the points selected, evenly spread, since the
   share depends on the image and the weights: the share measured over the steps run so
   far at this M (in ``bench run``, the whole evaluation), else
