@@ -8,7 +8,7 @@ from PIL import Image
 
 from vssbench.benchmark.regression import check, parse_tolerances
 from vssbench.benchmark.report import load_frame, pareto_front, training_text, write_report
-from vssbench.benchmark.results import write_rows_atomically
+from vssbench.benchmark.results import load_rows, write_rows_atomically
 from vssbench.cli import main
 
 CLASSES = ("sky", "road", "car")
@@ -241,7 +241,7 @@ def test_check_refuses_two_rows_of_one_configuration(rows_file, tmp_path, capsys
     assert "keep one per configuration" in capsys.readouterr().err
 
 
-def test_check_fails_rows_trained_differently_down_the_chain_and_skips_rows_without_a_record():
+def test_check_skips_rows_trained_differently_down_the_chain_and_compares_rows_without_a_record():
     segmentor = {"dataset": "synthetic", "split": "train", "iterations": 1800, "seed": 0, "final_loss": 0.1,
                  "started_from": []}
     stage = {"dataset": "synthetic", "split": "train", "iterations": 1000, "seed": 0, "final_loss": 4.4,
@@ -255,9 +255,17 @@ def test_check_fails_rows_trained_differently_down_the_chain_and_skips_rows_with
     assert check(current, baseline).passed
     current[4]["checkpoint"]["training"]["iterations"] = 3000
     current[4]["checkpoint"]["training"]["started_from"][0]["iterations"] = 600
-    (regression,) = check(current, baseline).regressions
-    assert regression == ("mpvss_tiny_query-based-flow_k5: trained differently (iterations 1000 -> 3000; "
-                          "started from 1: iterations 1800 -> 600); results are not comparable")
+    result = check(current, baseline)
+    assert not result.regressions and result.skipped == [(
+        "mpvss_tiny_query-based-flow_k5", "trained differently (iterations 1000 -> 3000; started from 1: iterations "
+                                          "1800 -> 600): not like with like")]
+    assert not check(current, baseline, require_all=True).passed  # the gate still fails: the row is missing
+    current[4]["checkpoint"]["training"] = copy.deepcopy(stage)
+    current[4]["checkpoint"]["training"]["threads"] = 1  # compared only where both record it
+    assert check(current, baseline).passed
+    for row in baseline:
+        row["checkpoint"]["training"]["threads"] = 2
+    assert check(current, baseline).skipped[0][1] == "trained differently (threads 2 -> 1): not like with like"
     del current[4]["checkpoint"]["training"]
     assert check(current, baseline).passed  # a row without a training record (older rows, given weights)
 
@@ -344,3 +352,22 @@ def test_figures_average_the_seeds_of_one_configuration_and_say_how_many(rows_fi
     assert "mean of" not in _series_name(frame[frame["method"] == "stt"])
     written = {p.name for p in write_report([rows_file, seeds_file], tmp_path / "report")}
     assert "accuracy_vs_interval.png" in written and "figures.md" in written
+
+
+def test_bench_run_seeds_trains_and_scores_each_seed_and_the_report_shows_their_spread(small_synthetic, tmp_path):
+    output = tmp_path / "rows.jsonl"
+    assert main(["run", "--methods", "perframe,copy", "--intervals", "1,5", "--seeds", "0,1", "--data-root",
+                 str(small_synthetic), "--max-videos", "1", "--train-iters", "2", "--cache-dir", str(tmp_path / "cache"),
+                 "--num-workers", "0", "--speed-rounds", "0", "--quiet", "--output", str(output)]) == 0
+    rows = load_rows(output)
+    assert sorted((r["label"], r["env"]["seed"]) for r in rows) == sorted(
+        (label, seed) for seed in (0, 1) for label in ("perframe_segformer-tiny_k1", "copy_segformer-tiny_k1",
+                                                       "copy_segformer-tiny_k5"))
+    assert {r["checkpoint"]["training"]["seed"] for r in rows} == {0, 1}  # each seed trained its own weights
+    assert len({r["checkpoint"]["sha256"] for r in rows}) == 2
+    assert main(["report", str(output), "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    seeds = (tmp_path / "report" / "seeds.md").read_text()
+    assert seeds.count("|       2 |") == 3  # three configurations, two seeds each
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--seed", "1", "--seeds", "0,1"])  # one or the other
+    assert exit_.value.code == 2

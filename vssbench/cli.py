@@ -19,7 +19,7 @@ from tabulate import tabulate
 import vssbench
 from vssbench.datasets import DatasetError
 from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
-from vssbench.files import check_writable
+from vssbench.files import atomic_path, check_writable
 
 if TYPE_CHECKING:
     from vssbench.datasets.base import VideoDataset
@@ -187,26 +187,30 @@ def command_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args, args.split)
     _require_weights(args, specs, checkpoints)
     train_set = load_dataset(args, "train") if args.dataset == "synthetic" and not args.random_weights else None
-    prepare = _weights_preparer(args, checkpoints, dataset, train_set)
+    seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
+             else [args.seed])
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
         if spec in checkpoints or "*" in checkpoints:
-            torch.manual_seed(args.seed)
-            prepare(build_method(spec, dataset.num_classes, variant))
+            torch.manual_seed(seeds[0])
+            _weights_preparer(args, checkpoints, dataset, train_set, seeds[0])(
+                build_method(spec, dataset.num_classes, variant))
 
-    settings = SweepSettings(
-        specs=specs,
-        intervals=intervals,
-        memory_frames=memory_frames,
-        variants=variants,
-        output=args.output,
-        predictions_dir=args.save_predictions,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
-                                     vc_protocol=args.vc_protocol, num_workers=args.num_workers,
-                                     speed_rounds=args.speed_rounds),
-    )
-    rows = run_sweep(settings, dataset, prepare)
+    rows = []
+    for seed in seeds:  # each seed trains (on synthetic) and scores every row; the rows record it
+        settings = SweepSettings(
+            specs=specs,
+            intervals=intervals,
+            memory_frames=memory_frames,
+            variants=variants,
+            output=args.output,
+            predictions_dir=args.save_predictions,
+            seed=seed,
+            overwrite=args.overwrite,
+            evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
+                                         vc_protocol=args.vc_protocol, num_workers=args.num_workers,
+                                         speed_rounds=args.speed_rounds),
+        )
+        rows += run_sweep(settings, dataset, _weights_preparer(args, checkpoints, dataset, train_set, seed))
     if not distributed.is_main_process():
         return 0
     print(markdown_table(rows))
@@ -244,9 +248,10 @@ def _require_weights(args: argparse.Namespace, specs: list[str], checkpoints: di
 
 
 def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], dataset: VideoDataset,
-                      train_set: VideoDataset | None):
+                      train_set: VideoDataset | None, seed: int):
     """The ``prepare`` the runner calls on each freshly built method: load its checkpoint, train what the
-    synthetic set lacks, or (with --random-weights) keep the random initialisation, and say which."""
+    synthetic set lacks (with ``seed``), or (with --random-weights) keep the random initialisation, and say
+    which."""
     from vssbench.benchmark import distributed
     from vssbench.benchmark.runner import PreparedWeights
     from vssbench.benchmark.training import ensure_trained
@@ -266,7 +271,7 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
         if train_set is not None:
             with distributed.main_process_first():  # rank 0 trains and caches; the others then load
                 trained = ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
-                                         args.seed, args.device, args.stage_iters)
+                                         seed, args.device, args.stage_iters)
             return PreparedWeights(trained)
         log.warning("%s: random weights (--random-weights); its rows say weights: random", method.spec)
         return PreparedWeights(random=random_parameters(method, []))
@@ -432,6 +437,20 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_published(path: Path) -> None:
+    """``--published``: a JSON file with the packaged file's keys, else bad input naming it."""
+    import json
+
+    try:
+        numbers = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--published {path}: cannot read it as JSON ({error})") from None
+    missing = [key for key in ("tolerance", "tables", "entries") if key not in numbers]
+    if missing:
+        raise UsageError(f"--published {path}: missing {', '.join(missing)}; expected the layout of "
+                         "vssbench/published.json")
+
+
 def command_profile(args: argparse.Namespace) -> int:
     import torch
 
@@ -445,12 +464,18 @@ def command_profile(args: argparse.Namespace) -> int:
 
     if args.fidelity:
         check_writable(args.report_dir, "--report-dir", directory=True)
-        report = fidelity_report(progress=True)
+        if args.published is not None:
+            _check_published(args.published)
+        report, unexplained = fidelity_report(args.published, progress=not args.quiet)
         print(report)
         args.report_dir.mkdir(parents=True, exist_ok=True)
-        (args.report_dir / "fidelity.md").write_text(report)
+        with atomic_path(args.report_dir / "fidelity.md") as path:
+            path.write_text(report)
         print(f"\nwrote {args.report_dir / 'fidelity.md'}")
-        return 0
+        if unexplained:
+            print(f"bench profile --fidelity: {unexplained} quantities are outside tolerance without a cause "
+                  "and its recomputed number", file=sys.stderr)
+        return 1 if unexplained else 0
     specs = _specs(args.methods)
     check_writable(args.output, "--output")
     height, width = _size(args.resolution, "--resolution")
@@ -663,7 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed-rounds", type=int, default=5,
                      help="rounds of timing each video method's row in alternation with its per-frame segmentor, "
                           "for the speed ratio `bench check` compares (default: 5; 0 skips it)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    seed = run.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    seed.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: the whole sweep once per seed, each "
+                                      "training its own weights on synthetic; bench report shows their mean and "
+                                      "spread")
     run.set_defaults(handler=command_run)
 
     train = sub.add_parser("train", help="train a method's trainable parameters with its own loss",
@@ -777,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compare every preset that has a published number with it (params, GFLOPs) and "
                               "write the table to --report-dir/fidelity.md")
     profile.add_argument("--report-dir", type=Path, default=Path("reports"), help="where --fidelity writes")
+    profile.add_argument("--published", type=Path,
+                         help="with --fidelity: the published numbers to compare with (default: the packaged "
+                              "vssbench/published.json)")
     profile.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     profile.set_defaults(handler=command_profile)
 

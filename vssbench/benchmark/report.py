@@ -12,6 +12,9 @@ Tables (each written as Markdown, LaTeX and CSV):
 * ``memory_stt``: STT's sweep over the memory length M (its supplementary Figure 1 data).
 * ``per_frame_cost``: MPVSS supplementary Table III: parameters and GFLOPs of the key and
   non-key paths of every method, at the resolution they were counted at.
+* ``seeds`` (when a configuration was run with several seeds, ``bench run --seeds``): the mean
+  and spread of mIoU and mVC8 over seeds, the per-seed values, and each variant's difference from
+  its method's default variant, marked "inside the spread" where the seed ranges overlap.
 
 GFLOPs in the comparison and ablation tables are the per-frame average over a 15-frame
 clip at the row's interval (DESIGN.md section 6). Every table's caption names the devices
@@ -194,12 +197,60 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
                    "gflops": "GFLOPs", "query_fraction": "Selected queries", "fps": "FPS", "speed": SPEED_COLUMN}
         table = rows[list(columns)].rename(columns=columns).astype({"M": int})
         out["memory_stt"] = (caption(rows, "STT over the memory length M (M = 0: PSPNet alone)", speed=True), table)
+    seeds = seed_table(frame)
+    if seeds is not None:
+        out["seeds"] = (caption(frame[frame["configuration"].isin(seeds.attrs["configurations"])],
+                                "Mean over seeds with their spread (min-max); a difference from the method's "
+                                "default variant is marked 'inside the spread' where the two ranges overlap"),
+                        seeds)
     costs = frame.drop_duplicates(["method", "preset", "variant", "M"]).sort_values(["method", "preset", "variant"])
     columns = {"Method": "Method", "preset": "Backbone", "params_m": "Params (M)", "gflops_key": "GFLOPs key",
                "gflops_nonkey": "GFLOPs non-key", "flop_resolution": "Resolution"}
     out["per_frame_cost"] = (caption(costs, "Per-frame cost (MPVSS supplementary Table III layout)", metrics=False),
                              costs[list(columns)].rename(columns=columns))
     return out
+
+
+def seed_table(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Per configuration run with several seeds: the mean of mIoU and mVC8, their spread (lowest to
+    highest seed) and the per-seed values; for a non-default variant, its mIoU difference from the
+    method's default variant at the same schedule and training, marked when the two seed ranges
+    overlap (a difference the seeds alone could make). None when no configuration has two seeds."""
+    frame = frame.assign(Method=frame.apply(method_name, axis=1),
+                         training=frame["training"].fillna("-").astype(str))
+    keys = ["method", "preset", "variant", "schedule", "training", "random"]
+    groups = frame.groupby(keys, sort=True, dropna=False)
+    summary = groups.agg(Method=("Method", "first"), seeds=("seed", "nunique"), miou=("miou", "mean"),
+                         miou_low=("miou", "min"), miou_high=("miou", "max"), mvc8=("mvc8", "mean"),
+                         mvc8_low=("mvc8", "min"), mvc8_high=("mvc8", "max"),
+                         per_seed=("miou", lambda v: " / ".join(f"{x:.2f}" for x in v)),
+                         configurations=("configuration", lambda v: sorted(set(v)))).reset_index()
+    summary = summary[summary["seeds"] > 1]
+    if summary.empty:
+        return None
+
+    def versus_default(row: pd.Series) -> str:
+        if is_default_variant(row["method"], row["variant"]):
+            return "-"
+        default = summary[(summary["method"] == row["method"]) & (summary["preset"] == row["preset"])
+                          & (summary["schedule"] == row["schedule"]) & (summary["training"] == row["training"])
+                          & summary.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
+        if default.empty:
+            return "-"
+        other = default.iloc[0]
+        inside = row["miou_low"] <= other["miou_high"] and other["miou_low"] <= row["miou_high"]
+        return f"{row['miou'] - other['miou']:+.2f}" + (" (inside the spread)" if inside else "")
+
+    summary = summary.assign(
+        spread=summary.apply(lambda r: f"{r['miou_low']:.2f}-{r['miou_high']:.2f}", axis=1),
+        mvc8_spread=summary.apply(lambda r: f"{r['mvc8_low']:.2f}-{r['mvc8_high']:.2f}", axis=1),
+        versus=summary.apply(versus_default, axis=1))
+    columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule", "seeds": "Seeds",
+               "miou": "mIoU (mean)", "spread": "mIoU min-max", "per_seed": "mIoU per seed",
+               "versus": "mIoU vs default variant", "mvc8": "mVC8 (mean)", "mvc8_spread": "mVC8 min-max"}
+    table = summary[list(columns)].rename(columns=columns)
+    table.attrs["configurations"] = [c for group in summary["configurations"] for c in group]
+    return table
 
 
 def _number(value: object, column: str) -> object:

@@ -544,6 +544,7 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
         "split": dataset.split,
         "iterations": report.iterations,
         "seed": seed,
+        "threads": torch.get_num_threads(),  # on a CPU it changes the sums, hence the weights (bench check)
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
         "started_from": [{"file": Path(path).name, **checkpoint_metadata(path),
