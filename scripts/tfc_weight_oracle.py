@@ -4,16 +4,16 @@ Runs a trained ``tfc`` checkpoint over a split at key-frame interval k and score
 non-key path with w_t replaced by:
 
 * ``learned``: the method as trained (Eq. 5-7, plus the refinement if the variant has it);
-* ``current`` (w = 0): the current frame's levels 1-2 with the key frame's levels 3-4,
+* ``current`` (w = 0): z_t of the current frame's levels 1-2 with the key frame's levels 3-4,
   i.e. the ``feature-reuse`` path with this model's weights;
-* ``key`` (w = 1): the key frame's levels everywhere, i.e. the key prediction copied;
+* ``key`` (w = 1): z_k everywhere, i.e. the key prediction copied;
 * ``oracle``: w = 1 exactly where the ground-truth labels of the key and the current
   frame agree (Eq. 12's target), 0 elsewhere;
 * ``oracle-eroded-r``: the oracle with its agreeing region eroded by r points at 1/4
   resolution, so that key features are used only away from any label change.
 
 The oracle rows are interpolation without refinement. If ``current`` beats every
-``oracle`` row, taking the key frame's levels 1-2 even exactly where the labels agree
+``oracle`` row, taking the key frame's features even exactly where the labels agree
 costs accuracy on that data, so a better-learned w_t would not help either. Key frames are
 scored too, identically in every row, so the numbers compare with ``bench run``'s.
 
@@ -43,7 +43,6 @@ from vssbench.methods.tfc import (
     TFC,
     KeyFrameState,
     cosine_similarity_map,
-    interpolate_level,
     label_consistency,
     unit_features,
 )
@@ -56,10 +55,9 @@ ROWS = ("learned", "current", "key", "oracle", *(f"oracle-eroded-{r}" for r in E
 
 
 def interpolated_logits(method: TFC, key: KeyFrameState, current: list[torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
-    """Eq. 7 with a given weight map, then the decoder; no refinement."""
-    size = current[0].shape[-2:]
-    mixed = [interpolate_level(key.levels[level], current[level], weight) for level in range(len(current))]
-    return method.head.classifier(method.finish_fuse(method.fuse_terms(mixed, 0, size) + key.reused_fuse_terms))
+    """Eq. 7 with a given weight map on the fused features z_k and z_t, then the classifier; no refinement."""
+    fused = method.finish_fuse(method.fuse_terms(current, 0, current[0].shape[-2:]) + key.reused_fuse_terms)
+    return method.head.classifier(weight * key.fused + (1.0 - weight) * fused)
 
 
 class SimilarityByLabelChange:

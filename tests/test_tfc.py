@@ -10,10 +10,13 @@ from vssbench.benchmark.training import TrainingClips
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import METHODS, build_method
 from vssbench.methods.msda import MultiScaleDeformableAttention, pixel_centres
+from vssbench.datasets.base import IGNORE_INDEX
+from vssbench.methods import tfc as tfc_module
 from vssbench.methods.tfc import (
     VARIANTS,
     cosine_similarity_map,
     focal_consistency_loss,
+    label_consistency,
     unit_features,
 )
 from vssbench.recipes import load, recipe_for
@@ -116,14 +119,71 @@ def test_nonkey_path_skips_stages_3_and_4():
     assert key_calls == [0, 1, 2, 3] and calls == [0, 1]
 
 
-def test_b0_adds_about_0_7m_parameters_and_nonkey_frames_cost_less():
-    tfc, segformer = build_method("tfc:b0", 124).eval(), build_method("perframe:segformer-b0", 124)
-    added = (sum(p.numel() for p in tfc.parameters()) - sum(p.numel() for p in segformer.parameters())) / 1e6
-    assert added == pytest.approx(0.7, abs=0.3)
+def test_b0_parameters_eq_9_as_printed_and_the_encoder_layer_variant_and_nonkey_frames_cost_less():
+    segformer = sum(p.numel() for p in build_method("perframe:segformer-b0", 124).parameters())
+    added = {variant: (sum(p.numel() for p in build_method("tfc:b0", 124, variant).parameters()) - segformer) / 1e6
+             for variant in ("sparse-msda-0.8", "sparse-msda-0.8-layer")}
+    assert added["sparse-msda-0.8"] == pytest.approx(0.23, abs=0.01)  # deformable attention alone (Eq. 9)
+    assert added["sparse-msda-0.8-layer"] == pytest.approx(0.76, abs=0.01)  # with FFN and norms: TFC's "+0.7M"
+    tfc = build_method("tfc:b0", 124).eval()
     paths = tfc.cost_paths(torch.randn(1, 3, 480, 853))  # the acceptance resolution (VSPW)
     key, _ = count_flops(tfc, paths["key"])
     nonkey, _ = count_flops(tfc, paths["nonkey"])
     assert nonkey < key
+
+
+def _with_similarity(monkeypatch, make):
+    """Replace Eq. 5-6's similarity map by ``make(similarity)``."""
+    real = tfc_module.cosine_similarity_map
+    monkeypatch.setattr(tfc_module, "cosine_similarity_map", lambda key, current: make(real(key, current)))
+
+
+@pytest.mark.parametrize("variant", ["sparse-msda-0.8", "sparse-msda-0.8-layer", "linear-interp"])
+def test_with_w_1_the_nonkey_output_is_the_key_output_wherever_no_point_is_refined(monkeypatch, variant):
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8, variant).eval()
+    key_frame, frame = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    refined = torch.zeros(1, 1, 16, 24, dtype=torch.bool)
+    refined[..., 3:6, 4:9] = True  # these points get w = 0.5 < 0.8: mixed and, with the refinement, refined
+
+    _with_similarity(monkeypatch, lambda similarity: torch.where(refined, 0.5, torch.ones_like(similarity)))
+    with torch.no_grad():
+        key_logits, state = method.key_forward(key_frame)
+        logits, _ = method.nonkey_forward(frame, state)
+    kept = (~refined).expand_as(logits)
+    torch.testing.assert_close(logits[kept], key_logits[kept], rtol=0, atol=1e-6)
+    assert not torch.allclose(logits[~kept], key_logits[~kept])
+
+
+def test_with_w_0_the_nonkey_output_is_the_feature_reuse_path(monkeypatch):
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8, "linear-interp").eval()
+    reuse = build_method("tfc:tiny", 8, "feature-reuse").eval()
+    reuse.load_state_dict(method.state_dict())
+    key_frame, frame = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    _with_similarity(monkeypatch, torch.zeros_like)
+    with torch.no_grad():
+        expected, _ = reuse.nonkey_forward(frame, reuse.key_forward(key_frame)[1])
+        logits, _ = method.nonkey_forward(frame, method.key_forward(key_frame)[1])
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
+def test_consistency_targets_one_pixel_per_cell_or_any_change_in_the_cell():
+    key_label = torch.zeros(1, 4, 4, dtype=torch.long)
+    label = key_label.clone()
+    label[0, 3, 3] = 5  # a change in the corner of the bottom-right 2x2 cell, not at its nearest pixel
+    label[0, 0, 0] = IGNORE_INDEX  # the top-left cell's nearest pixel is void
+    same, valid = label_consistency(key_label, label, torch.Size([2, 2]), "nearest")
+    assert same.tolist() == [[[False, True], [True, True]]] and valid.tolist() == [[[False, True], [True, True]]]
+    same, valid = label_consistency(key_label, label, torch.Size([2, 2]), "cell")
+    assert same.tolist() == [[[True, True], [True, False]]] and valid.all()
+
+
+def test_fixed_interp_weights_the_key_frame_0_9_and_the_paper_recipe_averages_the_two_cross_entropies():
+    assert tfc_module.FIXED_INTERP_KEY_WEIGHT == 0.9
+    for dataset in ("vspw", "synthetic"):
+        weights = load("tfc", dataset).loss_weights
+        assert weights == {"cross_entropy_key": 0.5, "cross_entropy_nonkey": 0.5, "focal_consistency": 1.0}
 
 
 def test_sparse_path_flops_scale_with_the_refined_share():

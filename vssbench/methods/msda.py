@@ -84,6 +84,18 @@ class MultiScaleDeformableAttention(nn.Module):
         return self.output_proj(attended)
 
 
+class DeformableAttentionBlock(nn.Module):
+    """Deformable attention alone, as TFC's Eq. 8-9 print MSDA: the refined point is the attention's
+    output (sum over heads of W_m times the weighted samples), with no residual, FFN or norm."""
+
+    def __init__(self, dim: int, heads: int = 8, levels: int = 4, points: int = 4) -> None:
+        super().__init__()
+        self.attention = MultiScaleDeformableAttention(dim, heads, levels, points)
+
+    def forward(self, queries: torch.Tensor, reference_points: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
+        return self.attention(queries, reference_points, values)
+
+
 class DeformableRefinement(nn.Module):
     """A Deformable DETR encoder layer for a set of query points: deformable attention over the
     pyramid, then an FFN, each with a residual connection and post-norm."""

@@ -1,45 +1,61 @@
 """TFC: temporal feature correlation for efficient and stable video semantic segmentation.
 
 SegFormer runs in full on key frames. On a non-key frame t the MiT encoder runs stages
-1-2 only and stages 3-4 are the key frame k's; the all-MLP decoder's level projections
-z_l (decoder width D, each level at its own stride) are then mixed across time:
+1-2 only and stages 3-4 are the key frame k's (Eq. 4: x_t = (x_t^1, x_t^2, x_k^3, x_k^4)).
+The equations as printed are the default:
 
-* Eq. 5-6: w_t = cosine similarity, over channels, of z_2 of frames k and t, both
-  upsampled to 1/4 as the decoder does: one weight per 1/4-resolution point.
-* Eq. 7: z'_l = clamp(w_t, 0, 1) * z_l^k + (1 - clamp(w_t, 0, 1)) * z_l^t for the levels
-  the current frame has (1 and 2); levels 3 and 4 are the key frame's.
+* Eq. 2: z_t, the decoder's fused feature of the pyramid x_t (its level projections, upsampled
+  to 1/4, concatenated, ``linear_fuse`` with its batch norm and ReLU); the key frame's terms of
+  levels 3-4 are computed once on the key frame, the same multiply-adds SegFormer spends.
+* Eq. 5-6: w_t = cosine similarity, over channels, of x^2 projected and resized to 1/4 (the
+  decoder's level-2 projection, upsampled) of frames k and t: one weight per 1/4 point.
+* Eq. 7: z'_t = clamp(w_t, 0, 1) * z_k + (1 - clamp(w_t, 0, 1)) * z_t, on the fused features.
 * Eq. 8-11: the points with w_t < 0.8 (their content changed since the key frame) are
-  gathered from the decoder's fused 1/4 map, refined by a multi-scale deformable
-  attention layer whose values are the mixed pyramid {z'_1, z'_2, z_3^k, z_4^k}, and
-  scattered back before the classifier. Every other point keeps the interpolated feature.
-* Eq. 12: training adds a focal binary cross-entropy (gamma 1) of clamp(w_t) against the
-  label-consistency mask (1 where the two frames' labels agree) to the cross-entropy on
-  the key and the non-key frame; pairs are sampled up to 3 frames apart (interval 4).
+  gathered from z'_t; multi-scale deformable attention (Eq. 9: offsets and weights from the
+  point's feature, values W'_m over the un-mixed pyramid x_t, Eq. 10) gives each one's new
+  feature, which replaces it; the classifier (Eq. 3) reads the result. Every other point keeps
+  its interpolated feature.
+* Eq. 12: L = L_seg + L_bce, L_seg the average of the key and non-key frames' cross-entropies
+  (the recipes weight each 0.5), L_bce a focal binary cross-entropy (gamma 1) of clamp(w_t)
+  against the label-consistency mask; pairs are sampled 1-3 frames apart (interval 4).
 
 No official code is public. What the paper leaves open, and what is chosen here:
 
-* Which features Eq. 7 mixes: the decoder's level projections z_1, z_2 at their own
-  resolution (w average-pooled to 1/8 for level 2), so that one mixed pyramid feeds both
-  the decoder and the attention's values.
-* The query of a refined point: the decoder's fused feature there (after linear_fuse,
-  batch norm and ReLU); the refined feature replaces it. Reference point = the point's
-  pixel centre; no positional embedding (offsets are already relative to it).
-* The refinement layer: a Deformable DETR encoder layer (8 heads, 4 levels, 4 points,
-  FFN 4D, post-norm) at the decoder width. At MiT-B0 (D = 256) this adds 0.76M
-  parameters, the paper's "about 0.7M"; at B2-B5 (D = 768) it is larger.
-* Value projections of levels 3-4 are computed on the key frame and reused; levels 1-2
-  are projected on every non-key frame (their features change).
+* Eq. 10's pyramid: the levels of x_t have their own widths (32-512), while W'_m is shared
+  across levels, so the values are taken from the decoder's per-level projections of x_t (width
+  D), at each level's own resolution. Levels 3-4 are the key frame's and projected once.
+* The query of a refined point is its feature in z'_t; its reference point is the point's pixel
+  centre; no positional embedding (offsets are already relative to it).
+* Eq. 9 is deformable attention alone (8 heads, 4 levels, 4 points): 0.23M parameters at
+  MiT-B0's D = 256, where TFC Table 1 reports +0.7M. A Deformable DETR encoder layer (the
+  attention with a residual and LayerNorm, then an FFN of 4D, residual and LayerNorm) costs
+  0.76M at D = 256: that is variant ``sparse-msda-0.8-layer``, kept because it matches the
+  published count (its refined points are LayerNorm outputs written into the batch-norm and ReLU
+  map). At D = 768 (MiT-B2..B5) either is larger than 0.7M (reports/fidelity.md).
+* The consistency target of Eq. 12 at 1/4 resolution: one label pixel per 1/4 cell (nearest
+  subsampling, the default) or "the cell changed anywhere" (variant
+  ``sparse-msda-0.8-cell-target``: a cell is consistent only if no pixel of it changed label).
+* ``fixed-interp``: the paper "set[s] the weight to be 0.1" because "approximately 10% of the
+  feature points change": read as 0.1 on the current frame's (changing) features, i.e. 0.9 on the
+  key frame's in Eq. 7, which is what makes it "much more stable" in Table 2 (85.9 mVC8 against
+  85.0 for the linear interpolation); 0.1 on the key frame would be less stable than it.
 * Training starts from the trained per-frame SegFormer and updates every parameter.
 
 Variants (TFC Table 2). ``sparse-msda-0.8`` is the full method (default);
 ``sparse-msda-0.5`` and ``sparse-msda-1.0`` move the threshold (1.0 refines every point
-whose similarity is below 1, i.e. dense). The interpolation ablations run without the
-refinement: ``linear-interp`` (Eq. 7), ``hard-interp`` (key feature where w_t >= 0.8,
-current feature elsewhere), ``fixed-interp`` (w = 0.1 everywhere), ``feature-reuse`` (no
-mixing: the current levels 1-2 with the key's levels 3-4) and ``flow-warp`` (the key's
-levels 3-4 warped to the current frame with FlowNetS flow, as DFF does, instead of reused).
-The three thresholds share one trained model: the threshold only gates which points are
-refined at inference; training uses 0.8.
+whose similarity is below 1, i.e. dense); they share one trained model: the threshold only
+gates which points are refined at inference; training uses 0.8. ``sparse-msda-0.8-layer`` and
+``sparse-msda-0.8-cell-target`` are the two choices above. The interpolation ablations run
+without the refinement: ``linear-interp`` (Eq. 7), ``hard-interp`` (key feature where
+w_t >= 0.8, current feature elsewhere), ``fixed-interp`` (key weight 0.9 everywhere),
+``feature-reuse`` (no mixing: z_t of Eq. 4's pyramid) and ``flow-warp`` (the key's levels 3-4
+warped to the current frame with FlowNetS flow, as DFF does, instead of reused; the paper's row
+uses RAFT).
+
+Until 2026-12 Eq. 7 mixed the per-level projections z_1, z_2 instead of z, the attention's
+values came from those mixed levels, the refinement was the encoder layer, L_seg summed the two
+cross-entropies and ``fixed-interp`` weighted the key frame 0.1; reports/synthetic/ keeps those
+rows beside the new ones.
 """
 
 from __future__ import annotations
@@ -52,14 +68,14 @@ import torch.nn.functional as F
 from vssbench.datasets.base import IGNORE_INDEX
 from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
-from vssbench.methods.msda import DeformableRefinement, pixel_centres
+from vssbench.methods.msda import DeformableAttentionBlock, DeformableRefinement, pixel_centres
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
 from vssbench.methods.warp import flow_warp
 
-VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "linear-interp", "hard-interp",
-            "fixed-interp", "feature-reuse", "flow-warp")
+VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "sparse-msda-0.8-layer",
+            "sparse-msda-0.8-cell-target", "linear-interp", "hard-interp", "fixed-interp", "feature-reuse", "flow-warp")
 HARD_INTERP_THRESHOLD = 0.8
-FIXED_INTERP_WEIGHT = 0.1
+FIXED_INTERP_KEY_WEIGHT = 0.9  # "0.1" of the changing (current) features; see the module docstring
 FOCAL_GAMMA = 1.0
 PROFILE_REFINE_FRACTION = 0.2  # TFC Table 3's operating point, for FLOP counting
 KEY_STAGES = 2  # the encoder stages computed on non-key frames; the later ones are the key frame's
@@ -70,7 +86,8 @@ class KeyFrameState:
     """What a non-key frame reuses from its key frame."""
 
     frame: torch.Tensor  # the key image, for flow-warp
-    levels: list[torch.Tensor]  # decoder level projections z_l^k, (B, D, H_l, W_l)
+    levels: list[torch.Tensor]  # decoder level projections of x_k^l, (B, D, H_l, W_l)
+    fused: torch.Tensor  # z_k (Eq. 2), (B, D, H/4, W/4)
     unit_level2: torch.Tensor  # z_2^k upsampled to 1/4 and unit-normalised over channels, for Eq. 5-6
     reused_fuse_terms: torch.Tensor  # linear_fuse's terms of levels 3-4, (B, D, H/4, W/4)
     reused_values: list[torch.Tensor]  # attention values of levels 3-4, projected once
@@ -87,26 +104,28 @@ def cosine_similarity_map(unit_key: torch.Tensor, unit_current: torch.Tensor) ->
     return (unit_key * unit_current).sum(1, keepdim=True)
 
 
-def interpolate_level(key_level: torch.Tensor, current_level: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Eq. 7 at the level's own resolution (the 1/4 weights average-pooled to it)."""
-    if weight.shape[-2:] != key_level.shape[-2:]:
-        weight = F.adaptive_avg_pool2d(weight, key_level.shape[-2:])
-    return weight * key_level + (1.0 - weight) * current_level
+def label_consistency(key_label: torch.Tensor, label: torch.Tensor, size: torch.Size,
+                      target: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 12's target for label maps (B, H, W) at ``size``: ``same`` and ``valid``, both bool (B, h, w).
 
-
-def label_consistency(key_label: torch.Tensor, label: torch.Tensor,
-                      size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 12's target for label maps (B, H, W) at ``size`` (labels subsampled nearest):
-    ``same`` (the two frames' labels agree) and ``valid`` (neither is void), both bool (B, h, w)."""
-    pair = F.interpolate(torch.stack([key_label, label], 1).float(), size=size, mode="nearest")
-    return pair[:, 0] == pair[:, 1], (pair != IGNORE_INDEX).all(1)
+    ``nearest``: one label pixel per cell (nearest subsampling); same where the two frames' labels
+    agree there, valid where neither is void. ``cell``: same where no pixel of the cell changed label
+    (pixels void in either frame left out), valid where the cell has a pixel labelled in both."""
+    if target == "nearest":
+        pair = F.interpolate(torch.stack([key_label, label], 1).float(), size=size, mode="nearest")
+        return pair[:, 0] == pair[:, 1], (pair != IGNORE_INDEX).all(1)
+    labelled = (key_label != IGNORE_INDEX) & (label != IGNORE_INDEX)
+    changed = (key_label != label) & labelled
+    changed_cells = F.adaptive_max_pool2d(changed[:, None].float(), size)[:, 0] > 0
+    valid_cells = F.adaptive_max_pool2d(labelled[:, None].float(), size)[:, 0] > 0
+    return ~changed_cells, valid_cells
 
 
 def focal_consistency_loss(similarity: torch.Tensor, key_label: torch.Tensor, label: torch.Tensor,
-                           gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+                           gamma: float = FOCAL_GAMMA, target: str = "nearest") -> torch.Tensor:
     """Eq. 12: focal binary cross-entropy of clamp(w_t) against "same label in both frames",
-    at the similarity map's resolution (labels subsampled nearest); void pixels excluded."""
-    same, valid = label_consistency(key_label, label, similarity.shape[-2:])
+    at the similarity map's resolution (``target``: see :func:`label_consistency`); void excluded."""
+    same, valid = label_consistency(key_label, label, similarity.shape[-2:], target)
     same = same.float()
     probability = similarity[:, 0].clamp(1e-6, 1.0 - 1e-6)
     loss = -(same * (1 - probability) ** gamma * probability.log()
@@ -131,9 +150,12 @@ class TFC(VideoMethod):
         self._segmentor_preset = segmentor
         self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
         width = self.segmentor.config.decoder_hidden_size
-        self.threshold = float(variant.rsplit("-", 1)[1]) if variant.startswith("sparse-msda") else None
-        if self.threshold is not None:
+        self.threshold = float(variant.split("-")[2]) if variant.startswith("sparse-msda") else None
+        self.consistency_target = "cell" if variant.endswith("cell-target") else "nearest"
+        if variant.endswith("-layer"):
             self.refinement = DeformableRefinement(width, heads, levels=4, points=points, ffn=4 * width)
+        elif self.threshold is not None:
+            self.refinement = DeformableAttentionBlock(width, heads, levels=4, points=points)
         if variant == "flow-warp":
             self.flownet = FlowNetS(**flownet)
         self._key: KeyFrameState | None = None
@@ -145,7 +167,7 @@ class TFC(VideoMethod):
     @property
     def checkpoint_variant(self) -> str:
         """The thresholds share the weights trained at 0.8."""
-        return "sparse-msda-0.8" if self.threshold is not None else self.variant
+        return "sparse-msda-0.8" if self.variant in ("sparse-msda-0.5", "sparse-msda-1.0") else self.variant
 
     def weight_components(self) -> dict[str, str]:
         return {"segmentor": "segmentor", **({"flow": "flownet"} if self.variant == "flow-warp" else {})}
@@ -194,10 +216,11 @@ class TFC(VideoMethod):
         levels = self.project_levels(self.segmentor.extract_stages(frame, 4))
         size = levels[0].shape[-2:]
         reused_terms = self.fuse_terms(levels[KEY_STAGES:], KEY_STAGES, size)
-        logits = self.head.classifier(self.finish_fuse(self.fuse_terms(levels[:KEY_STAGES], 0, size) + reused_terms))
+        fused = self.finish_fuse(self.fuse_terms(levels[:KEY_STAGES], 0, size) + reused_terms)  # z_k, Eq. 2
         reused_values = ([self.refinement.attention.project_values(z) for z in levels[KEY_STAGES:]]
                          if self.threshold is not None else [])
-        return logits, KeyFrameState(frame, levels, unit_features(levels[1], size), reused_terms, reused_values)
+        state = KeyFrameState(frame, levels, fused, unit_features(levels[1], size), reused_terms, reused_values)
+        return self.head.classifier(fused), state
 
     def nonkey_forward(self, frame: torch.Tensor, key: KeyFrameState,
                        refine_fraction: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -206,32 +229,31 @@ class TFC(VideoMethod):
         points with the lowest similarity instead of thresholding (for FLOP profiling)."""
         current = self.project_levels(self.segmentor.extract_stages(frame, KEY_STAGES))
         size = current[0].shape[-2:]
-        if self.variant == "feature-reuse":
-            fused = self.finish_fuse(self.fuse_terms(current, 0, size) + key.reused_fuse_terms)
-            return self.head.classifier(fused), None
         if self.variant == "flow-warp":
             flow = self.flownet(frame, key.frame)
             warped = [flow_warp(z, flow) for z in key.levels[KEY_STAGES:]]
             return self.head.classifier(self.finish_fuse(self.fuse_terms(current + warped, 0, size))), None
+        fused = self.finish_fuse(self.fuse_terms(current, 0, size) + key.reused_fuse_terms)  # z_t of x_t, Eq. 2 and 4
+        if self.variant == "feature-reuse":
+            return self.head.classifier(fused), None
         similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))  # Eq. 5-6
         if self.variant == "fixed-interp":
-            weight = torch.full_like(similarity, FIXED_INTERP_WEIGHT)
+            weight = torch.full_like(similarity, FIXED_INTERP_KEY_WEIGHT)
         elif self.variant == "hard-interp":
             weight = (similarity >= HARD_INTERP_THRESHOLD).to(similarity.dtype)
         else:
             weight = similarity.clamp(0.0, 1.0)
-        mixed = [interpolate_level(key.levels[level], current[level], weight) for level in range(KEY_STAGES)]
-        fused = self.finish_fuse(self.fuse_terms(mixed, 0, size) + key.reused_fuse_terms)
+        mixed = weight * key.fused + (1.0 - weight) * fused  # Eq. 7
         if self.threshold is not None:
-            values = [self.refinement.attention.project_values(z) for z in mixed] + key.reused_values
-            fused = self.refine(fused, similarity, values, refine_fraction)
+            values = [self.refinement.attention.project_values(z) for z in current] + key.reused_values  # Eq. 10
+            mixed = self.refine(mixed, similarity, values, refine_fraction)
         # fixed-interp never uses w_t, so nothing supervises it there
-        return self.head.classifier(fused), None if self.variant == "fixed-interp" else similarity
+        return self.head.classifier(mixed), None if self.variant == "fixed-interp" else similarity
 
     def refine(self, fused: torch.Tensor, similarity: torch.Tensor, values: list[torch.Tensor],
                refine_fraction: float | None = None) -> torch.Tensor:
         """Eq. 8-11: gather the points with w_t below the threshold, refine them with deformable
-        attention over the mixed pyramid, scatter them back. Costs in proportion to their number."""
+        attention over the pyramid x_t, scatter them back. Costs in proportion to their number."""
         batch, _, height, width = fused.shape
         centres = pixel_centres(height, width, fused.device)
         flat = fused.flatten(2)
@@ -277,7 +299,8 @@ class TFC(VideoMethod):
         terms = {"cross_entropy_key": cross_entropy(key_logits, labels[:, 0]),
                  "cross_entropy_nonkey": cross_entropy(logits, labels[:, 1])}
         if similarity is not None:
-            terms["focal_consistency"] = focal_consistency_loss(similarity, labels[:, 0], labels[:, 1])
+            terms["focal_consistency"] = focal_consistency_loss(similarity, labels[:, 0], labels[:, 1],
+                                                                target=self.consistency_target)
         return terms
 
 
