@@ -56,6 +56,25 @@ def test_accel_with_the_update_branch_zeroed_equals_dff():
         torch.testing.assert_close(accel.step(current, False), dff.step(current, False), rtol=1e-5, atol=1e-5)
 
 
+def test_accel_key_frames_are_the_reference_networks_prediction_whatever_the_update_branch():
+    torch.manual_seed(0)
+    accel = build_method("accel:tiny", 8).eval()
+    frame = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        accel.fusion.weight.normal_()  # a fusion that would change the scores if key frames used it
+        expected = accel.reference.segmentor.decode(accel.reference.segmentor.extract(frame), frame.shape[-2:])
+        accel.reset()
+        torch.testing.assert_close(accel.step(frame, True), expected, rtol=0, atol=0)
+        update_calls = []
+        accel.update.segmentor.extract = lambda x, extract=accel.update.segmentor.extract: (
+            update_calls.append(1), extract(x))[1]
+        accel.reset()
+        accel.step(frame, True)
+        assert not update_calls
+        accel.step(torch.randn(1, 3, 64, 96), False)
+        assert update_calls  # the update branch runs on non-key frames only
+
+
 def test_accel_propagates_frame_to_frame():
     torch.manual_seed(0)
     chained, direct = third_frame_after_and_without_the_second(build_method("accel:tiny", 8).eval())
