@@ -42,7 +42,8 @@ def test_statuses_within_tolerance_explained_and_unexplained(tiny):
         _entry(tiny, "resolution", {"gflops_key": gflops * 4}, {"gflops_key": {"cause": "4x the pixels.",
                                                                                "measure": {"resolution": [128, 192]}}}),
         _entry(tiny, "text only", {"gflops_key": gflops * 2}, {"gflops_key": {"cause": "a guess."}}),
-        _entry(tiny, "wrong cause", {"gflops_key": gflops * 2}, {"gflops_key": {"cause": "x", "recomputed": gflops * 3}}),
+        _entry(tiny, "wrong cause", {"gflops_key": gflops * 2},
+               {"gflops_key": {"cause": "x", "recomputed": gflops * 3}}),
     ]
     statuses = {(c.entry["row"], c.quantity): c.status for c in compare(entries, TOLERANCE)}
     assert statuses == {("within", "params_m"): "ok", ("within", "gflops_key"): "ok",
