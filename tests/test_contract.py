@@ -64,7 +64,8 @@ def test_three_concurrent_bench_runs_on_one_output_keep_every_row(small_syntheti
 
 def test_ctrl_c_exits_130_saying_what_was_kept_without_a_traceback(small_synthetic, tmp_path):
     output = tmp_path / "run.jsonl"
-    run = _bench("run", "--methods", "copy", "--intervals", ",".join(map(str, range(1, 40))), "--data-root",
+    # Enough rows (a fraction of a second each) that the sweep is still running when the signal comes.
+    run = _bench("run", "--methods", "copy", "--intervals", ",".join(map(str, range(1, 400))), "--data-root",
                  str(small_synthetic), "--train-iters", "2", "--cache-dir", str(tmp_path / "cache"), "--num-workers", "0",
                  "--speed-rounds", "0", "--output", str(output))
     deadline = time.time() + 120
