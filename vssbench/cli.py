@@ -437,8 +437,8 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_published(path: Path) -> None:
-    """``--published``: a JSON file with the packaged file's keys, else bad input naming it."""
+def _read_published(path: Path) -> dict:
+    """``--published``: a JSON file with the packaged file's keys, read once; else bad input naming it."""
     import json
 
     try:
@@ -449,6 +449,7 @@ def _check_published(path: Path) -> None:
     if missing:
         raise UsageError(f"--published {path}: missing {', '.join(missing)}; expected the layout of "
                          "vssbench/published.json")
+    return numbers
 
 
 def command_profile(args: argparse.Namespace) -> int:
@@ -464,9 +465,8 @@ def command_profile(args: argparse.Namespace) -> int:
 
     if args.fidelity:
         check_writable(args.report_dir, "--report-dir", directory=True)
-        if args.published is not None:
-            _check_published(args.published)
-        report, unexplained = fidelity_report(args.published, progress=not args.quiet)
+        numbers = _read_published(args.published) if args.published is not None else None
+        report, unexplained = fidelity_report(numbers, progress=not args.quiet)
         print(report)
         args.report_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.report_dir / "fidelity.md") as path:

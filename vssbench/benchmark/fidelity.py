@@ -21,9 +21,7 @@ exit 1.
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tabulate import tabulate
@@ -145,9 +143,10 @@ def _format(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def fidelity_report(published: Path | None = None, progress: bool = False) -> tuple[str, int]:
-    """The fidelity table in Markdown, with each cause, and how many quantities are unexplained."""
-    numbers = json.loads(published.read_text()) if published else published_numbers()
+def fidelity_report(numbers: dict | None = None, progress: bool = False) -> tuple[str, int]:
+    """The fidelity table in Markdown, with each cause, and how many quantities are unexplained, for
+    ``numbers`` in the layout of ``vssbench/published.json`` (default: that file)."""
+    numbers = numbers or published_numbers()
     comparisons = compare(numbers["entries"], numbers["tolerance"], progress)
     table, causes = [], []
     for c in comparisons:
