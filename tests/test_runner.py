@@ -275,3 +275,15 @@ def test_each_method_starts_from_its_seed_whatever_the_sweep_built_before(small_
     assert initial_weights[0].keys() == initial_weights[2].keys()
     assert all(torch.equal(initial_weights[0][k], initial_weights[2][k]) for k in initial_weights[0])
     assert alone[0]["metrics"]["miou"] == after_another[1]["metrics"]["miou"]
+
+
+def test_rows_name_the_commit_read_when_the_process_started(monkeypatch):
+    """A sweep that runs for hours while the tree is committed to must not name the later commit."""
+    import subprocess
+
+    from vssbench.benchmark import results
+
+    results.git_commit.cache_clear()
+    first = results.environment("cpu", 0)["git_commit"]
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: pytest.fail("git was read a second time"))
+    assert results.environment("cpu", 1)["git_commit"] == first

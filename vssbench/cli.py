@@ -868,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     from vssbench.progress import set_quiet
 
     set_quiet(args.quiet)
-    from vssbench.benchmark.results import ResultFileError
+    from vssbench.benchmark.results import ResultFileError, git_commit
     from vssbench.benchmark.runner import MethodError
     from vssbench.benchmark.training import TrainingError
     from vssbench.datasets.augment import AugmentationError
@@ -878,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bad_input = (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
                  AugmentationError, ResultFileError, OSError)
+    git_commit()  # the rows name the code this process loaded
     try:
         for module in args.plugin:
             load_plugin_module(module)

@@ -8,6 +8,7 @@ from missing ones and never recomputes a finished row unless asked to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -56,8 +57,12 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU: {platform.processor() or platform.machine()}"
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the vssbench source tree, with ``-dirty`` when it has local changes."""
+    """The commit of the vssbench source tree, with ``-dirty`` when it has local changes.
+
+    Read once per process: ``bench`` calls it when it starts, so every row of a long sweep names the
+    code the process loaded, even if the tree is committed to while it runs."""
     source = Path(vssbench.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
