@@ -145,11 +145,17 @@ def _seeds_in(file: str) -> list[int]:
 
 
 def _over_seeds(file: str, spec: str, name: str, k: int, variant: str) -> str:
-    """The value of the one seed, or the mean over the seeds with their range."""
+    """The value of the one seed, or the mean over the seeds with their range (an en dash, so that the
+    prose check reads both ends)."""
     values = [metric(file, spec, name, k, variant=variant, seed=seed) for seed in _seeds_in(file)]
     if len(values) == 1:
         return _f(values[0])
-    return f"{sum(values) / len(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+    return f"{sum(values) / len(values):.2f} ({min(values):.2f}\u2013{max(values):.2f})"
+
+
+def _seeds_heading(file: str) -> str:
+    seeds = _seeds_in(file)
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}: mean (min\u2013max)"
 
 
 def mpvss_table3b() -> str:
@@ -168,10 +174,58 @@ def mpvss_table3b() -> str:
     perframe = "perframe:mask2former-tiny"
     body.append([f"{perframe} (k=1)", "-", "-", _over_seeds(TABLE_3B_FILE, perframe, "miou", 1, "default"), "-",
                  _over_seeds(TABLE_3B_FILE, perframe, "mvc8", 1, "default")])
-    seeds = _seeds_in(TABLE_3B_FILE)
-    new = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}: mean (min-max)"
     return _table(["variant", "paper Swin-T / Swin-B (k=5)", "old definitions k=5 / k=10 (seed 0)",
-                   f"new k=5, {new}", "new k=10", "new mVC8 k=5"], body)
+                   f"new k=5, {_seeds_heading(TABLE_3B_FILE)}", "new k=10", "new mVC8 k=5"], body)
+
+
+TFC_TABLE_2_FILE = REFERENCE + "tfc-table2-synthetic-cpu.jsonl"
+TFC_OLD_FILE = REFERENCE + "tfc-synthetic-cpu.jsonl"
+# TFC Table 2 (MiT-B0 on VSPW, interval 4): mIoU, mVC8, mVC16 of the rows our variants stand for.
+# sparse-msda-0.8 is the full method (the table's x^2 / with-focal-loss / interval-4 row).
+TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0.5": ("31.9", "84.3", "79.0"),
+                     "sparse-msda-1.0": ("33.8", "79.0", "74.3"), "linear-interp": ("32.0", "85.0", "79.3"),
+                     "hard-interp": ("32.0", "83.7", "78.0"), "fixed-interp": ("31.0", "85.9", "80.5"),
+                     "feature-reuse": ("31.5", "84.3", "78.7"), "flow-warp": ("32.7", "81.0", "75.0")}
+TFC_NEW_VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "sparse-msda-0.8-layer",
+                    "sparse-msda-0.8-cell-target", "linear-interp", "hard-interp", "fixed-interp", "feature-reuse",
+                    "flow-warp")
+
+
+def tfc_table2() -> str:
+    """TFC Table 2's variants with the equations as printed (2026-12), mean and min-max over the seeds
+    run, beside the old definitions (seed 0; the two new variants have no old row) and the paper's B0."""
+    file = TFC_TABLE_2_FILE
+    body = [["perframe:segformer-tiny (k=1)", "-", "-", _over_seeds(file, "perframe:segformer-tiny", "miou", 1, "default"),
+             "-", _over_seeds(file, "perframe:segformer-tiny", "mvc8", 1, "default"),
+             _over_seeds(file, "perframe:segformer-tiny", "mvc16", 1, "default")],
+            ["copy:segformer-tiny", "-", " / ".join(_f(metric(TFC_OLD_FILE, "copy:segformer-tiny", m, 4))
+                                                    for m in ("miou", "mvc8")), "-"] +
+            [_over_seeds(file, "copy:segformer-tiny", m, 4, "default") for m in ("miou", "mvc8", "mvc16")]]
+    for variant in TFC_NEW_VARIANTS:
+        old = (" / ".join(_f(metric(TFC_OLD_FILE, "tfc:tiny", m, 4, variant=variant)) for m in ("miou", "mvc8"))
+               if variant in TFC_VARIANTS else "-")
+        body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))), old,
+                     _over_seeds(file, "tfc:tiny", "miou", 1, variant)] +
+                    [_over_seeds(file, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8", "mvc16")])
+    return _table(["variant", "paper B0 mIoU / mVC8 / mVC16 (k=4)", "old mIoU / mVC8 k=4 (seed 0)",
+                   f"new mIoU k=1, {_seeds_heading(file)}", "new mIoU k=4", "new mVC8 k=4", "new mVC16 k=4"], body)
+
+
+ACCEL_SEEDS_FILE = REFERENCE + "dff-accel-seeds-synthetic-cpu.jsonl"
+
+
+def dff_accel_seeds() -> str:
+    """DFF and Accel over the intervals, mean and min-max over the seeds run, beside the old definitions
+    (the baseline, seed 0: Accel then fused both branches on key frames and trained one direct warp)."""
+    file = ACCEL_SEEDS_FILE
+    body = []
+    for spec in ("perframe:segformer-tiny", "copy:segformer-tiny", "dff:tiny", "accel:tiny"):
+        ks = (1,) if spec.startswith("perframe") else INTERVALS
+        old = " / ".join(_f(metric(BASELINE, spec, "miou", k)) for k in ks)
+        body.append([spec, old] + [_over_seeds(file, spec, "miou", k, "default") if k in ks else "-" for k in INTERVALS]
+                    + [_over_seeds(file, spec, "mvc8", 5 if len(ks) > 1 else 1, "default")])
+    return _table(["method", "old mIoU k=1 / 2 / 5 / 10 (seed 0)", f"new mIoU k=1, {_seeds_heading(file)}", "k=2",
+                   "k=5", "k=10", "new mVC8 k=5 (perframe: k=1)"], body)
 
 
 def tfc_variants() -> str:
@@ -236,7 +290,8 @@ def noisy() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "sweep": sweep, "mpvss-variants": mpvss_variants, "mpvss-table3b": mpvss_table3b, "mpvss-seeds": mpvss_seeds,
     "mpvss-stage3000": mpvss_stage3000, "mpvss-stage9000": mpvss_stage9000, "tfc-variants": tfc_variants,
-    "tfc-consistency": tfc_consistency, "stt-memory": stt_memory, "longer-stages": longer_stages, "noisy": noisy,
+    "tfc-consistency": tfc_consistency, "tfc-table2": tfc_table2, "dff-accel-seeds": dff_accel_seeds,
+    "stt-memory": stt_memory, "longer-stages": longer_stages, "noisy": noisy,
 }
 _BLOCK = re.compile(r"(<!-- table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
 

@@ -52,6 +52,20 @@ def test_statuses_within_tolerance_explained_and_unexplained(tiny):
                         ("wrong cause", "gflops_key"): "explained in part"}
 
 
+def test_a_spec_that_does_not_build_or_a_quantity_it_lacks_is_named_in_the_report(tiny, tmp_path):
+    unknown = {**_entry(tiny, "unknown", {"params_m": 1.0}), "spec": "nosuch:tiny"}
+    lacking = _entry(tiny, "lacking", {"flow_params_m": 1.0})
+    comparisons = compare([unknown, lacking], TOLERANCE)
+    assert [(c.status, c.detail.startswith("unknown method") or c.detail) for c in comparisons] == [
+        ("not implemented", True), ("unexplained", "no flow_params_m")]
+    report_dir = tmp_path / "reports"
+    assert main(["profile", "--fidelity", "--quiet", "--published", str(_file(tmp_path, [unknown, lacking])),
+                 "--report-dir", str(report_dir)]) == 1
+    report = (report_dir / "fidelity.md").read_text()
+    assert "2 quantities: 1 unexplained, 1 not implemented." in report
+    assert "| unexplained: no flow_params_m" in report
+
+
 def test_exit_code_is_1_only_for_a_quantity_out_of_tolerance_without_a_cause(tiny, tmp_path, capsys):
     gflops = tiny["ours"]["gflops_key"]
     report_dir = tmp_path / "reports"

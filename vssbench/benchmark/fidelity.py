@@ -32,6 +32,7 @@ from vssbench.progress import Progress
 
 QUANTITY_NAMES = {"params_m": "params (M)", "gflops_key": "GFLOPs key", "gflops_nonkey": "GFLOPs non-key",
                   "gflops_avg_k5": "GFLOPs avg k=5"}
+STATUSES = ("ok", "explained", "explained in part", "unexplained", "not implemented")
 STATUSES_THAT_FAIL = ("unexplained",)
 
 
@@ -58,8 +59,13 @@ class Comparison:
     quantity: str
     published: float
     ours: float | None
-    status: str
+    status: str  # one of STATUSES
     recomputed: str = ""  # the pair under the entry's cause, as text
+    detail: str = ""  # why there is no number: the missing quantity, or why the spec does not build
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"fidelity status {self.status!r} is not one of {STATUSES}")
 
     @property
     def difference(self) -> float | None:
@@ -103,17 +109,18 @@ def compare(entries: list[dict], tolerance: dict, progress: bool = False) -> lis
             parse_spec(configuration.spec)
             measured[configuration] = measure(configuration)
         except SpecError as error:
-            measured[configuration] = f"not implemented: {error}"
+            measured[configuration] = str(error)
     comparisons = []
     for entry in entries:
         ours_all = measured[Configuration.of(entry)]
         for quantity, published in entry["published"].items():
             if isinstance(ours_all, str):
-                comparisons.append(Comparison(entry, quantity, published, None, ours_all))
+                comparisons.append(Comparison(entry, quantity, published, None, "not implemented", detail=ours_all))
                 continue
             ours = ours_all.get(quantity)
             if ours is None:
-                comparisons.append(Comparison(entry, quantity, published, None, f"unexplained: no {quantity}"))
+                comparisons.append(Comparison(entry, quantity, published, None, "unexplained",
+                                              detail=f"no {quantity}"))
                 continue
             limit = _tolerance(quantity, tolerance)
             if abs(ours - published) <= limit * published:
@@ -153,7 +160,7 @@ def fidelity_report(numbers: dict | None = None, progress: bool = False) -> tupl
         variant = f" ({c.entry['variant']})" if c.entry.get("variant") else ""
         quantity = QUANTITY_NAMES.get(c.quantity, c.quantity.replace("_params_m", " params (M)"))
         difference = "-" if c.difference is None else f"{100 * c.difference:+.1f}%"
-        status = c.status
+        status = f"{c.status}: {c.detail}" if c.detail else c.status
         cause = (c.entry.get("causes") or {}).get(c.quantity)
         if cause and c.status != "ok":
             causes.append(f"{len(causes) + 1}. **{c.entry['row']}** ({c.entry['table']}), {quantity}: "
@@ -162,10 +169,8 @@ def fidelity_report(numbers: dict | None = None, progress: bool = False) -> tupl
         table.append([c.entry["table"], c.entry["row"], f"`{c.entry['spec']}`{variant}",
                       "x".join(map(str, c.entry["resolution"])), quantity, _format(c.published), _format(c.ours),
                       difference, status])
-    failures = sum(c.status.startswith(STATUSES_THAT_FAIL) for c in comparisons)
-    counts = {s: sum(c.status.startswith(s) for c in comparisons)
-              for s in ("ok", "explained in part", "explained", "unexplained", "not implemented")}
-    counts["explained"] -= counts["explained in part"]
+    failures = sum(c.status in STATUSES_THAT_FAIL for c in comparisons)
+    counts = {s: sum(c.status == s for c in comparisons) for s in STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     headers = ["source", "row", "spec", "resolution", "quantity", "published", "ours", "difference", "status"]
     body = tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
