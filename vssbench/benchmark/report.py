@@ -229,15 +229,14 @@ def seed_table(frame: pd.DataFrame) -> pd.DataFrame | None:
     if summary.empty:
         return None
 
+    alike = ["method", "preset", "schedule", "training", "random"]
+    defaults = {tuple(r[k] for k in alike): r for _, r in summary.iterrows()
+                if is_default_variant(r["method"], r["variant"])}
+
     def versus_default(row: pd.Series) -> str:
-        if is_default_variant(row["method"], row["variant"]):
+        other = defaults.get(tuple(row[k] for k in alike))
+        if other is None or is_default_variant(row["method"], row["variant"]):
             return "-"
-        default = summary[(summary["method"] == row["method"]) & (summary["preset"] == row["preset"])
-                          & (summary["schedule"] == row["schedule"]) & (summary["training"] == row["training"])
-                          & summary.apply(lambda r: is_default_variant(r["method"], r["variant"]), axis=1)]
-        if default.empty:
-            return "-"
-        other = default.iloc[0]
         inside = row["miou_low"] <= other["miou_high"] and other["miou_low"] <= row["miou_high"]
         return f"{row['miou'] - other['miou']:+.2f}" + (" (inside the spread)" if inside else "")
 
