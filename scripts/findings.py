@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vssbench.benchmark.results import load_rows  # noqa: E402
+from vssbench.methods import tfc  # noqa: E402
 
 FINDINGS = ROOT / "reports" / "synthetic" / "findings.md"
 BASELINE = "results/baselines/synthetic-cpu.jsonl"
@@ -186,9 +187,6 @@ TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0
                      "sparse-msda-1.0": ("33.8", "79.0", "74.3"), "linear-interp": ("32.0", "85.0", "79.3"),
                      "hard-interp": ("32.0", "83.7", "78.0"), "fixed-interp": ("31.0", "85.9", "80.5"),
                      "feature-reuse": ("31.5", "84.3", "78.7"), "flow-warp": ("32.7", "81.0", "75.0")}
-TFC_NEW_VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "sparse-msda-0.8-layer",
-                    "sparse-msda-0.8-cell-target", "linear-interp", "hard-interp", "fixed-interp", "feature-reuse",
-                    "flow-warp")
 
 
 def tfc_table2() -> str:
@@ -201,7 +199,7 @@ def tfc_table2() -> str:
             ["copy:segformer-tiny", "-", " / ".join(_f(metric(TFC_OLD_FILE, "copy:segformer-tiny", m, 4))
                                                     for m in ("miou", "mvc8")), "-"] +
             [_over_seeds(file, "copy:segformer-tiny", m, 4, "default") for m in ("miou", "mvc8", "mvc16")]]
-    for variant in TFC_NEW_VARIANTS:
+    for variant in tfc.VARIANTS:  # every variant, as `--variants all` ran them
         old = (" / ".join(_f(metric(TFC_OLD_FILE, "tfc:tiny", m, 4, variant=variant)) for m in ("miou", "mvc8"))
                if variant in TFC_VARIANTS else "-")
         body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))), old,
