@@ -357,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = args.file.read_text()
     rendered = render(text)
+    unmarked = sorted(set(TABLES) - {match["name"] for match in _BLOCK.finditer(text)})
+    if unmarked:
+        print(f"{args.file}: tables scripts/findings.py defines but the file does not mark: {', '.join(unmarked)}",
+              file=sys.stderr)
     unsupported = unsupported_numbers(rendered)
     if unsupported:
         print(f"{args.file}: numbers in the prose found in no table: {', '.join(unsupported)}", file=sys.stderr)
@@ -364,11 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         if rendered != text:
             print(f"{args.file}: tables differ from the rows; run python scripts/findings.py", file=sys.stderr)
             return 1
-        return 1 if unsupported else 0
+        return 1 if unsupported or unmarked else 0
     if rendered != text:
         args.file.write_text(rendered)
         print(f"rewrote the tables of {args.file}")
-    return 1 if unsupported else 0
+    return 1 if unsupported or unmarked else 0
 
 
 if __name__ == "__main__":

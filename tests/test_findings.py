@@ -32,3 +32,13 @@ def test_differences_of_table_values_and_code_spans_are_not_flagged():
     text = "| a | 97.02 | 61.97 |\n|---|---|---|\n\nloses 35.05 points (`--noise-std 12.5`), 97.02 at k = 1\n"
     assert findings.unsupported_numbers(text) == []
     assert findings.unsupported_numbers(text + "and 12.34 more\n") == ["12.34"]
+
+
+def test_a_table_the_script_defines_but_the_file_lost_fails_the_check(tmp_path, capsys):
+    text = findings.FINDINGS.read_text()
+    start = text.index("<!-- table stt-memory -->")
+    end = text.index("<!-- /table -->", start)
+    edited = tmp_path / "findings.md"
+    edited.write_text(text[:start] + text[end + len("<!-- /table -->"):])
+    assert findings.main(["--check", "--file", str(edited)]) == 1
+    assert "tables scripts/findings.py defines but the file does not mark: stt-memory" in capsys.readouterr().err
