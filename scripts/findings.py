@@ -62,6 +62,11 @@ def _f(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _signed(difference: float) -> str:
+    """A difference with its sign, and no "-0.00"."""
+    return f"{round(difference, 2) + 0.0:+.2f}"
+
+
 def _table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -136,6 +141,8 @@ def mpvss_stage9000() -> str:
 
 
 TABLE_3B_FILE = REFERENCE + "mpvss-table3b-synthetic-cpu.jsonl"
+OLD_TABLE_3B_FILE = REFERENCE + "mpvss-table3b-old-synthetic-cpu.jsonl"  # the code of 68ce880 (before 66402c5)
+TABLE_3B_VARIANTS = ("query-based-flow", "optical-flow", "query-for-pf", "query-learned", "query-random")
 # MPVSS Table 3b (Swin-T and Swin-B mIoU on VSPW, k = 5) for the variants it has.
 TABLE_3B_PAPER = {"optical-flow": ("38.4", "52.1"), "query-random": ("38.1", "50.9"), "query-learned": ("39.2", "52.4"),
                   "query-for-pf": ("38.5", "52.3"), "query-based-flow": ("39.9", "52.9")}
@@ -149,6 +156,8 @@ def _over_seeds(file: str, spec: str, name: str, k: int, variant: str) -> str:
     """The value of the one seed, or the mean over the seeds with their range (an en dash, so that the
     prose check reads both ends)."""
     values = [metric(file, spec, name, k, variant=variant, seed=seed) for seed in _seeds_in(file)]
+    if not values:
+        raise LookupError(f"{file}: no rows")
     if len(values) == 1:
         return _f(values[0])
     return f"{sum(values) / len(values):.2f} ({min(values):.2f}\u2013{max(values):.2f})"
@@ -159,28 +168,54 @@ def _seeds_heading(file: str) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}: mean (min\u2013max)"
 
 
+def old_against_new(old_file: str, new_file: str, rows: list[tuple[str, str, str, int]], name: str) -> str:
+    """One metric per seed (those both files ran) with the definitions of 2026-11 and those of 2026-12,
+    and new minus old: each seed's pair shares its segmentor checkpoint, so the difference is the
+    definitions' alone (and the stage training's own noise). ``rows``: (label, spec, variant, interval)."""
+    seeds = sorted(set(_seeds_in(old_file)) & set(_seeds_in(new_file)))
+    if not seeds:
+        raise LookupError(f"{old_file} and {new_file} share no seed")
+    body = []
+    for label, spec, variant, k in rows:
+        old, new = ([metric(file, spec, name, k, variant=variant, seed=seed) for seed in seeds]
+                    for file in (old_file, new_file))
+        differences = [b - a for a, b in zip(old, new)]
+        body.append([label, " / ".join(map(_f, old)), " / ".join(map(_f, new)),
+                     " / ".join(map(_signed, differences)), _signed(sum(differences) / len(differences))])
+    per_seed = f"seed{'s' if len(seeds) > 1 else ''} {' / '.join(map(str, seeds))}"
+    heading = {"miou": "mIoU", "mvc8": "mVC8"}.get(name, name)
+    return _table([heading, f"old, {per_seed}", f"new, {per_seed}", "new \u2212 old", "mean"], body)
+
+
 def mpvss_table3b() -> str:
     """Table 3b's flow designs as the paper defines them (rebuilt 2026-12), mean and min-max over the seeds
-    run, beside the old definitions (the baseline, seed 0) and the paper's Swin-T / Swin-B column."""
+    run, beside the definitions of 2026-11 over the same seeds and the paper's Swin-T / Swin-B column."""
     body = []
-    for variant in ("query-based-flow", "optical-flow", "query-for-pf", "query-learned", "query-random"):
-        old = " / ".join(_f(metric(BASELINE, "mpvss:tiny", "miou", k, variant=variant)) for k in (5, 10))
-        body.append([variant, " / ".join(TABLE_3B_PAPER[variant]), old,
+    for variant in TABLE_3B_VARIANTS:
+        body.append([variant, " / ".join(TABLE_3B_PAPER[variant]),
+                     *(_over_seeds(OLD_TABLE_3B_FILE, "mpvss:tiny", "miou", k, variant) for k in (5, 10)),
                      _over_seeds(TABLE_3B_FILE, "mpvss:tiny", "miou", 5, variant),
                      _over_seeds(TABLE_3B_FILE, "mpvss:tiny", "miou", 10, variant),
                      _over_seeds(TABLE_3B_FILE, "mpvss:tiny", "mvc8", 5, variant)])
     copy = "copy:mask2former-tiny"
-    body.append([copy, "-", "-", *(_over_seeds(TABLE_3B_FILE, copy, "miou", k, "default") for k in (5, 10)),
+    body.append([copy, "-", "-", "-", *(_over_seeds(TABLE_3B_FILE, copy, "miou", k, "default") for k in (5, 10)),
                  _over_seeds(TABLE_3B_FILE, copy, "mvc8", 5, "default")])
     perframe = "perframe:mask2former-tiny"
-    body.append([f"{perframe} (k=1)", "-", "-", _over_seeds(TABLE_3B_FILE, perframe, "miou", 1, "default"), "-",
+    body.append([f"{perframe} (k=1)", "-", "-", "-", _over_seeds(TABLE_3B_FILE, perframe, "miou", 1, "default"), "-",
                  _over_seeds(TABLE_3B_FILE, perframe, "mvc8", 1, "default")])
-    return _table(["variant", "paper Swin-T / Swin-B (k=5)", "old definitions k=5 / k=10 (seed 0)",
-                   f"new k=5, {_seeds_heading(TABLE_3B_FILE)}", "new k=10", "new mVC8 k=5"], body)
+    return _table(["variant", "paper Swin-T / Swin-B (k=5)", f"old k=5, {_seeds_heading(OLD_TABLE_3B_FILE)}",
+                   "old k=10", f"new k=5, {_seeds_heading(TABLE_3B_FILE)}", "new k=10", "new mVC8 k=5"], body)
+
+
+def mpvss_table3b_old_new() -> str:
+    return old_against_new(OLD_TABLE_3B_FILE, TABLE_3B_FILE,
+                           [(f"{variant} k={k}", "mpvss:tiny", variant, k)
+                            for k in (5, 10) for variant in TABLE_3B_VARIANTS],
+                           "miou")
 
 
 TFC_TABLE_2_FILE = REFERENCE + "tfc-table2-synthetic-cpu.jsonl"
-TFC_OLD_FILE = REFERENCE + "tfc-synthetic-cpu.jsonl"
+TFC_OLD_FILE = REFERENCE + "tfc-table2-old-synthetic-cpu.jsonl"  # the code of 68ce880 (before 9e5b6fe)
 # TFC Table 2 (MiT-B0 on VSPW, interval 4): mIoU, mVC8, mVC16 of the rows our variants stand for.
 # sparse-msda-0.8 is the full method (the table's x^2 / with-focal-loss / interval-4 row).
 TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0.5": ("31.9", "84.3", "79.0"),
@@ -191,39 +226,77 @@ TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0
 
 def tfc_table2() -> str:
     """TFC Table 2's variants with the equations as printed (2026-12), mean and min-max over the seeds
-    run, beside the old definitions (seed 0; the two new variants have no old row) and the paper's B0."""
+    run, beside the definitions of 2026-11 over the same seeds (the two new variants have no old row) and
+    the paper's B0."""
     file = TFC_TABLE_2_FILE
-    body = [["perframe:segformer-tiny (k=1)", "-", "-", _over_seeds(file, "perframe:segformer-tiny", "miou", 1, "default"),
-             "-", _over_seeds(file, "perframe:segformer-tiny", "mvc8", 1, "default"),
-             _over_seeds(file, "perframe:segformer-tiny", "mvc16", 1, "default")],
-            ["copy:segformer-tiny", "-", " / ".join(_f(metric(TFC_OLD_FILE, "copy:segformer-tiny", m, 4))
-                                                    for m in ("miou", "mvc8")), "-"] +
-            [_over_seeds(file, "copy:segformer-tiny", m, 4, "default") for m in ("miou", "mvc8", "mvc16")]]
+    body = [["perframe:segformer-tiny (k=1)", "-", "-", "-",
+             _over_seeds(file, "perframe:segformer-tiny", "miou", 1, "default"), "-",
+             _over_seeds(file, "perframe:segformer-tiny", "mvc8", 1, "default")],
+            ["copy:segformer-tiny", "-", "-", "-", "-"] +
+            [_over_seeds(file, "copy:segformer-tiny", m, 4, "default") for m in ("miou", "mvc8")]]
     for variant in tfc.VARIANTS:  # every variant, as `--variants all` ran them
-        old = (" / ".join(_f(metric(TFC_OLD_FILE, "tfc:tiny", m, 4, variant=variant)) for m in ("miou", "mvc8"))
-               if variant in TFC_VARIANTS else "-")
-        body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))), old,
+        old = ([_over_seeds(TFC_OLD_FILE, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8")]
+               if variant in TFC_VARIANTS else ["-", "-"])
+        body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))), *old,
                      _over_seeds(file, "tfc:tiny", "miou", 1, variant)] +
-                    [_over_seeds(file, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8", "mvc16")])
-    return _table(["variant", "paper B0 mIoU / mVC8 / mVC16 (k=4)", "old mIoU / mVC8 k=4 (seed 0)",
-                   f"new mIoU k=1, {_seeds_heading(file)}", "new mIoU k=4", "new mVC8 k=4", "new mVC16 k=4"], body)
+                    [_over_seeds(file, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8")])
+    return _table(["variant", "paper B0 mIoU / mVC8 / mVC16 (k=4)", f"old mIoU k=4, {_seeds_heading(TFC_OLD_FILE)}",
+                   "old mVC8 k=4", f"new mIoU k=1, {_seeds_heading(file)}", "new mIoU k=4", "new mVC8 k=4"], body)
+
+
+def _differences(file: str, pairs: list[tuple[str, str]], spec: str, k: int) -> str:
+    """Per seed and on the mean, mIoU and mVC8 of one variant minus another's (same file, same interval)."""
+    seeds = _seeds_in(file)
+    body = []
+    for first, second in pairs:
+        cells = [f"{first} \u2212 {second}"]
+        for name in ("miou", "mvc8"):
+            differences = [metric(file, spec, name, k, variant=first, seed=seed)
+                           - metric(file, spec, name, k, variant=second, seed=seed) for seed in seeds]
+            cells += [" / ".join(map(_signed, differences)), _signed(sum(differences) / len(differences))]
+        body.append(cells)
+    per_seed = f"seeds {' / '.join(map(str, seeds))}"
+    return _table(["comparison", f"mIoU k={k}, {per_seed}", "mean", f"mVC8 k={k}, {per_seed}", "mean"], body)
+
+
+def tfc_table2_differences() -> str:
+    pairs = [("sparse-msda-0.8", "linear-interp"), ("sparse-msda-1.0", "sparse-msda-0.8"),
+             ("sparse-msda-0.5", "sparse-msda-0.8"), ("sparse-msda-0.8", "feature-reuse"),
+             ("hard-interp", "linear-interp"), ("fixed-interp", "linear-interp"), ("flow-warp", "feature-reuse"),
+             ("sparse-msda-0.8-cell-target", "sparse-msda-0.8"), ("sparse-msda-0.8-layer", "sparse-msda-0.8")]
+    return _differences(TFC_TABLE_2_FILE, pairs, "tfc:tiny", 4)
+
+
+def tfc_table2_old_new() -> str:
+    return old_against_new(TFC_OLD_FILE, TFC_TABLE_2_FILE,
+                           [(f"{variant} k=4", "tfc:tiny", variant, 4) for variant in TFC_VARIANTS], "miou")
 
 
 ACCEL_SEEDS_FILE = REFERENCE + "dff-accel-seeds-synthetic-cpu.jsonl"
+OLD_ACCEL_SEEDS_FILE = REFERENCE + "accel-old-seeds-synthetic-cpu.jsonl"  # the code of 68ce880 (before 5dfea6d)
 
 
 def dff_accel_seeds() -> str:
-    """DFF and Accel over the intervals, mean and min-max over the seeds run, beside the old definitions
-    (the baseline, seed 0: Accel then fused both branches on key frames and trained one direct warp)."""
-    file = ACCEL_SEEDS_FILE
+    """DFF and Accel over the intervals, mean and min-max over the seeds run, and Accel with the definitions
+    of 2026-11 over the same seeds (key frames then fused both branches, training one direct warp)."""
     body = []
-    for spec in ("perframe:segformer-tiny", "copy:segformer-tiny", "dff:tiny", "accel:tiny"):
+    for label, file, spec in [("perframe:segformer-tiny", ACCEL_SEEDS_FILE, "perframe:segformer-tiny"),
+                              ("copy:segformer-tiny", ACCEL_SEEDS_FILE, "copy:segformer-tiny"),
+                              ("dff:tiny", ACCEL_SEEDS_FILE, "dff:tiny"),
+                              ("accel:tiny", ACCEL_SEEDS_FILE, "accel:tiny"),
+                              ("accel:tiny, definitions of 2026-11", OLD_ACCEL_SEEDS_FILE, "accel:tiny"),
+                              ("perframe:pspnet-tiny (the old runs' update branch)", OLD_ACCEL_SEEDS_FILE,
+                               "perframe:pspnet-tiny")]:
         ks = (1,) if spec.startswith("perframe") else INTERVALS
-        old = " / ".join(_f(metric(BASELINE, spec, "miou", k)) for k in ks)
-        body.append([spec, old] + [_over_seeds(file, spec, "miou", k, "default") if k in ks else "-" for k in INTERVALS]
+        body.append([label] + [_over_seeds(file, spec, "miou", k, "default") if k in ks else "-" for k in INTERVALS]
                     + [_over_seeds(file, spec, "mvc8", 5 if len(ks) > 1 else 1, "default")])
-    return _table(["method", "old mIoU k=1 / 2 / 5 / 10 (seed 0)", f"new mIoU k=1, {_seeds_heading(file)}", "k=2",
-                   "k=5", "k=10", "new mVC8 k=5 (perframe: k=1)"], body)
+    return _table(["method", f"mIoU k=1, {_seeds_heading(ACCEL_SEEDS_FILE)}", "k=2", "k=5", "k=10",
+                   "mVC8 k=5 (perframe: k=1)"], body)
+
+
+def accel_old_new() -> str:
+    return old_against_new(OLD_ACCEL_SEEDS_FILE, ACCEL_SEEDS_FILE,
+                           [(f"accel:tiny k={k}", "accel:tiny", "default", k) for k in INTERVALS], "miou")
 
 
 def tfc_variants() -> str:
@@ -289,6 +362,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "sweep": sweep, "mpvss-variants": mpvss_variants, "mpvss-table3b": mpvss_table3b, "mpvss-seeds": mpvss_seeds,
     "mpvss-stage3000": mpvss_stage3000, "mpvss-stage9000": mpvss_stage9000, "tfc-variants": tfc_variants,
     "tfc-consistency": tfc_consistency, "tfc-table2": tfc_table2, "dff-accel-seeds": dff_accel_seeds,
+    "mpvss-table3b-old-new": mpvss_table3b_old_new, "tfc-table2-old-new": tfc_table2_old_new,
+    "accel-old-new": accel_old_new, "tfc-table2-differences": tfc_table2_differences,
     "stt-memory": stt_memory, "longer-stages": longer_stages, "noisy": noisy,
 }
 _BLOCK = re.compile(r"(<!-- table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)
