@@ -67,6 +67,15 @@ def _signed(difference: float) -> str:
     return f"{round(difference, 2) + 0.0:+.2f}"
 
 
+def _per_seed_label(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {' / '.join(map(str, seeds))}"
+
+
+def _signed_per_seed_and_mean(differences: list[float]) -> list[str]:
+    """Two cells: each seed's difference, and their mean."""
+    return [" / ".join(map(_signed, differences)), _signed(sum(differences) / len(differences))]
+
+
 def _table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -142,7 +151,7 @@ def mpvss_stage9000() -> str:
 
 TABLE_3B_FILE = REFERENCE + "mpvss-table3b-synthetic-cpu.jsonl"
 OLD_TABLE_3B_FILE = REFERENCE + "mpvss-table3b-old-synthetic-cpu.jsonl"  # the code of 68ce880 (before 66402c5)
-TABLE_3B_VARIANTS = ("query-based-flow", "optical-flow", "query-for-pf", "query-learned", "query-random")
+TABLE_3B_VARIANTS = tuple(variant for variant in MPVSS_VARIANTS if variant != "copy")
 # MPVSS Table 3b (Swin-T and Swin-B mIoU on VSPW, k = 5) for the variants it has.
 TABLE_3B_PAPER = {"optical-flow": ("38.4", "52.1"), "query-random": ("38.1", "50.9"), "query-learned": ("39.2", "52.4"),
                   "query-for-pf": ("38.5", "52.3"), "query-based-flow": ("39.9", "52.9")}
@@ -181,8 +190,8 @@ def old_against_new(old_file: str, new_file: str, rows: list[tuple[str, str, str
                     for file in (old_file, new_file))
         differences = [b - a for a, b in zip(old, new)]
         body.append([label, " / ".join(map(_f, old)), " / ".join(map(_f, new)),
-                     " / ".join(map(_signed, differences)), _signed(sum(differences) / len(differences))])
-    per_seed = f"seed{'s' if len(seeds) > 1 else ''} {' / '.join(map(str, seeds))}"
+                     *_signed_per_seed_and_mean(differences)])
+    per_seed = _per_seed_label(seeds)
     heading = {"miou": "mIoU", "mvc8": "mVC8"}.get(name, name)
     return _table([heading, f"old, {per_seed}", f"new, {per_seed}", "new \u2212 old", "mean"], body)
 
@@ -253,9 +262,9 @@ def _differences(file: str, pairs: list[tuple[str, str]], spec: str, k: int) -> 
         for name in ("miou", "mvc8"):
             differences = [metric(file, spec, name, k, variant=first, seed=seed)
                            - metric(file, spec, name, k, variant=second, seed=seed) for seed in seeds]
-            cells += [" / ".join(map(_signed, differences)), _signed(sum(differences) / len(differences))]
+            cells += _signed_per_seed_and_mean(differences)
         body.append(cells)
-    per_seed = f"seeds {' / '.join(map(str, seeds))}"
+    per_seed = _per_seed_label(seeds)
     return _table(["comparison", f"mIoU k={k}, {per_seed}", "mean", f"mVC8 k={k}, {per_seed}", "mean"], body)
 
 
