@@ -32,6 +32,9 @@ class TFCWithoutConsistencyLoss(TFC):
         terms.pop("focal_consistency", None)
         return terms
 
+    def dropped_loss_terms(self) -> dict[str, str]:
+        return {"focal_consistency": "tfc-no-consistency drops Eq. 12's consistency term"}
+
 
 if __name__ == "__main__":
     sys.exit(main(["run", "--methods", "tfc-no-consistency:tiny", *sys.argv[1:]]))

@@ -119,12 +119,12 @@ def test_nonkey_path_skips_stages_3_and_4():
     assert key_calls == [0, 1, 2, 3] and calls == [0, 1]
 
 
-def test_b0_parameters_eq_9_as_printed_and_the_encoder_layer_variant_and_nonkey_frames_cost_less():
+def test_b0_parameters_the_encoder_layer_default_and_eq_9_as_printed_and_nonkey_frames_cost_less():
     segformer = sum(p.numel() for p in build_method("perframe:segformer-b0", 124).parameters())
     added = {variant: (sum(p.numel() for p in build_method("tfc:b0", 124, variant).parameters()) - segformer) / 1e6
-             for variant in ("sparse-msda-0.8", "sparse-msda-0.8-layer")}
-    assert added["sparse-msda-0.8"] == pytest.approx(0.23, abs=0.01)  # deformable attention alone (Eq. 9)
-    assert added["sparse-msda-0.8-layer"] == pytest.approx(0.76, abs=0.01)  # with FFN and norms: TFC's "+0.7M"
+             for variant in ("sparse-msda-0.8", "sparse-msda-0.8-attention")}
+    assert added["sparse-msda-0.8"] == pytest.approx(0.76, abs=0.01)  # the encoder layer: TFC Table 1's "+0.7M"
+    assert added["sparse-msda-0.8-attention"] == pytest.approx(0.23, abs=0.01)  # deformable attention alone (Eq. 9)
     tfc = build_method("tfc:b0", 124).eval()
     paths = tfc.cost_paths(torch.randn(1, 3, 480, 853))  # the acceptance resolution (VSPW)
     key, _ = count_flops(tfc, paths["key"])
@@ -138,7 +138,7 @@ def _with_similarity(monkeypatch, make):
     monkeypatch.setattr(tfc_module, "cosine_similarity_map", lambda key, current: make(real(key, current)))
 
 
-@pytest.mark.parametrize("variant", ["sparse-msda-0.8", "sparse-msda-0.8-layer", "linear-interp"])
+@pytest.mark.parametrize("variant", ["sparse-msda-0.8", "sparse-msda-0.8-attention", "linear-interp"])
 def test_with_w_1_the_nonkey_output_is_the_key_output_wherever_no_point_is_refined(monkeypatch, variant):
     torch.manual_seed(0)
     method = build_method("tfc:tiny", 8, variant).eval()
@@ -179,11 +179,35 @@ def test_consistency_targets_one_pixel_per_cell_or_any_change_in_the_cell():
     assert same.tolist() == [[[True, True], [True, False]]] and valid.all()
 
 
-def test_fixed_interp_weights_the_key_frame_0_9_and_the_paper_recipe_averages_the_two_cross_entropies():
-    assert tfc_module.FIXED_INTERP_KEY_WEIGHT == 0.9
-    for dataset in ("vspw", "synthetic"):
-        weights = load("tfc", dataset).loss_weights
-        assert weights == {"cross_entropy_key": 0.5, "cross_entropy_nonkey": 0.5, "focal_consistency": 1.0}
+def test_fixed_interp_weights_the_key_frame_0_9(monkeypatch):
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8, "fixed-interp").eval()
+    reuse = build_method("tfc:tiny", 8, "feature-reuse").eval()
+    reuse.load_state_dict(method.state_dict())
+    key_frame, frame = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        key_logits, state = method.key_forward(key_frame)
+        logits, similarity = method.nonkey_forward(frame, state)
+        current, _ = reuse.nonkey_forward(frame, reuse.key_forward(key_frame)[1])
+    # The classifier is affine: logits of 0.9 z_k + 0.1 z_t are 0.9 / 0.1 of the two frames' logits.
+    torch.testing.assert_close(logits, 0.9 * key_logits + 0.1 * current, rtol=0, atol=1e-5)
+    assert similarity is None and method.dropped_loss_terms() == {
+        "focal_consistency": "fixed-interp does not use the similarity map w_t"}
+
+
+def test_the_loss_is_eq_12_the_average_of_the_cross_entropies_plus_the_focal_term(small_synthetic):
+    from vssbench.benchmark.training import loss_weights, weighted_loss
+
+    dataset = load_synthetic(small_synthetic, "train")
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", dataset.num_classes)
+    clips = TrainingClips(dataset, load("tfc", "vspw"), 2, seed=0)
+    batch = {k: torch.stack([clips[i][k] for i in range(2)]) for k in ("frames", "labels")}
+    terms = method.loss(batch)
+    for recipe in (load("tfc", "vspw"), load("tfc", "synthetic")):
+        loss = weighted_loss(terms, loss_weights(method, recipe), method)
+        expected = 0.5 * (terms["cross_entropy_key"] + terms["cross_entropy_nonkey"]) + terms["focal_consistency"]
+        torch.testing.assert_close(loss, expected, rtol=0, atol=0)
 
 
 def test_sparse_path_flops_scale_with_the_refined_share():

@@ -15,9 +15,10 @@ The equations as printed are the default:
   point's feature, values W'_m over the un-mixed pyramid x_t, Eq. 10) gives each one's new
   feature, which replaces it; the classifier (Eq. 3) reads the result. Every other point keeps
   its interpolated feature.
-* Eq. 12: L = L_seg + L_bce, L_seg the average of the key and non-key frames' cross-entropies
-  (the recipes weight each 0.5), L_bce a focal binary cross-entropy (gamma 1) of clamp(w_t)
-  against the label-consistency mask; pairs are sampled 1-3 frames apart (interval 4).
+* Eq. 12: L = L_seg + L_bce, L_seg the average of the key and non-key frames' cross-entropies,
+  L_bce a focal binary cross-entropy (gamma 1) of clamp(w_t) against the label-consistency mask.
+  ``loss`` returns the three terms unweighted and the recipe's ``loss_weights`` (0.5, 0.5, 1)
+  make that sum; pairs are sampled 1-3 frames apart (interval 4).
 
 No official code is public. What the paper leaves open, and what is chosen here:
 
@@ -26,12 +27,15 @@ No official code is public. What the paper leaves open, and what is chosen here:
   D), at each level's own resolution. Levels 3-4 are the key frame's and projected once.
 * The query of a refined point is its feature in z'_t; its reference point is the point's pixel
   centre; no positional embedding (offsets are already relative to it).
-* Eq. 9 is deformable attention alone (8 heads, 4 levels, 4 points): 0.23M parameters at
-  MiT-B0's D = 256, where TFC Table 1 reports +0.7M. A Deformable DETR encoder layer (the
-  attention with a residual and LayerNorm, then an FFN of 4D, residual and LayerNorm) costs
-  0.76M at D = 256: that is variant ``sparse-msda-0.8-layer``, kept because it matches the
-  published count (its refined points are LayerNorm outputs written into the batch-norm and ReLU
-  map). At D = 768 (MiT-B2..B5) either is larger than 0.7M (reports/fidelity.md).
+* The refinement of Eq. 9 is a Deformable DETR encoder layer (the deformable attention, 8 heads,
+  4 levels, 4 points, with a residual and LayerNorm, then an FFN of 4D, residual and LayerNorm):
+  0.76M parameters at D = 256, the published "+0.7M" of TFC Table 1 at B0, B1 and B5 alike. The
+  published costs measure the code the authors ran, and only this form reproduces them; Eq. 9
+  as printed (the attention alone, 0.23M at D = 256) is variant ``sparse-msda-0.8-attention``.
+  The refined points are LayerNorm outputs written into the map of batch-norm and ReLU outputs.
+* Width: TFC Table 1's SegFormer-B5 (82.1M) and TFC-B5 (82.8M) are counts of mmseg's SegFormer,
+  whose decoder is 256 wide at every size, so the B2-B5 presets build on ``segformer-bN-mmseg``
+  and refine at D = 256 there too (B0 and B1 are 256 wide in either head).
 * The consistency target of Eq. 12 at 1/4 resolution: one label pixel per 1/4 cell (nearest
   subsampling, the default) or "the cell changed anywhere" (variant
   ``sparse-msda-0.8-cell-target``: a cell is consistent only if no pixel of it changed label).
@@ -41,26 +45,24 @@ No official code is public. What the paper leaves open, and what is chosen here:
   85.0 for the linear interpolation); 0.1 on the key frame would be less stable than it.
 * Training starts from the trained per-frame SegFormer and updates every parameter.
 
-Variants (TFC Table 2). ``sparse-msda-0.8`` is the full method (default);
-``sparse-msda-0.5`` and ``sparse-msda-1.0`` move the threshold (1.0 refines every point
-whose similarity is below 1, i.e. dense); they share one trained model: the threshold only
-gates which points are refined at inference; training uses 0.8. ``sparse-msda-0.8-layer`` and
-``sparse-msda-0.8-cell-target`` are the two choices above. The interpolation ablations run
+Variants (TFC Table 2), as data in :data:`VARIANTS`. ``sparse-msda-0.8`` is the full method
+(default); ``sparse-msda-0.5`` and ``sparse-msda-1.0`` move the threshold (1.0 refines every
+point whose similarity is below 1, i.e. dense); they share one trained model: the threshold only
+gates which points are refined at inference, and the shared model is trained at 0.8 whichever
+variant asks for it first. ``sparse-msda-0.8-attention`` and ``sparse-msda-0.8-cell-target`` are
+the two choices above. The interpolation ablations run
 without the refinement: ``linear-interp`` (Eq. 7), ``hard-interp`` (key feature where
 w_t >= 0.8, current feature elsewhere), ``fixed-interp`` (key weight 0.9 everywhere),
 ``feature-reuse`` (no mixing: z_t of Eq. 4's pyramid) and ``flow-warp`` (the key's levels 3-4
 warped to the current frame with FlowNetS flow, as DFF does, instead of reused; the paper's row
-uses RAFT).
-
-Until 2026-12 Eq. 7 mixed the per-level projections z_1, z_2 instead of z, the attention's
-values came from those mixed levels, the refinement was the encoder layer, L_seg summed the two
-cross-entropies and ``fixed-interp`` weighted the key frame 0.1; reports/synthetic/ keeps those
-rows beside the new ones.
+uses RAFT). Variants without a similarity map (``feature-reuse``, ``fixed-interp``,
+``flow-warp``) have no consistency term to train.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +74,33 @@ from vssbench.methods.msda import DeformableAttentionBlock, DeformableRefinement
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
 from vssbench.methods.warp import flow_warp
 
-VARIANTS = ("sparse-msda-0.8", "sparse-msda-0.5", "sparse-msda-1.0", "sparse-msda-0.8-layer",
-            "sparse-msda-0.8-cell-target", "linear-interp", "hard-interp", "fixed-interp", "feature-reuse", "flow-warp")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of TFC Table 2: how a non-key frame mixes and refines its features."""
+
+    # Eq. 7's weight of the key frame: the clamped similarity, a hard threshold of it, a constant,
+    # no mixing (the pyramid of Eq. 4 alone), or no mixing with levels 3-4 flow-warped.
+    mixing: Literal["similarity", "hard", "fixed", "none", "flow-warp"]
+    threshold: float | None = None  # Eq. 8: refine the points with w_t below it (None: no refinement)
+    refinement: Literal["layer", "attention"] = "layer"
+    consistency_target: Literal["nearest", "cell"] = "nearest"  # Eq. 12's target (label_consistency)
+    trained_at: str | None = None  # the variant whose trained weights it uses (None: its own)
+
+
+VARIANTS = {
+    "sparse-msda-0.8": Variant("similarity", 0.8),
+    "sparse-msda-0.5": Variant("similarity", 0.5, trained_at="sparse-msda-0.8"),
+    "sparse-msda-1.0": Variant("similarity", 1.0, trained_at="sparse-msda-0.8"),
+    "sparse-msda-0.8-attention": Variant("similarity", 0.8, refinement="attention"),
+    "sparse-msda-0.8-cell-target": Variant("similarity", 0.8, consistency_target="cell"),
+    "linear-interp": Variant("similarity"),
+    "hard-interp": Variant("hard"),
+    "fixed-interp": Variant("fixed"),
+    "feature-reuse": Variant("none"),
+    "flow-warp": Variant("flow-warp"),
+}
 HARD_INTERP_THRESHOLD = 0.8
 FIXED_INTERP_KEY_WEIGHT = 0.9  # "0.1" of the changing (current) features; see the module docstring
 FOCAL_GAMMA = 1.0
@@ -142,21 +169,21 @@ class TFC(VideoMethod):
         "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
-    variants = VARIANTS
+    variants = tuple(VARIANTS)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, heads: int, points: int,
                  flownet: dict) -> None:
         super().__init__(preset, variant, num_classes)
         self._segmentor_preset = segmentor
         self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
+        self.settings = VARIANTS[variant]
+        self.threshold = self.settings.threshold
         width = self.segmentor.config.decoder_hidden_size
-        self.threshold = float(variant.split("-")[2]) if variant.startswith("sparse-msda") else None
-        self.consistency_target = "cell" if variant.endswith("cell-target") else "nearest"
-        if variant.endswith("-layer"):
+        if self.threshold is not None and self.settings.refinement == "layer":
             self.refinement = DeformableRefinement(width, heads, levels=4, points=points, ffn=4 * width)
         elif self.threshold is not None:
             self.refinement = DeformableAttentionBlock(width, heads, levels=4, points=points)
-        if variant == "flow-warp":
+        if self.settings.mixing == "flow-warp":
             self.flownet = FlowNetS(**flownet)
         self._key: KeyFrameState | None = None
 
@@ -167,10 +194,10 @@ class TFC(VideoMethod):
     @property
     def checkpoint_variant(self) -> str:
         """The thresholds share the weights trained at 0.8."""
-        return "sparse-msda-0.8" if self.variant in ("sparse-msda-0.5", "sparse-msda-1.0") else self.variant
+        return self.settings.trained_at or self.variant
 
     def weight_components(self) -> dict[str, str]:
-        return {"segmentor": "segmentor", **({"flow": "flownet"} if self.variant == "flow-warp" else {})}
+        return {"segmentor": "segmentor", **({"flow": "flownet"} if self.settings.mixing == "flow-warp" else {})}
 
     def reset(self) -> None:
         self._key = None
@@ -229,17 +256,18 @@ class TFC(VideoMethod):
         points with the lowest similarity instead of thresholding (for FLOP profiling)."""
         current = self.project_levels(self.segmentor.extract_stages(frame, KEY_STAGES))
         size = current[0].shape[-2:]
-        if self.variant == "flow-warp":
+        mixing = self.settings.mixing
+        if mixing == "flow-warp":
             flow = self.flownet(frame, key.frame)
             warped = [flow_warp(z, flow) for z in key.levels[KEY_STAGES:]]
             return self.head.classifier(self.finish_fuse(self.fuse_terms(current + warped, 0, size))), None
         fused = self.finish_fuse(self.fuse_terms(current, 0, size) + key.reused_fuse_terms)  # z_t of x_t, Eq. 2 and 4
-        if self.variant == "feature-reuse":
+        if mixing == "none":
             return self.head.classifier(fused), None
         similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))  # Eq. 5-6
-        if self.variant == "fixed-interp":
+        if mixing == "fixed":
             weight = torch.full_like(similarity, FIXED_INTERP_KEY_WEIGHT)
-        elif self.variant == "hard-interp":
+        elif mixing == "hard":
             weight = (similarity >= HARD_INTERP_THRESHOLD).to(similarity.dtype)
         else:
             weight = similarity.clamp(0.0, 1.0)
@@ -248,7 +276,7 @@ class TFC(VideoMethod):
             values = [self.refinement.attention.project_values(z) for z in current] + key.reused_values  # Eq. 10
             mixed = self.refine(mixed, similarity, values, refine_fraction)
         # fixed-interp never uses w_t, so nothing supervises it there
-        return self.head.classifier(mixed), None if self.variant == "fixed-interp" else similarity
+        return self.head.classifier(mixed), None if mixing == "fixed" else similarity
 
     def refine(self, fused: torch.Tensor, similarity: torch.Tensor, values: list[torch.Tensor],
                refine_fraction: float | None = None) -> torch.Tensor:
@@ -300,8 +328,17 @@ class TFC(VideoMethod):
                  "cross_entropy_nonkey": cross_entropy(logits, labels[:, 1])}
         if similarity is not None:
             terms["focal_consistency"] = focal_consistency_loss(similarity, labels[:, 0], labels[:, 1],
-                                                                target=self.consistency_target)
+                                                                target=self.settings.consistency_target)
         return terms
+
+    def loss_terms(self) -> tuple[str, ...]:
+        own = () if self.dropped_loss_terms() else ("focal_consistency",)
+        return ("cross_entropy_key", "cross_entropy_nonkey", *own)
+
+    def dropped_loss_terms(self) -> dict[str, str]:
+        if self.settings.mixing in ("none", "fixed", "flow-warp"):
+            return {"focal_consistency": f"{self.variant} does not use the similarity map w_t"}
+        return {}
 
 
 def _to_frame_size(logits: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
