@@ -21,6 +21,7 @@ from vssbench.cli import main
 from vssbench.datasets.augment import AugmentationError, augment, hsv_to_rgb, rgb_to_hsv
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method, registered_methods
+from vssbench.methods.weights import checkpoint_metadata
 from vssbench.recipes import FIELDS, RecipeError, all_recipes, load, recipe_for
 
 PAPER_PIPELINE = [{"type": "random_resize", "scale": [96, 64], "ratio_range": [0.5, 2.0]},
@@ -144,7 +145,7 @@ def test_hsv_conversion_round_trips_within_uint8_hue_quantisation():
 def test_every_method_trains_with_its_paper_recipe_on_small_crops(small_synthetic, tmp_path, spec):
     assert main(["train", "--method", spec, "--data-root", str(small_synthetic), "--recipe", "paper", "--iters", "2",
                  "--batch", "2", "--micro-batch", "2", "--crop", "48x64", "--out", str(tmp_path / "w.pt"),
-                 "--num-workers", "0",
+                 "--num-workers", "0", "--random-init",
                  "--quiet"]) == 0
     payload = torch.load(tmp_path / "w.pt", weights_only=True)
     assert payload["metadata"]["recipe"]["recipe"] == "paper" and payload["metadata"]["iterations"] == 2
@@ -231,7 +232,12 @@ def test_a_training_sample_is_the_same_whoever_draws_it(small_synthetic):
 def test_bad_training_input_exits_2_and_overwrites_nothing(small_synthetic, tmp_path, capsys):
     base = ["train", "--method", "perframe:segformer-tiny", "--data-root", str(small_synthetic), "--iters", "1",
             "--out", str(tmp_path / "w.pt"), "--num-workers", "0"]
-    assert main([*base, "--recipe", "paper", "--crop", "200x200", "--batch", "2"]) == 0  # padded: fine
+    # The paper recipe starts the backbone from ImageNet weights: without them, refused unless --random-init.
+    assert main([*base, "--recipe", "paper", "--crop", "200x200", "--batch", "2"]) == 2
+    assert "starts its backbone from ImageNet MiT" in capsys.readouterr().err and not (tmp_path / "w.pt").exists()
+    assert main([*base, "--recipe", "paper", "--crop", "200x200", "--batch", "2", "--random-init"]) == 0  # padded
+    training = checkpoint_metadata(tmp_path / "w.pt")
+    assert training["init"] == {"backbone": "random"} and "init" not in training["recipe"]
     (tmp_path / "w.pt").unlink()
     with pytest.raises(SystemExit) as exit_info:
         main([*base, "--recipe", "fancy"])

@@ -133,8 +133,9 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) 
                              "(default: $VSSBENCH_CACHE or ~/.cache/vssbench)")
 
 
-def load_dataset(args: argparse.Namespace, split: str) -> VideoDataset:
-    """The dataset named by --dataset/--data-root/--split."""
+def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True) -> VideoDataset:
+    """The dataset named by --dataset/--data-root/--split; ``--max-videos`` cuts it where ``limit_videos``
+    (the split scored or trained on by name, never the training split ``bench run`` trains on by itself)."""
     if args.dataset == "synthetic":
         root = args.data_root or ensure_generated(SyntheticSpec(), args.cache_dir)
         dataset = load_synthetic(root, split)
@@ -148,7 +149,7 @@ def load_dataset(args: argparse.Namespace, split: str) -> VideoDataset:
         from vssbench.datasets.cityscapes import CityscapesDataset
 
         dataset = CityscapesDataset.from_root(args.data_root, split)
-    if args.max_videos is not None:
+    if args.max_videos is not None and limit_videos:
         _check_at_least(args.max_videos, "--max-videos")
         dataset.videos = dataset.videos[: args.max_videos]
     return dataset
@@ -186,7 +187,9 @@ def command_run(args: argparse.Namespace) -> int:
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
     _require_weights(args, specs, checkpoints)
-    train_set = load_dataset(args, "train") if args.dataset == "synthetic" and not args.random_weights else None
+    # The auto-training split is whole: --max-videos limits what is scored, never what the cached weights saw.
+    train_set = (load_dataset(args, "train", limit_videos=False) if args.dataset == "synthetic" and not args.random_weights
+                 else None)
     seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
@@ -203,7 +206,9 @@ def command_run(args: argparse.Namespace) -> int:
             memory_frames=memory_frames,
             variants=variants,
             output=args.output,
-            predictions_dir=args.save_predictions,
+            # One folder per seed when there are several: each seed's rows name their own predictions.
+            predictions_dir=(args.save_predictions / f"seed{seed}" if args.save_predictions and len(seeds) > 1
+                             else args.save_predictions),
             seed=seed,
             overwrite=args.overwrite,
             evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
@@ -294,8 +299,9 @@ def command_train(args: argparse.Namespace) -> int:
     for value, argument in ((args.save_every, "--save-every"), (args.validate_every, "--validate-every")):
         _check_at_least(value, argument, low=0, expected="a number of iterations >= 0")
     _check_at_least(args.log_every, "--log-every", expected="a positive number of iterations")
+    _check_at_least(args.validate_interval, "--validate-interval", expected="a positive key-frame interval")
     _check_device(args.device)
-    if args.amp and args.device != "cuda":
+    if args.amp not in (None, "off") and args.device != "cuda":
         raise UsageError(f"--amp {args.amp}: mixed precision runs on CUDA; add --device cuda")
     crop = _size(args.crop, "--crop") if args.crop else None
     inits = _components(args.init or [], "--init")
@@ -313,6 +319,11 @@ def command_train(args: argparse.Namespace) -> int:
                for component, path in inits]
     for record in records:
         print(f"init: {record.summary()}")
+    init = _initial_weights_record(method, recipe, records, args.random_init)
+    for component, source in init.items():
+        if source == "random" and component in recipe.init:
+            print(f"init: {component} starts from random weights (--random-init; the recipe starts it from "
+                  f"{recipe.init[component]})")
     validation = None
     if args.validate_every:
         validation = load_dataset(args, "val")
@@ -321,7 +332,7 @@ def command_train(args: argparse.Namespace) -> int:
     options = TrainingOptions(device=args.device, num_workers=args.num_workers, progress=not args.quiet,
                               amp=args.amp, state_path=out.with_name(out.name + ".state"), save_every=args.save_every,
                               log_path=log_path, log_every=args.log_every, validation=validation,
-                              validate_every=args.validate_every)
+                              validate_every=args.validate_every, validate_interval=args.validate_interval)
     print(f"training {method.spec} ({method.variant}) with its {recipe.name} recipe ({recipe.dataset}): "
           f"{recipe.iterations} iterations of {recipe.batch_size} samples, {recipe.micro_batch} per pass; "
           f"log {log_path}")
@@ -329,10 +340,48 @@ def command_train(args: argparse.Namespace) -> int:
     if not distributed.is_main_process():
         return 0
     save_checkpoint(method, out, training_metadata(report, dataset, args.seed, [path for _, path in inits], records,
-                                                   recipe))
-    print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations: "
-          f"loss {report.first_loss:.4f} -> {report.final_loss:.4f}; saved {out}")
+                                                   recipe, init))
+    print(f"trained {method.spec} ({method.variant}) for {report.iterations} iterations "
+          f"(mixed precision: {report.amp or 'off'}): loss {report.first_loss:.4f} -> {report.final_loss:.4f}; "
+          f"saved {out}")
     return 0
+
+
+def _initial_weights_record(method: VideoMethod, recipe, records: list, random_init: bool) -> dict[str, object]:
+    """Where each component the recipe's ``init`` names starts from: the --init file that covers it (its
+    name and sha256), or "random" with --random-init; without either, a UsageError naming the component
+    and the weights the recipe starts it from."""
+    targets = {component: _component_module(method, component) for component in recipe.init}
+    init: dict[str, object] = {}
+    for component, module in targets.items():
+        covering = [r for r in records if r.module == "" or module == r.module or module.startswith(r.module + ".")]
+        if covering:
+            init[component] = {"file": Path(covering[-1].file).name, "sha256": covering[-1].sha256,
+                               "component": covering[-1].component}
+        elif random_init:
+            init[component] = "random"
+        else:
+            raise UsageError(f"the {recipe.name} recipe of {method.spec} ({recipe.method}/{recipe.dataset}) starts "
+                             f"its {component} from {recipe.init[component]}: pass --init {component}=PATH, or "
+                             f"--random-init to start it from random weights (recorded as init: random)")
+    for record in records:
+        if not any(isinstance(v, dict) and v["sha256"] == record.sha256 for v in init.values()):
+            init[record.component] = {"file": Path(record.file).name, "sha256": record.sha256,
+                                      "component": record.component}
+    return init or {"all": "random"}
+
+
+def _component_module(method: VideoMethod, component: str) -> str:
+    """The module path a recipe's ``init`` component names inside ``method``."""
+    parts = method.weight_components()
+    if component in parts:
+        return parts[component]
+    if component == "backbone" and "segmentor" in parts:
+        return f"{parts['segmentor']}.{method.get_submodule(parts['segmentor']).backbone_path}"
+    if component in method.component_methods():
+        return component
+    raise UsageError(f"the recipe of {method.spec} starts a component {component!r} that the method does not have "
+                     f"(its components: {', '.join([*parts, *method.component_methods()])})")
 
 
 def command_recipes(args: argparse.Namespace) -> int:
@@ -710,7 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="samples per forward pass; the rest of the batch is split across processes and "
                             "accumulated (default: the recipe's batch over its paper's device count)")
     train.add_argument("--crop", metavar="HxW", help="training crop (default: the recipe's)")
-    train.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on CUDA (fp16 with a gradient scaler)")
+    train.add_argument("--amp", choices=("bf16", "fp16", "off"),
+                       help="mixed precision on CUDA (fp16 with a gradient scaler), or off (default: the recipe's: fp16 "
+                            "on CUDA where its amp is true; the checkpoint records what ran)")
     train.add_argument("--save-every", type=int, default=0,
                        help="write the resumable state (OUT.state) every N iterations; re-running the same command "
                             "resumes from it (default: 0, never)")
@@ -719,10 +770,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validate-every", type=int, default=0,
                        help="score the validation split every N iterations (default: 0, never)")
     train.add_argument("--validate-videos", type=int, default=2, help="videos scored by --validate-every (default: 2)")
+    train.add_argument("--validate-interval", type=int, default=5,
+                       help="key-frame interval --validate-every scores at (default: 5; methods without key frames: 1)")
     train.add_argument("--init", action="append", metavar="[COMPONENT=]PATH",
                        help="weights to start from, repeatable: a vssbench checkpoint (of the method, of a component "
                             "such as Accel's DFF, or of its per-frame segmentor) or any format of docs/weights.md; "
                             "COMPONENT (segmentor, backbone, flow, update) names the part, else the format decides")
+    train.add_argument("--random-init", action="store_true",
+                       help="start every component the recipe's init names and no --init covers from random "
+                            "weights, recorded as init: random (without it such a run is refused)")
     train.add_argument("--reinit-classifier", action="store_true",
                        help="when an --init file has another class count, start the segmentor's classifier afresh "
                             "instead of failing")

@@ -168,6 +168,10 @@ def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] |
             else:
                 result.new_rows.append(label)
             continue
+        scored = scoring_difference(expected, found)
+        if scored and found.get("status") == "ok":
+            result.skipped.append((label, f"scored differently ({scored}): not like with like"))
+            continue
         unlike = training_difference(_training(expected), _training(found))
         if unlike and found.get("status") == "ok":  # not matched: with require_all the baseline row is missing
             result.skipped.append((label, f"trained differently ({unlike}): not like with like"))
@@ -216,11 +220,23 @@ TRAINING_FIELDS = ("dataset", "split", "iterations", "seed")
 TRAINING_FIELDS_IF_RECORDED = ("threads",)
 
 
+SCORING_FIELDS = ("miou_mode", "vc_protocol")  # the metrics' definitions a row records
+
+
+def scoring_difference(before: dict, after: dict) -> str | None:
+    """How two rows' metric definitions differ (mIoU averaging, VC protocol), or None where they agree."""
+    first, second = before.get("metrics") or {}, after.get("metrics") or {}
+    changes = [f"{name} {first[name]} -> {second[name]}" for name in SCORING_FIELDS
+               if name in first and name in second and first[name] != second[name]]
+    return "; ".join(changes) or None
+
+
 def training_difference(before: dict | None, after: dict | None, where: str = "") -> str | None:
     """How two checkpoints' training records differ, or None where they agree or either lacks one.
 
-    Compares :data:`TRAINING_FIELDS` and, when both record them, the checkpoints each started
-    from, recursively; ``where`` prefixes the fields of those ("started from 1: iterations ...").
+    Compares :data:`TRAINING_FIELDS`, when both record them the thread count and the recipe (naming the
+    recipe values that differ), and the checkpoints each started from, recursively; ``where`` prefixes
+    the fields of those ("started from 1: iterations ...").
     """
     if not before or not after:
         return None
@@ -228,6 +244,11 @@ def training_difference(before: dict | None, after: dict | None, where: str = ""
                for name in TRAINING_FIELDS if before.get(name) != after.get(name)]
     changes += [f"{where}{name} {before[name]} -> {after[name]}" for name in TRAINING_FIELDS_IF_RECORDED
                 if name in before and name in after and before[name] != after[name]]
+    if isinstance(before.get("recipe"), dict) and isinstance(after.get("recipe"), dict):
+        old, new = before["recipe"], after["recipe"]
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if differing:
+            changes.append(f"{where}recipe ({', '.join(differing)})")
     if "started_from" in before and "started_from" in after:
         starts_before, starts_after = before["started_from"], after["started_from"]
         if len(starts_before) != len(starts_after):

@@ -1,9 +1,11 @@
 """Training: one loop over a method's own ``loss()``, run as a recipe says (:mod:`vssbench.recipes`).
 
 ``train`` samples what the recipe asks for (single frames, (key, current) pairs, clips), transforms
-each sample with the recipe's augmentation pipeline (:mod:`vssbench.datasets.augment`), and optimises
-``method.trainable_parameters()`` (or the parameters the recipe's ``trainable`` rules pick) with its
-optimizer, parameter groups, warm-up and schedule, gradient clipping and, on CUDA, mixed precision.
+each sample with the recipe's augmentation pipeline (:mod:`vssbench.datasets.augment`), weights the
+terms of the method's ``loss()`` by the recipe's ``loss_weights``, and optimises
+``method.trainable_parameters()`` (after the recipe's ``trainable`` rules set ``requires_grad``) with
+its optimizer, parameter groups (:func:`parameter_groups`), warm-up and schedule, gradient clipping
+and, on CUDA, mixed precision (the recipe's ``amp`` unless overridden).
 
 What is learned does not depend on how the run is spread: the global batch is the recipe's whatever
 the number of processes; a forward pass takes ``micro_batch`` samples (the paper's per-device batch),
@@ -44,7 +46,7 @@ from vssbench.benchmark import distributed
 from vssbench.datasets.augment import augment
 from vssbench.datasets.base import VideoDataset
 from vssbench.files import atomic_path
-from vssbench.methods.base import VideoMethod, build_method
+from vssbench.methods.base import NORM_TYPES, VideoMethod, build_method
 from vssbench.methods.segmentors import SEGMENTORS
 from vssbench.methods.weights import LoadRecord, checkpoint_metadata, file_sha256, load_weights, save_checkpoint
 from vssbench.progress import Progress
@@ -52,7 +54,6 @@ from vssbench.recipes import Recipe, recipe_for
 
 log = logging.getLogger("vssbench")
 STATE_FORMAT = "vssbench-training-state/1"
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
 class TrainingError(ValueError):
@@ -139,6 +140,13 @@ class TrainingReport:
     first_loss: float
     final_loss: float  # mean of the last 10% of iterations
     history: list[float]
+    # What ran, for the checkpoint's record: the mixed precision ("fp16", "bf16" or None), the samples per
+    # forward pass, the weight of each loss term and the weighted terms this variant dropped (with why).
+    amp: str | None = None
+    micro_batch: int | None = None
+    loss_weights: dict[str, float] | None = None
+    dropped_loss_terms: dict[str, str] | None = None
+    trained_parameters: int | None = None
 
 
 @dataclass
@@ -148,13 +156,15 @@ class TrainingOptions:
     device: str = "cpu"
     num_workers: int = 1
     progress: bool = True
-    amp: str | None = None  # "bf16" or "fp16" autocast on CUDA
+    # "bf16" or "fp16" autocast on CUDA, "off"; None: the recipe's (fp16 on CUDA where its amp is true)
+    amp: str | None = None
     state_path: Path | None = None  # the resumable state, written every save_every iterations
     save_every: int = 0
     log_path: Path | None = None  # a JSONL record every log_every iterations
     log_every: int = 10
     validation: VideoDataset | None = None  # scored every validate_every iterations
     validate_every: int = 0
+    validate_interval: int = 5  # the key-frame interval validation scores at (1 for methods without key frames)
 
 
 def sample_order(step: int, rank: int, processes: int, micro_batch: int, batch: int, pass_index: int) -> list[int]:
@@ -212,17 +222,57 @@ def _first_rule(rules: tuple[dict, ...], name: str, module: nn.Module) -> dict |
     return None
 
 
-def build_optimizer(method: VideoMethod, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the trainable parameters, one group per distinct (lr, decay) the
-    ``param_groups`` rules give (mmcv's paramwise_cfg and detectron2's build_optimizer alike)."""
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for _, module, name, parameter in _named_parameters_with_modules(method):
-        if not parameter.requires_grad:
+def parameter_groups(method: VideoMethod, recipe: Recipe) -> list[tuple[str, nn.Parameter, float, float]]:
+    """(name, parameter, lr, weight decay) of every parameter of ``method.trainable_parameters()``, by
+    the rule of the framework the recipe's ``param_groups`` names:
+
+    * ``mmcv`` (mmseg's DefaultOptimizerConstructor with ``paramwise_cfg.custom_keys``): the keys are
+      tried longest first (ties alphabetically), and the first one contained in the parameter's full
+      name gives both its ``lr_mult`` and its ``decay_mult`` (each 1 if absent); no key, the base values.
+    * ``detectron2`` (Mask2Former's ``build_optimizer``): the rate times ``backbone_multiplier`` for the
+      parameters of modules matching ``backbone``; decay 0 for parameter names containing one of
+      ``no_decay_names``, ``weight_decay_norm`` for the parameters of norm layers, ``weight_decay_embed``
+      for those of ``nn.Embedding``; each rule applies on its own (a backbone norm gets the backbone's
+      rate and the norm's decay).
+    * ``single``: one group at the base values.
+    """
+    rule = dict(recipe.param_groups)
+    style = rule.get("style", "single")
+    if style not in ("mmcv", "detectron2", "single"):
+        raise ValueError(f"recipe {recipe.method}/{recipe.dataset}: param_groups style {style!r}; expected "
+                         "mmcv, detectron2 or single")
+    custom = rule.get("custom_keys", {})
+    keys = sorted(sorted(custom), key=len, reverse=True)
+    trainable = {id(p) for p in method.trainable_parameters()}
+    out = []
+    for module_name, module, name, parameter in _named_parameters_with_modules(method):
+        if id(parameter) not in trainable:
             continue
-        rule = _first_rule(recipe.param_groups, name, module) or {}
-        key = (recipe.learning_rate * float(rule.get("lr_mult", 1.0)),
-               recipe.weight_decay * float(rule.get("decay_mult", 1.0)))
-        groups.setdefault(key, []).append(parameter)
+        lr, decay = recipe.learning_rate, recipe.weight_decay
+        if style == "mmcv":
+            key = next((k for k in keys if k in name), None)
+            if key is not None:
+                lr *= float(custom[key].get("lr_mult", 1.0))
+                decay *= float(custom[key].get("decay_mult", 1.0))
+        elif style == "detectron2":
+            if re.search(rule["backbone"], module_name + "."):
+                lr *= float(rule["backbone_multiplier"])
+            if any(part in name for part in rule.get("no_decay_names", ())):
+                decay = 0.0
+            if isinstance(module, NORM_TYPES):
+                decay = float(rule["weight_decay_norm"])
+            if isinstance(module, nn.Embedding):
+                decay = float(rule["weight_decay_embed"])
+        out.append((name, parameter, lr, decay))
+    return out
+
+
+def build_optimizer(method: VideoMethod, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``method.trainable_parameters()``, one group per distinct (lr, decay)
+    that :func:`parameter_groups` gives."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for _, parameter, lr, decay in parameter_groups(method, recipe):
+        groups.setdefault((lr, decay), []).append(parameter)
     if not groups:
         raise ValueError(f"{method.spec} has no trainable parameters of its own; train its segmentor instead")
     param_groups = [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
@@ -231,6 +281,34 @@ def build_optimizer(method: VideoMethod, recipe: Recipe) -> torch.optim.Optimize
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=recipe.learning_rate, momentum=recipe.momentum or 0.0)
     raise ValueError(f"recipe {recipe.method}/{recipe.dataset}: unknown optimizer {recipe.optimizer!r}")
+
+
+def loss_weights(method: VideoMethod, recipe: Recipe, terms: tuple[str, ...] | None = None) -> dict[str, float]:
+    """The weight of each term ``method.loss()`` returns (``terms``, default ``method.loss_terms()``) from
+    the recipe's ``loss_weights``. A term without a weight, or a weight for a term that the method neither
+    computes nor declares dropped (``dropped_loss_terms``), is a :class:`TrainingError` naming both."""
+    terms = terms if terms is not None else method.loss_terms()
+    weights = {name: float(value) for name, value in recipe.loss_weights.items()}
+    if terms is None:
+        return weights
+    dropped = method.dropped_loss_terms()
+    missing = [t for t in terms if t not in weights]
+    unused = [w for w in weights if w not in terms and w not in dropped]
+    if missing or unused:
+        problems = ([f"term {', '.join(missing)} has no weight"] if missing else []) + \
+                   ([f"weight {', '.join(unused)} has no term"] if unused else [])
+        raise TrainingError(f"training {method.spec} ({method.variant}) with recipe {recipe.method}/{recipe.dataset}: "
+                            f"{'; '.join(problems)} (the method's terms: {', '.join(terms)}; the recipe's "
+                            f"loss_weights: {', '.join(weights) or 'none'})")
+    return {t: weights[t] for t in terms}
+
+
+def weighted_loss(terms: dict[str, torch.Tensor], weights: dict[str, float], method: VideoMethod) -> torch.Tensor:
+    """The loss: sum over terms of weight * term; the terms must be those the weights were resolved for."""
+    if set(terms) != set(weights):
+        raise TrainingError(f"{method.spec} ({method.variant}): loss() returned {', '.join(terms)}, where its "
+                            f"weights are for {', '.join(weights)}")
+    return sum(weights[name] * value for name, value in terms.items())
 
 
 def learning_rate_factor(recipe: Recipe, iteration: int) -> float:
@@ -282,13 +360,15 @@ def train(
                             f"{micro} samples on {processes} processes; choose --batch or --micro-batch to fit")
     passes = recipe.batch_size // (micro * processes)
     device = torch.device(options.device)
+    amp = resolved_amp(options.amp, recipe, device)
     torch.manual_seed(seed)
-    method.to(device).train()
     apply_trainable(method, recipe.trainable)
+    method.to(device).train()  # after the rules: what they freeze stays in evaluation mode
+    weights = loss_weights(method, recipe)
     optimizer = build_optimizer(method, recipe)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: learning_rate_factor(recipe, i))
-    scaler = torch.amp.GradScaler("cuda", enabled=options.amp == "fp16")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     history: list[float] = []
     start = 0
     fingerprint = _fingerprint(method, dataset, recipe, seed)
@@ -304,8 +384,8 @@ def train(
     sampler = _StepSampler(start, recipe.iterations, rank, processes, micro, recipe.batch_size)
     loader = torch.utils.data.DataLoader(clips, batch_sampler=sampler, num_workers=options.num_workers,
                                          persistent_workers=options.num_workers > 0)
-    autocast = (torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[options.amp])
-                if options.amp else contextlib.nullcontext())
+    autocast = (torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+                if amp else contextlib.nullcontext())
     batches = iter(loader)
     with Progress(recipe.iterations, f"training {method.spec}", enabled=options.progress and rank == 0,
                   initial=start) as bar:
@@ -319,7 +399,9 @@ def train(
                 with sync:
                     with autocast:
                         terms = objective(batch)
-                        loss = sum(terms.values())
+                        if method.loss_terms() is None and step == start and index == 0:
+                            weights = loss_weights(method, recipe, tuple(terms))  # a method that declares none
+                        loss = weighted_loss(terms, weights, method)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"training {method.spec}: loss became {loss.item()} at iteration "
                                                  f"{step}")
@@ -355,12 +437,25 @@ def train(
     if options.state_path is not None and rank == 0:
         Path(options.state_path).unlink(missing_ok=True)
     tail = history[-max(1, len(history) // 10):]
-    return TrainingReport(len(history), history[0] if history else math.nan, sum(tail) / max(1, len(tail)), history)
+    return TrainingReport(len(history), history[0] if history else math.nan, sum(tail) / max(1, len(tail)), history,
+                          amp=amp, micro_batch=micro, loss_weights=weights,
+                          dropped_loss_terms=method.dropped_loss_terms() or None,
+                          trained_parameters=sum(p.numel() for p in parameters))
+
+
+def resolved_amp(requested: str | None, recipe: Recipe, device: torch.device) -> str | None:
+    """The mixed precision a run uses: ``requested`` ("fp16", "bf16"; "off" for none), else the recipe's
+    (detectron2's AMP: fp16 autocast with a gradient scaler) where it runs on CUDA; None for full precision."""
+    if requested == "off":
+        return None
+    if requested is not None:
+        return requested
+    return "fp16" if recipe.amp and device.type == "cuda" else None
 
 
 def _fingerprint(method: VideoMethod, dataset: VideoDataset, recipe: Recipe, seed: int) -> dict:
     """What a state file must share with the run that resumes from it."""
-    settings = {k: v for k, v in recipe.as_json().items() if k != "sources"}
+    settings = recorded_recipe(recipe)
     return {"method": method.spec, "variant": method.variant, "dataset": dataset.name, "root": str(dataset.root),
             "split": dataset.split, "seed": seed, "recipe": json.loads(json.dumps(settings))}
 
@@ -413,19 +508,22 @@ def _append_log(path: Path, record: dict) -> None:
 
 
 def _validate(method: VideoMethod, options: TrainingOptions, iteration: int) -> None:
-    """Score the validation videos at the method's training interval, in evaluation mode, then resume."""
+    """Score the validation videos at ``options.validate_interval`` (1 for a method without key frames) with
+    the dataset's official mIoU averaging, in evaluation mode, then resume; the log names both."""
     from vssbench.benchmark.runner import EvaluationOptions, evaluate
     from vssbench.methods.base import KeySchedule
 
-    interval = 5 if method.uses_key_frames else 1
+    interval = options.validate_interval if method.uses_key_frames else 1
+    miou_mode = options.validation.official_miou_mode
     with torch.random.fork_rng(devices=[]):  # validation draws nothing from the training's random state
         evaluation = evaluate(method, options.validation, KeySchedule(interval),
-                              EvaluationOptions(device=options.device, progress=False, speed_rounds=0))
+                              EvaluationOptions(device=options.device, progress=False, speed_rounds=0,
+                                                miou_mode=miou_mode))
     method.train()
     record = {"iteration": iteration, "validation": {k: evaluation.metrics.get(k) for k in ("miou", "mvc8")},
-              "key_interval": interval}
-    log.info("validation at iteration %d (k=%d): mIoU %.2f, mVC8 %s", iteration, interval,
-             evaluation.metrics["miou"], evaluation.metrics.get("mvc8"))
+              "key_interval": interval, "miou_mode": miou_mode}
+    log.info("validation at iteration %d (k=%d, mIoU averaged as %s): mIoU %.2f, mVC8 %s", iteration, interval,
+             miou_mode, evaluation.metrics["miou"], evaluation.metrics.get("mvc8"))
     if options.log_path:
         _append_log(options.log_path, record)
 
@@ -447,8 +545,20 @@ def ensure_trained(
     ``torch.manual_seed(seed)``, as the runner and ``bench train`` build it: a stage trained
     here then starts from the same weights as ``bench train`` would. Returns the checkpoint
     that now describes the weights.
+
+    A variant that shares another's trained weights (``checkpoint_variant``: TFC's thresholds share the
+    model trained at 0.8) gets that variant trained as itself, whichever of them asks first. Cache names
+    cover everything that changes the weights: the seed, the iterations, a digest of the recipe, of the
+    training videos and of the thread count (on a CPU it changes the sums), and for a stage the
+    checkpoints it started from and its parameter shapes.
     """
     cache_dir = Path(cache_dir)
+    if method.checkpoint_variant != method.variant:
+        torch.manual_seed(seed)
+        trainee = build_method(method.spec, method.num_classes, method.checkpoint_variant)
+        path = ensure_trained(trainee, train_set, cache_dir, iterations, seed, device, stage_iterations)
+        load_weights(method, path, purpose="train")
+        return path
     components = method.component_methods()
     if components:
         starts = []
@@ -462,18 +572,20 @@ def ensure_trained(
     else:
         starts = [_ensure_segmentor(method, train_set, cache_dir, iterations, seed, device)]
     if not method.has_own_training_stage:
-        return _segmentor_checkpoint(method, cache_dir, iterations, seed)
+        return _segmentor_checkpoint(method, train_set, cache_dir, iterations, seed)
     stage_iterations = stage_iterations or iterations or recipe_for(method, train_set.name, "synthetic").iterations
     recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
     started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
-                               f"-it{stage_iterations}-from{started_from}-{_stage_digest(method, recipe)}.pt")
+                               f"-it{stage_iterations}-from{started_from}-{_stage_digest(method, recipe, train_set)}.pt")
     if method_path.is_file():
         load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
-    save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe))
+    init = {name: {"checkpoint": Path(path).name, "sha256": file_sha256(path)}
+            for name, path in zip(components or ["segmentor"], starts)}
+    save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe, init=init))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
 
@@ -488,22 +600,32 @@ def _resumable(checkpoint: Path, device: torch.device | str) -> TrainingOptions:
                            save_every=AUTO_SAVE_EVERY)
 
 
-def _segmentor_checkpoint(method: VideoMethod, cache_dir: Path, iterations: int | None, seed: int) -> Path:
-    # Cache names carry the seed and iteration count, so a changed recipe never reuses stale weights, and
-    # the segmentor's revision when it is past the first, so a changed computation never does either.
-    segmentor_iterations = iterations or _segmentor_recipe(method).iterations
+def _segmentor_checkpoint(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
+                          seed: int) -> Path:
+    # The seed and iteration count in plain sight; the segmentor's revision when it is past the first (a
+    # changed computation never reuses weights); a digest of the recipe, the videos and the threads.
+    recipe = _segmentor_recipe(method).with_overrides(iterations=iterations)
     revision = SEGMENTORS[method.segmentor_preset][0].revision
     suffix = f"-r{revision}" if revision > 1 else ""
-    return cache_dir / f"perframe-{method.segmentor_preset}{suffix}-s{seed}-it{segmentor_iterations}.pt"
+    return cache_dir / (f"perframe-{method.segmentor_preset}{suffix}-s{seed}-it{recipe.iterations}"
+                        f"-{_training_digest(recipe, train_set)}.pt")
 
 
-def _stage_digest(method: VideoMethod, recipe: Recipe) -> str:
-    """8 hex digits of the stage's recipe (without its sources) and the method's parameter names and
-    shapes: a stage's cache name changes with either, so a changed schedule, sampling or architecture
-    never reuses weights trained for another."""
-    settings = {k: v for k, v in recipe.as_json().items() if k != "sources"}
+def _training_digest(recipe: Recipe, train_set: VideoDataset, *extra: object) -> str:
+    """8 hex digits of what a cached training depends on beyond its seed and starting weights: the recipe
+    as recorded, the training videos (``--max-videos`` never reaches them, but another split or data root
+    may) and the thread count, which on a CPU changes the order of the sums."""
+    from vssbench.benchmark.runner import video_selection
+
+    settings = [recorded_recipe(recipe), video_selection(train_set), torch.get_num_threads(), *extra]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _stage_digest(method: VideoMethod, recipe: Recipe, train_set: VideoDataset) -> str:
+    """:func:`_training_digest` with the method's parameter names and shapes: a stage's cache name changes
+    with its schedule, sampling, loss weights, training videos or architecture."""
     shapes = [(name, list(tensor.shape)) for name, tensor in method.state_dict().items()]
-    return hashlib.sha256(json.dumps([settings, shapes], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return _training_digest(recipe, train_set, shapes)
 
 
 def _segmentor_recipe(method: VideoMethod) -> Recipe:
@@ -515,7 +637,7 @@ def _segmentor_recipe(method: VideoMethod) -> Recipe:
 def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None,
                       seed: int, device: torch.device | str) -> Path:
     """Load the method's segmentor from the cache, training the per-frame segmentor first if needed."""
-    segmentor_path = _segmentor_checkpoint(method, cache_dir, iterations, seed)
+    segmentor_path = _segmentor_checkpoint(method, train_set, cache_dir, iterations, seed)
     if not segmentor_path.is_file():
         log.info("no cached %s segmentor; training it on %s/%s", method.segmentor_preset, train_set.name, train_set.split)
         torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
@@ -523,32 +645,58 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         recipe = recipe_for(segmentor_method, train_set.name, "synthetic").with_overrides(iterations=iterations)
         report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe,
                        options=_resumable(segmentor_path, device))
-        save_checkpoint(segmentor_method, segmentor_path, training_metadata(report, train_set, seed, recipe=recipe))
+        save_checkpoint(segmentor_method, segmentor_path,
+                        training_metadata(report, train_set, seed, recipe=recipe, init=_initial_weights(recipe)))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_weights(method, segmentor_path, purpose="train")
     return segmentor_path
 
 
+def _initial_weights(recipe: Recipe) -> dict[str, str]:
+    """The ``init`` record of a training that loaded nothing: every component the recipe names is random
+    (``all`` where the recipe starts from random weights by design)."""
+    return {component: "random" for component in recipe.init} or {"all": "random"}
+
+
 def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
                       started_from: list[Path] | tuple[Path, ...] = (), records: list[LoadRecord] = (),
-                      recipe: Recipe | None = None) -> dict:
-    """What a checkpoint records about how it was trained: the data, the schedule, the seed, the
-    losses, and the same record of each checkpoint it started from (a stage's segmentor), so that
-    a result row can show, and ``bench check`` compare, the whole training chain behind its weights.
-    ``records`` are the loads of ``started_from``; for weights converted from another format their format,
-    digest and conversion are kept with them (a vssbench checkpoint carries its own record)."""
+                      recipe: Recipe | None = None, init: dict[str, object] | None = None) -> dict:
+    """What a checkpoint records about how it was trained: the data (and which videos), the schedule,
+    the seed, what ran (mixed precision, samples per pass, the loss weights applied and the terms
+    dropped), the losses, where each component's initial weights came from (``init``: a file and its
+    digest, a checkpoint of the cache, or ``random``), and the same record of each checkpoint it started
+    from (a stage's segmentor), so that a result row can show, and ``bench check`` compare, the whole
+    training chain behind its weights. The recipe is recorded without its ``init`` text, which says what
+    the paper started from, not what this run did. ``records`` are the loads of ``started_from``; for
+    weights converted from another format their format, digest and conversion are kept with them (a
+    vssbench checkpoint carries its own record)."""
+    from vssbench.benchmark.runner import video_selection
+
     provenance = {record.file: record.as_row() for record in records if record.format != "vssbench"}
     return {
         "dataset": dataset.name,
         "dataset_root": str(dataset.root),
         "split": dataset.split,
+        "videos": video_selection(dataset),
         "iterations": report.iterations,
         "seed": seed,
         "threads": torch.get_num_threads(),  # on a CPU it changes the sums, hence the weights (bench check)
+        "amp": report.amp,
+        "micro_batch": report.micro_batch,
+        "loss_weights": report.loss_weights,
+        **({"dropped_loss_terms": report.dropped_loss_terms} if report.dropped_loss_terms else {}),
+        "trained_parameters_m": None if report.trained_parameters is None else round(report.trained_parameters / 1e6, 4),
+        "init": init if init is not None else {},
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
         "started_from": [{"file": Path(path).name, **checkpoint_metadata(path),
                           **({"weights": provenance[str(path)]} if str(path) in provenance else {})}
                          for path in started_from],
-        **({"recipe": {k: v for k, v in recipe.as_json().items() if k != "sources"}} if recipe else {}),
+        **({"recipe": recorded_recipe(recipe)} if recipe else {}),
     }
+
+
+def recorded_recipe(recipe: Recipe) -> dict:
+    """The recipe as a checkpoint records it and a cache name digests it: every value that changes
+    training, without the sources and the ``init`` text (what ran is the record's ``init``)."""
+    return {k: v for k, v in recipe.as_json().items() if k not in ("sources", "init")}

@@ -15,8 +15,6 @@ A key frame is the reference network's own prediction (the official ``get_key_te
 runs neither the update branch nor the fusion there). On every other frame both branches run
 and their scores are fused at 1/4 of the frame (the finest resolution either head predicts at;
 fusing 124 classes at full resolution would cost more than the update branch) and upsampled.
-(Until 2026-12 key frames ran and fused both branches too, which cost 1206 instead of 685 GFLOPs
-per key frame for r101+r50 at 1024x2048.)
 
 Training (Accel Sec. 4, and the official ``get_train_symbol``): a clip of T consecutive frames
 (T = KEY_INTERVAL); the reference features of its first frame are warped frame to frame through
@@ -82,11 +80,6 @@ class Accel(VideoMethod):
         return {"segmentor": "reference.segmentor", "update": "update.segmentor",
                 "flow": "reference.feature_flow.flownet"}
 
-    def train(self, mode: bool = True) -> "Accel":
-        super().train(mode)
-        self.reference.eval()  # frozen
-        return self
-
     def reset(self) -> None:
         self._previous = None
 
@@ -115,8 +108,10 @@ class Accel(VideoMethod):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames = batch["frames"]  # (B, T, 3, H, W): the key frame, then the T-1 frames it is propagated to
-        with torch.no_grad():
-            features = self.reference.segmentor.extract(frames[:, 0])
-            for index in range(1, frames.shape[1]):
-                features = self.propagate(features, frames[:, index], frames[:, index - 1])
+        features = self.reference.segmentor.extract(frames[:, 0])
+        for index in range(1, frames.shape[1]):
+            features = self.propagate(features, frames[:, index], frames[:, index - 1])
         return {"cross_entropy": cross_entropy(self.fuse(features, frames[:, -1]), batch["labels"][:, -1])}
+
+    def loss_terms(self) -> tuple[str, ...]:
+        return ("cross_entropy",)

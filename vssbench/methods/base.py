@@ -17,6 +17,11 @@ import torch
 from torch import nn
 
 
+# Norm layers (batch, instance, group, layer and local-response norms: the types of Mask2Former's
+# build_optimizer): their statistics freeze with their affine parameters.
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
 class SpecError(ValueError):
     """An unknown method, preset or variant; the message lists the valid ones."""
 
@@ -43,7 +48,13 @@ class KeySchedule:
 
 
 class VideoMethod(nn.Module, abc.ABC):
-    """A video semantic segmentation method behind one interface (DESIGN.md section 3)."""
+    """A video semantic segmentation method behind one interface (docs/your-method.md).
+
+    What trains is decided by ``requires_grad`` alone: a method freezes what its own training stage
+    keeps fixed in its constructor, a recipe's ``trainable`` rules may change that, and
+    :meth:`train` keeps whatever ends up frozen in evaluation mode (so a frozen batch norm keeps its
+    statistics) and everything that learns in training mode.
+    """
 
     name: ClassVar[str]
     presets: ClassVar[dict[str, dict]]  # preset name -> constructor keyword arguments
@@ -89,7 +100,31 @@ class VideoMethod(nn.Module, abc.ABC):
     @abc.abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The method's training objective on a batch of ``frames`` (B, T, 3, H, W) and
-        ``labels`` (B, T, H, W); returns named terms that sum to the loss."""
+        ``labels`` (B, T, H, W); returns its named terms, unweighted: the training loop weights
+        each by the recipe's ``loss_weights`` (a term without a weight is an error)."""
+
+    def loss_terms(self) -> tuple[str, ...] | None:
+        """The names of the terms this method's ``loss`` returns (None: whatever the first batch gives;
+        the training loop then checks those)."""
+        return None
+
+    def dropped_loss_terms(self) -> dict[str, str]:
+        """Terms its recipes weight that this variant does not compute, each with the reason (TFC's
+        ablations without a similarity map have no consistency term); recorded, never applied."""
+        return {}
+
+    def train(self, mode: bool = True) -> "VideoMethod":
+        """Training mode for what learns; evaluation mode for every module whose parameters are all
+        frozen, and for every norm layer whose own affine parameters are (its statistics stay as
+        trained, as DFF's fixed batch norms and every frozen segmentor need)."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                own = list(module.parameters(recurse=False))
+                every = own if isinstance(module, NORM_TYPES) else list(module.parameters())
+                if every and not any(p.requires_grad for p in every):
+                    module.eval()
+        return self
 
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
         """Callables that run one key and one non-key step on ``frame``, for FLOP counting.
@@ -117,7 +152,8 @@ class VideoMethod(nn.Module, abc.ABC):
         return {"segmentor": "segmentor"} if isinstance(getattr(self, "segmentor", None), nn.Module) else {}
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """What this method's training stage updates (all parameters unless a method says otherwise)."""
+        """What this method's training stage updates: the optimizer is built over exactly these. By
+        default every parameter with ``requires_grad`` (after the recipe's ``trainable`` rules)."""
         return (p for p in self.parameters() if p.requires_grad)
 
 

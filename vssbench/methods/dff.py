@@ -9,15 +9,16 @@ vectors rescaled, then multiplied by S resized to it; the task head (``decode``)
 every frame. With several feature maps (Mask2Former's pixel-decoder outputs, SegFormer's
 four stages) each map gets its own scale conv.
 
-Training (DFF Sec. 3.3): (key, current) pairs up to 9 frames apart; the segmentor's own
-head loss on the current frame's warped features, plus the same loss on the key frame's
-own features (the head decodes both at test time; without it the head drifts to warped
-features only). The method's own setting, which the synthetic recipe uses, trains the flow
-network, the scale convs and the task head and keeps the feature network frozen (its batch-norm
-statistics too): on the synthetic set it is already trained per frame, and the frozen network
-keeps k = 1 equal to the per-frame row. DFF itself trains end to end with only conv1, res2 and
-the batch-norm affines fixed; the paper recipes (``vssbench/recipes/dff.yaml``, ``cityscapes``
-and ``vspw``) do that through their ``trainable`` rules.
+Training (DFF Sec. 3.3): (key, current) pairs; the segmentor's own head loss on the current
+frame's warped features (terms ``<term>_current``), plus the same loss on the key frame's own
+features (``<term>_key``: the head decodes both at test time; without it the head drifts to
+warped features only), each weighted by the recipe. The method's own setting, which the synthetic
+recipe keeps, trains the flow network, the scale convs and the task head and freezes the feature
+network (its batch-norm statistics too): on the synthetic set it is already trained per frame, and
+the frozen network keeps k = 1 equal to the per-frame row. DFF itself trains end to end with only
+conv1, res2 and the batch norms fixed; the paper recipes (``vssbench/recipes/dff.yaml``,
+``cityscapes`` and ``vspw``) do that through their ``trainable`` rules, and then the gradient
+reaches the feature network through both frames.
 
 Presets: ``r101`` (DFF's DeepLab: dilated ResNet-101 and a 1024-channel 3x3 conv),
 ``mask2former-r101`` and ``mask2former-swin-b`` (MPVSS Table 2), ``tiny`` (SegFormer-tiny
@@ -98,13 +99,6 @@ class DFF(VideoMethod):
     def weight_components(self) -> dict[str, str]:
         return {"segmentor": "segmentor", "flow": "feature_flow.flownet"}
 
-    def train(self, mode: bool = True) -> "DFF":
-        super().train(mode)
-        self.segmentor.eval()  # the frozen feature network keeps its batch-norm statistics
-        for path in self.segmentor.head_modules:
-            self.segmentor.get_submodule(path).train(mode)
-        return self
-
     def reset(self) -> None:
         self._key = None
 
@@ -117,10 +111,12 @@ class DFF(VideoMethod):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key, current = batch["frames"][:, 0], batch["frames"][:, 1]
-        with torch.no_grad():
-            features = self.segmentor.extract(key)
+        features = self.segmentor.extract(key)
         warped = self.segmentor.head_loss(self.feature_flow(features, current, key), batch["labels"][:, 1])
         # The head also decodes key frames from their own features; without this term it drifts
         # towards warped-and-scaled features only (measured: mIoU at k=1 fell from 90.4 to 40.9).
         on_key = self.segmentor.head_loss(features, batch["labels"][:, 0])
         return {**{f"{k}_current": v for k, v in warped.items()}, **{f"{k}_key": v for k, v in on_key.items()}}
+
+    def loss_terms(self) -> tuple[str, ...]:
+        return tuple(f"{term}_{frame}" for frame in ("current", "key") for term in self.segmentor.loss_terms)

@@ -32,11 +32,12 @@ module, but only the pixel-wise flow F^PF, which the flow queries have refined, 
 fuse conv; 40.08M). The two query-only rows are 40.08 - 37.56 = 2.52M smaller because they have no
 pixel-wise branch (the coarse-to-fine decoder, its flow conv and the fuse conv).
 
-Training: Mask2Former's set loss on the warped masks of every decoder layer, with the
-weights of the official VSPW config (``MPVSS-VSPW.yaml``: class 2, mask 5, dice 5, for the
-loss and the Hungarian matcher alike; it overrides ``config.py``'s defaults 1, 20, 1), for
-(key, current) pairs up to 10 frames apart; the segmentor is frozen except its class head
-and mask embedding, and its batch-norm statistics stay fixed.
+Training: Mask2Former's set loss on the warped masks of every decoder layer, its terms weighted
+by the recipe's ``loss_weights`` (the official VSPW config ``MPVSS-VSPW.yaml``: class 2, mask 5,
+dice 5; it overrides ``config.py``'s defaults 1, 20, 1; the Hungarian matcher's costs are the
+segmentor config's, the same 2, 5, 5), for (key, current) pairs up to 10 frames apart. The method
+freezes the segmentor except its class head and mask embedding (the frozen parts, batch norms
+included, stay in evaluation mode); a recipe's ``trainable`` rules may change that.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ FLOW_DESIGNS = {
     "query-for-pf": dict(query_source="key-frame", output="pixel"),
     "query-based-flow": dict(query_source="key-frame", output="fused"),
 }
-MPVSS_LOSS_WEIGHTS = (2.0, 5.0, 5.0)  # class, mask, dice (MPVSS-VSPW.yaml)
 FINETUNED_SEGMENTOR_PARTS = ("class_predictor", "mask_embedder")
 
 
@@ -250,11 +250,6 @@ class MPVSS(VideoMethod):
         flow = {"optical-flow": "flownet", "copy": None}.get(self.variant, "flow_module.encoder")
         return {"segmentor": "segmentor", **({"flow": flow} if flow else {})}
 
-    def train(self, mode: bool = True) -> "MPVSS":
-        super().train(mode)
-        self.segmentor.eval()  # frozen: batch-norm statistics must not move
-        return self
-
     def reset(self) -> None:
         self._key = None
 
@@ -283,13 +278,13 @@ class MPVSS(VideoMethod):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key, current = batch["frames"][:, 0], batch["frames"][:, 1]
-        with torch.no_grad():
-            features = self.segmentor.extract(key)
-        output = self.segmentor.decode_queries(features, key.shape[-2:])
+        output = self.segmentor.decode_queries(self.segmentor.extract(key), key.shape[-2:])
         if self.variant == "copy":
             warped_layers = output.mask_logits_per_layer
         else:
             flows = self.mask_flows(current, key, output)
             warped_layers = tuple(warp_masks(masks, flows) for masks in output.mask_logits_per_layer)
-        return self.segmentor.set_loss(output.class_logits_per_layer, warped_layers, batch["labels"][:, 1],
-                                       weights=MPVSS_LOSS_WEIGHTS)
+        return self.segmentor.set_loss(output.class_logits_per_layer, warped_layers, batch["labels"][:, 1])
+
+    def loss_terms(self) -> tuple[str, ...]:
+        return self.segmentor.loss_terms

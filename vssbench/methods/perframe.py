@@ -36,6 +36,9 @@ class _SegmentorMethod(VideoMethod):
         frames, labels = batch["frames"].flatten(0, 1), batch["labels"].flatten(0, 1)
         return self.segmentor.loss(frames, labels)
 
+    def loss_terms(self) -> tuple[str, ...]:
+        return self.segmentor.loss_terms
+
 
 @register_method("perframe")
 class PerFrame(_SegmentorMethod):

@@ -179,11 +179,6 @@ class STT(VideoMethod):
             raise ValueError(f"STT memory length must be an integer in 0..{MAX_MEMORY}, got {value!r}")
         self._memory_frames = value
 
-    def train(self, mode: bool = True) -> "STT":
-        super().train(mode)
-        self.segmentor.eval()  # the frozen PSPNet keeps its batch-norm statistics and no dropout
-        return self
-
     def reset(self) -> None:
         self._memory = []
 
@@ -208,15 +203,17 @@ class STT(VideoMethod):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, label = batch["frames"], batch["labels"][:, -1]
-        with torch.no_grad():
-            (features,) = self.segmentor.extract(frames.flatten(0, 1))
+        (features,) = self.segmentor.extract(frames.flatten(0, 1))
         features = features.unflatten(0, frames.shape[:2])
         memory = [self.attention.encode_memory(features[:, t]) for t in range(frames.shape[1] - 2, -1, -1)]
         current = features[:, -1]
         selector_logits = self.selector(current)
         refined = self.attention(current, memory, hard_points(selector_logits.detach()))
         return {"cross_entropy": self.segmentor.head_loss([refined], label)["cross_entropy"],
-                "selector_cross_entropy": cross_entropy(selector_logits, label)}
+                "selection": cross_entropy(selector_logits, label)}
+
+    def loss_terms(self) -> tuple[str, ...]:
+        return ("cross_entropy", "selection")
 
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
         """Both paths are one step with M frames in memory and the counted share of the points

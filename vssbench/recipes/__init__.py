@@ -26,8 +26,10 @@ FIELDS = {
     "optimizer": "adamw or sgd",
     "learning_rate": "the base rate",
     "weight_decay": "decoupled (AdamW) or L2 (SGD) weight decay",
-    "param_groups": "rules, first match wins: {match: regex on the parameter name | module_type: norm | embedding, "
-                    "lr_mult, decay_mult}",
+    "param_groups": "the source framework's rule (vssbench.benchmark.training.parameter_groups): {style: single}, "
+                    "{style: mmcv, custom_keys: {KEY: {lr_mult, decay_mult}}} (longest key in the name wins) or "
+                    "{style: detectron2, backbone, backbone_multiplier, weight_decay_norm, weight_decay_embed, "
+                    "no_decay_names}",
     "lr_schedule": "{type: poly, power, min_lr} or {type: constant}",
     "warmup": "{iterations, ratio, type: linear | constant}: the rate starts at ratio x the rate",
     "iterations": "optimiser steps",
@@ -36,10 +38,11 @@ FIELDS = {
     "crop_size": "(H, W) of the training crop, or null",
     "augmentation": "the pipeline (vssbench.datasets.augment)",
     "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs, {frames: T} clips",
-    "loss_weights": "the weights of the loss terms, as the method applies them",
+    "loss_weights": "{TERM: weight} for every term the method's loss() returns (training multiplies each by it)",
     "grad_clip": "{max_norm, norm_type} or null",
-    "amp": "whether the paper trained with mixed precision",
-    "init": "where each part's initial weights come from",
+    "amp": "whether the paper trained with mixed precision: fp16 on CUDA unless bench train --amp overrides it",
+    "init": "{COMPONENT: the weights the paper started it from}: bench train needs --init COMPONENT=PATH for each, "
+            "or --random-init",
     "trainable": "rules {match | module_type, train} deciding which parameters learn, or null for the method's own",
 }
 OPTIONAL = {"betas": "AdamW's betas", "momentum": "SGD's momentum"}
@@ -59,7 +62,7 @@ class Recipe:
     optimizer: str
     learning_rate: float
     weight_decay: float
-    param_groups: tuple[dict, ...]
+    param_groups: dict
     lr_schedule: dict
     warmup: dict
     iterations: int
@@ -121,6 +124,7 @@ class Recipe:
             out["segmentor"] = self.segmentor
         out.update({name: _plain(getattr(self, name)) for name in (*FIELDS, *OPTIONAL)})
         out["warmup_iterations"] = int(self.warmup.get("iterations", 0))
+        out["micro_batch"] = self.micro_batch
         out["sources"] = dict(self.sources)
         return out
 
@@ -209,7 +213,7 @@ def load(method: str, dataset: str, segmentor_preset: str | None = None) -> Reci
     return Recipe(
         method=method, dataset=dataset, segmentor=family,
         optimizer=values["optimizer"], learning_rate=float(values["learning_rate"]),
-        weight_decay=float(values["weight_decay"]), param_groups=tuple(values["param_groups"] or ()),
+        weight_decay=float(values["weight_decay"]), param_groups=dict(values["param_groups"] or {"style": "single"}),
         lr_schedule=dict(values["lr_schedule"]), warmup=dict(values["warmup"]), iterations=int(values["iterations"]),
         batch_size=int(values["batch_size"]), devices=int(values["devices"]),
         crop_size=tuple(values["crop_size"]) if values["crop_size"] else None,

@@ -102,14 +102,12 @@ class Mask2Former(ImageSegmentor):
         class_logits_per_layer: tuple[torch.Tensor, ...],
         mask_logits_per_layer: tuple[torch.Tensor, ...],
         label: torch.Tensor,
-        weights: tuple[float, float, float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Mask2Former's Hungarian-matched set loss with deep supervision over every decoder layer.
-
-        ``weights`` = (class, mask, dice); default the config's (2, 5, 5) as in Mask2Former.
+        """Mask2Former's Hungarian-matched set loss with deep supervision over every decoder layer:
+        ``class``, ``mask`` and ``dice``, each summed over the layers and unweighted. The recipe's
+        ``loss_weights`` weight them (Mask2Former: 2, 5, 5); the matcher's costs are the config's
+        ``class_weight``, ``mask_weight`` and ``dice_weight`` (the same 2, 5, 5), part of the model.
         """
-        class_weight, mask_weight, dice_weight = weights or (
-            self.config.class_weight, self.config.mask_weight, self.config.dice_weight)
         # Labels padded as the input was: the padding belongs to no class (detectron2 pads target masks with 0).
         padded = tuple(4 * side for side in mask_logits_per_layer[-1].shape[-2:])
         label = F.pad(label, (0, padded[1] - label.shape[-1], 0, padded[0] - label.shape[-2]), value=IGNORE_INDEX)
@@ -123,12 +121,13 @@ class Mask2Former(ImageSegmentor):
             mask_labels=mask_labels, class_labels=class_labels, auxiliary_predictions=auxiliary,
         )
         return {
-            "class": class_weight * sum(v for k, v in terms.items() if k.startswith("loss_cross_entropy")),
-            "mask": mask_weight * sum(v for k, v in terms.items() if k.startswith("loss_mask")),
-            "dice": dice_weight * sum(v for k, v in terms.items() if k.startswith("loss_dice")),
+            "class": sum(v for k, v in terms.items() if k.startswith("loss_cross_entropy")),
+            "mask": sum(v for k, v in terms.items() if k.startswith("loss_mask")),
+            "dice": sum(v for k, v in terms.items() if k.startswith("loss_dice")),
         }
 
     head_modules = ("model.model.transformer_module", "model.class_predictor")
+    loss_terms = ("class", "mask", "dice")
 
     @property
     def feature_channels(self) -> list[int]:
