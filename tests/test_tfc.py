@@ -287,3 +287,18 @@ def test_weight_oracle_rows_reduce_to_the_method_where_they_must(small_synthetic
     every_key, similarity = oracle.oracle_metrics(build_method("tfc:tiny", dataset.num_classes), dataset, 1)
     assert all(summary == every_key["learned"] for summary in every_key.values())
     assert similarity.stayed == similarity.changed == 0
+
+
+def test_b2_to_b5_refine_at_256_on_mmsegs_segformer_and_their_key_path_is_it():
+    segformer = sum(p.numel() for p in build_method("perframe:segformer-b5-mmseg", 124).parameters())
+    tfc = build_method("tfc:b5", 124)
+    assert tfc.segmentor.head == "mmseg" and tfc.segmentor.config.decoder_hidden_size == 256
+    assert (sum(p.numel() for p in tfc.parameters()) - segformer) / 1e6 == pytest.approx(0.76, abs=0.01)
+    torch.manual_seed(0)
+    method = build_method("tfc:b2", 8).eval()
+    per_frame = build_method("perframe:segformer-b2-mmseg", 8).eval()
+    per_frame.segmentor.load_state_dict(method.segmentor.state_dict())
+    frame = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(method.step(frame, True), per_frame.step(frame, True), rtol=0, atol=1e-5)
+        assert method.step(frame, False).shape == (1, 8, 64, 96)

@@ -35,7 +35,10 @@ No official code is public. What the paper leaves open, and what is chosen here:
   The refined points are LayerNorm outputs written into the map of batch-norm and ReLU outputs.
 * Width: TFC Table 1's SegFormer-B5 (82.1M) and TFC-B5 (82.8M) are counts of mmseg's SegFormer,
   whose decoder is 256 wide at every size, so the B2-B5 presets build on ``segformer-bN-mmseg``
-  and refine at D = 256 there too (B0 and B1 are 256 wide in either head).
+  and refine at D = 256 there too (B0 and B1 are 256 wide in either head); ``b2-768`` .. ``b5-768``
+  build on SegFormer's own 768-wide decoder (the layout of NVlabs' and CFFM's weights). TFC Sec.
+  4.2's 53.2 non-key GFLOPs at B5 are what ``b5-768`` costs, not ``b5``: the published parameters
+  and FLOPs do not come from one architecture (reports/fidelity.md).
 * The consistency target of Eq. 12 at 1/4 resolution: one label pixel per 1/4 cell (nearest
   subsampling, the default) or "the cell changed anywhere" (variant
   ``sparse-msda-0.8-cell-target``: a cell is consistent only if no pixel of it changed label).
@@ -165,7 +168,12 @@ class TFC(VideoMethod):
     """SegFormer with temporally mixed decoder features and sparse deformable refinement."""
 
     presets = {
-        **{f"b{i}": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=FLOWNETS_FULL) for i in range(6)},
+        # B0/B1: SegFormer's 256-wide decoder; B2-B5: mmseg's, 256 wide too, whose counts TFC Table 1 reports.
+        **{f"b{i}": dict(segmentor=f"segformer-b{i}" if i < 2 else f"segformer-b{i}-mmseg", heads=8, points=4,
+                         flownet=FLOWNETS_FULL) for i in range(6)},
+        # B2-B5 over SegFormer's own 768-wide decoder (NVlabs' and CFFM's weights), refining at D = 768.
+        **{f"b{i}-768": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=FLOWNETS_FULL)
+           for i in range(2, 6)},
         "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
@@ -204,13 +212,25 @@ class TFC(VideoMethod):
 
     @property
     def head(self) -> torch.nn.Module:
-        """SegFormer's all-MLP decoder, whose layers TFC calls one by one."""
+        """SegFormer's decoder, whose layers TFC calls one by one: the all-MLP decoder (``hf``) or
+        mmseg's SegformerHead (``mmseg``: per-level 1x1 conv with batch norm and ReLU, levels
+        concatenated finest first, then ``fusion_conv``)."""
         return self.segmentor.model.decode_head
+
+    @property
+    def _mmseg(self) -> bool:
+        return self.segmentor.head == "mmseg"
+
+    def classifier(self, fused: torch.Tensor) -> torch.Tensor:
+        """Eq. 3: the decoder's classifier on fused features."""
+        return self.head.conv_seg(fused) if self._mmseg else self.head.classifier(fused)
 
     # ------------------------------------------------------------------ the SegFormer decoder, split open
 
     def project_levels(self, stages: list[torch.Tensor]) -> list[torch.Tensor]:
         """Encoder stages -> the decoder's level projections z_l, (B, D, H_l, W_l) at each stage's size."""
+        if self._mmseg:
+            return [conv(hidden) for hidden, conv in zip(stages, self.head.convs)]
         projected = []
         for hidden, projection in zip(stages, self.head.linear_projections):
             batch, _, height, width = hidden.shape
@@ -224,16 +244,20 @@ class TFC(VideoMethod):
         is a sum of one term per level: the key frame's terms of the levels non-key frames
         reuse are computed once and kept, the same multiply-adds SegFormer spends on them.
         """
-        weight = self.head.linear_fuse.weight  # (D, 4D, 1, 1), input levels concatenated coarse first
+        # (D, 4D, 1, 1); the levels are concatenated coarse first (hf), finest first (mmseg)
+        weight = self.head.fusion_conv.conv.weight if self._mmseg else self.head.linear_fuse.weight
         width = weight.shape[0]
         total = 0.0
         for index, level in enumerate(levels, start=first):
-            block = weight[:, (3 - index) * width:(4 - index) * width]
+            position = index if self._mmseg else 3 - index
+            block = weight[:, position * width:(position + 1) * width]
             total = total + F.conv2d(F.interpolate(level, size=size, mode="bilinear", align_corners=False), block)
         return total
 
     def finish_fuse(self, fused_terms: torch.Tensor) -> torch.Tensor:
         """The rest of the decoder's fusion: batch norm, ReLU, dropout."""
+        if self._mmseg:
+            return self.head.dropout(self.head.fusion_conv.activate(self.head.fusion_conv.bn(fused_terms)))
         return self.head.dropout(self.head.activation(self.head.batch_norm(fused_terms)))
 
     # ------------------------------------------------------------------ key and non-key paths
@@ -247,7 +271,7 @@ class TFC(VideoMethod):
         reused_values = ([self.refinement.attention.project_values(z) for z in levels[KEY_STAGES:]]
                          if self.threshold is not None else [])
         state = KeyFrameState(frame, levels, fused, unit_features(levels[1], size), reused_terms, reused_values)
-        return self.head.classifier(fused), state
+        return self.classifier(fused), state
 
     def nonkey_forward(self, frame: torch.Tensor, key: KeyFrameState,
                        refine_fraction: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -260,10 +284,10 @@ class TFC(VideoMethod):
         if mixing == "flow-warp":
             flow = self.flownet(frame, key.frame)
             warped = [flow_warp(z, flow) for z in key.levels[KEY_STAGES:]]
-            return self.head.classifier(self.finish_fuse(self.fuse_terms(current + warped, 0, size))), None
+            return self.classifier(self.finish_fuse(self.fuse_terms(current + warped, 0, size))), None
         fused = self.finish_fuse(self.fuse_terms(current, 0, size) + key.reused_fuse_terms)  # z_t of x_t, Eq. 2 and 4
         if mixing == "none":
-            return self.head.classifier(fused), None
+            return self.classifier(fused), None
         similarity = cosine_similarity_map(key.unit_level2, unit_features(current[1], size))  # Eq. 5-6
         if mixing == "fixed":
             weight = torch.full_like(similarity, FIXED_INTERP_KEY_WEIGHT)
@@ -276,7 +300,7 @@ class TFC(VideoMethod):
             values = [self.refinement.attention.project_values(z) for z in current] + key.reused_values  # Eq. 10
             mixed = self.refine(mixed, similarity, values, refine_fraction)
         # fixed-interp never uses w_t, so nothing supervises it there
-        return self.head.classifier(mixed), None if mixing == "fixed" else similarity
+        return self.classifier(mixed), None if mixing == "fixed" else similarity
 
     def refine(self, fused: torch.Tensor, similarity: torch.Tensor, values: list[torch.Tensor],
                refine_fraction: float | None = None) -> torch.Tensor:
