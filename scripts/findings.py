@@ -177,17 +177,18 @@ def _seeds_heading(file: str) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}: mean (min\u2013max)"
 
 
-def old_against_new(old_file: str, new_file: str, rows: list[tuple[str, str, str, int]], name: str) -> str:
-    """One metric per seed (those both files ran) with the definitions of 2026-11 and those of 2026-12,
-    and new minus old: each seed's pair shares its segmentor checkpoint, so the difference is the
-    definitions' alone (and the stage training's own noise). ``rows``: (label, spec, variant, interval)."""
+def old_against_new(old_file: str, new_file: str, rows: list[tuple], name: str) -> str:
+    """One metric per seed (those both files ran) of an older definition and a newer one, and new minus
+    old: each seed's pair shares its segmentor checkpoint, so the difference is the definitions' alone
+    (and the stage training's own noise). ``rows``: (label, spec, variant, interval[, the variant's
+    name in the old file])."""
     seeds = sorted(set(_seeds_in(old_file)) & set(_seeds_in(new_file)))
     if not seeds:
         raise LookupError(f"{old_file} and {new_file} share no seed")
     body = []
-    for label, spec, variant, k in rows:
-        old, new = ([metric(file, spec, name, k, variant=variant, seed=seed) for seed in seeds]
-                    for file in (old_file, new_file))
+    for label, spec, variant, k, *renamed in rows:
+        old, new = ([metric(file, spec, name, k, variant=name_there, seed=seed) for seed in seeds]
+                    for file, name_there in ((old_file, renamed[0] if renamed else variant), (new_file, variant)))
         differences = [b - a for a, b in zip(old, new)]
         body.append([label, " / ".join(map(_f, old)), " / ".join(map(_f, new)),
                      *_signed_per_seed_and_mean(differences)])
@@ -223,8 +224,12 @@ def mpvss_table3b_old_new() -> str:
                            "miou")
 
 
-TFC_TABLE_2_FILE = REFERENCE + "tfc-table2-synthetic-cpu.jsonl"
+TFC_TABLE_2_FILE = REFERENCE + "tfc-table2-synthetic-cpu.jsonl"  # the recipe's loss weights applied
+# The code of bf6d5c0: the equations as printed, but the loss terms summed unweighted, Eq. 9's attention alone
+# the default (the encoder layer was sparse-msda-0.8-layer) and synthetic pairs 0-3 frames apart.
+TFC_SUMMED_FILE = REFERENCE + "tfc-table2-summed-synthetic-cpu.jsonl"
 TFC_OLD_FILE = REFERENCE + "tfc-table2-old-synthetic-cpu.jsonl"  # the code of 68ce880 (before 9e5b6fe)
+TFC_NAMES_IN_SUMMED = {"sparse-msda-0.8": "sparse-msda-0.8-layer", "sparse-msda-0.8-attention": "sparse-msda-0.8"}
 # TFC Table 2 (MiT-B0 on VSPW, interval 4): mIoU, mVC8, mVC16 of the rows our variants stand for.
 # sparse-msda-0.8 is the full method (the table's x^2 / with-focal-loss / interval-4 row).
 TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0.5": ("31.9", "84.3", "79.0"),
@@ -234,23 +239,24 @@ TFC_TABLE_2_PAPER = {"sparse-msda-0.8": ("32.9", "85.3", "80.0"), "sparse-msda-0
 
 
 def tfc_table2() -> str:
-    """TFC Table 2's variants with the equations as printed (2026-12), mean and min-max over the seeds
-    run, beside the definitions of 2026-11 over the same seeds (the two new variants have no old row) and
-    the paper's B0."""
-    file = TFC_TABLE_2_FILE
+    """TFC Table 2's variants trained as their recipe says (the loss weights applied, the encoder layer the
+    default), mean and min-max over the seeds run, beside the same variants from the code of bf6d5c0 on the
+    same seeds (under their names there) and the paper's B0."""
+    file, before = TFC_TABLE_2_FILE, TFC_SUMMED_FILE
     body = [["perframe:segformer-tiny (k=1)", "-", "-", "-",
              _over_seeds(file, "perframe:segformer-tiny", "miou", 1, "default"), "-",
              _over_seeds(file, "perframe:segformer-tiny", "mvc8", 1, "default")],
             ["copy:segformer-tiny", "-", "-", "-", "-"] +
             [_over_seeds(file, "copy:segformer-tiny", m, 4, "default") for m in ("miou", "mvc8")]]
     for variant in tfc.VARIANTS:  # every variant, as `--variants all` ran them
-        old = ([_over_seeds(TFC_OLD_FILE, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8")]
-               if variant in TFC_VARIANTS else ["-", "-"])
-        body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))), *old,
+        there = TFC_NAMES_IN_SUMMED.get(variant, variant)
+        body.append([variant, " / ".join(TFC_TABLE_2_PAPER.get(variant, ("-",))),
+                     *(_over_seeds(before, "tfc:tiny", m, 4, there) for m in ("miou", "mvc8")),
                      _over_seeds(file, "tfc:tiny", "miou", 1, variant)] +
                     [_over_seeds(file, "tfc:tiny", m, 4, variant) for m in ("miou", "mvc8")])
-    return _table(["variant", "paper B0 mIoU / mVC8 / mVC16 (k=4)", f"old mIoU k=4, {_seeds_heading(TFC_OLD_FILE)}",
-                   "old mVC8 k=4", f"new mIoU k=1, {_seeds_heading(file)}", "new mIoU k=4", "new mVC8 k=4"], body)
+    return _table(["variant", "paper B0 mIoU / mVC8 / mVC16 (k=4)",
+                   f"bf6d5c0 mIoU k=4, {_seeds_heading(before)}", "bf6d5c0 mVC8 k=4",
+                   f"now mIoU k=1, {_seeds_heading(file)}", "now mIoU k=4", "now mVC8 k=4"], body)
 
 
 def _differences(file: str, pairs: list[tuple[str, str]], spec: str, k: int) -> str:
@@ -272,13 +278,22 @@ def tfc_table2_differences() -> str:
     pairs = [("sparse-msda-0.8", "linear-interp"), ("sparse-msda-1.0", "sparse-msda-0.8"),
              ("sparse-msda-0.5", "sparse-msda-0.8"), ("sparse-msda-0.8", "feature-reuse"),
              ("hard-interp", "linear-interp"), ("fixed-interp", "linear-interp"), ("flow-warp", "feature-reuse"),
-             ("sparse-msda-0.8-cell-target", "sparse-msda-0.8"), ("sparse-msda-0.8-layer", "sparse-msda-0.8")]
+             ("sparse-msda-0.8-cell-target", "sparse-msda-0.8"), ("sparse-msda-0.8-attention", "sparse-msda-0.8")]
     return _differences(TFC_TABLE_2_FILE, pairs, "tfc:tiny", 4)
 
 
 def tfc_table2_old_new() -> str:
-    return old_against_new(TFC_OLD_FILE, TFC_TABLE_2_FILE,
+    """The definitions of 2026-11 (68ce880) against the equations as printed (bf6d5c0), per seed."""
+    return old_against_new(TFC_OLD_FILE, TFC_SUMMED_FILE,
                            [(f"{variant} k=4", "tfc:tiny", variant, 4) for variant in TFC_VARIANTS], "miou")
+
+
+def tfc_table2_weighted() -> str:
+    """bf6d5c0 (terms summed, pairs 0-3) against this code (the recipe's weights, pairs 1-3), per seed, each
+    variant under its name in either file."""
+    return old_against_new(TFC_SUMMED_FILE, TFC_TABLE_2_FILE,
+                           [(f"{variant} k=4", "tfc:tiny", variant, 4, TFC_NAMES_IN_SUMMED.get(variant, variant))
+                            for variant in tfc.VARIANTS], "miou")
 
 
 ACCEL_SEEDS_FILE = REFERENCE + "dff-accel-seeds-synthetic-cpu.jsonl"
@@ -373,6 +388,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "tfc-consistency": tfc_consistency, "tfc-table2": tfc_table2, "dff-accel-seeds": dff_accel_seeds,
     "mpvss-table3b-old-new": mpvss_table3b_old_new, "tfc-table2-old-new": tfc_table2_old_new,
     "accel-old-new": accel_old_new, "tfc-table2-differences": tfc_table2_differences,
+    "tfc-table2-weighted": tfc_table2_weighted,
     "stt-memory": stt_memory, "longer-stages": longer_stages, "noisy": noisy,
 }
 _BLOCK = re.compile(r"(<!-- table (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table -->)", re.S)

@@ -125,8 +125,9 @@ def test_segmentor_is_frozen_except_class_and_mask_heads():
     assert any(name.startswith("flow_module.") for name in trainable)
     segmentor = {name for name in trainable if name.startswith("segmentor.")}
     assert segmentor and all("class_predictor" in n or "mask_embedder" in n for n in segmentor)
-    method.train()
-    assert not method.segmentor.training and method.flow_module.training
+    method.train()  # what is frozen stays in evaluation mode (its batch norms keep their statistics)
+    assert not method.segmentor.model.model.pixel_level_module.training
+    assert method.segmentor.model.class_predictor.training and method.flow_module.training
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "copy"])

@@ -583,7 +583,7 @@ def ensure_trained(
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
-    init = {name: {"checkpoint": Path(path).name, "sha256": file_sha256(path)}
+    init = {name: {"file": Path(path).name, "sha256": file_sha256(path), "component": name}
             for name, path in zip(components or ["segmentor"], starts)}
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe, init=init))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
