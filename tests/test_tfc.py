@@ -155,12 +155,17 @@ def test_with_w_1_the_nonkey_output_is_the_key_output_wherever_no_point_is_refin
     assert not torch.allclose(logits[~kept], key_logits[~kept])
 
 
-def test_with_w_0_the_nonkey_output_is_the_feature_reuse_path(monkeypatch):
+def _with_its_feature_reuse_twin(variant: str):
+    """``variant`` and ``feature-reuse`` with the same weights, in evaluation mode, and a key and a current frame."""
     torch.manual_seed(0)
-    method = build_method("tfc:tiny", 8, "linear-interp").eval()
+    method = build_method("tfc:tiny", 8, variant).eval()
     reuse = build_method("tfc:tiny", 8, "feature-reuse").eval()
     reuse.load_state_dict(method.state_dict())
-    key_frame, frame = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+    return method, reuse, torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+
+
+def test_with_w_0_the_nonkey_output_is_the_feature_reuse_path(monkeypatch):
+    method, reuse, key_frame, frame = _with_its_feature_reuse_twin("linear-interp")
     _with_similarity(monkeypatch, torch.zeros_like)
     with torch.no_grad():
         expected, _ = reuse.nonkey_forward(frame, reuse.key_forward(key_frame)[1])
@@ -179,12 +184,8 @@ def test_consistency_targets_one_pixel_per_cell_or_any_change_in_the_cell():
     assert same.tolist() == [[[True, True], [True, False]]] and valid.all()
 
 
-def test_fixed_interp_weights_the_key_frame_0_9(monkeypatch):
-    torch.manual_seed(0)
-    method = build_method("tfc:tiny", 8, "fixed-interp").eval()
-    reuse = build_method("tfc:tiny", 8, "feature-reuse").eval()
-    reuse.load_state_dict(method.state_dict())
-    key_frame, frame = torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96)
+def test_fixed_interp_weights_the_key_frame_0_9():
+    method, reuse, key_frame, frame = _with_its_feature_reuse_twin("fixed-interp")
     with torch.no_grad():
         key_logits, state = method.key_forward(key_frame)
         logits, similarity = method.nonkey_forward(frame, state)

@@ -145,6 +145,15 @@ def _renamed(source_state: dict[str, torch.Tensor], convert, segmentor) -> dict[
     return {ours: names[int(tensor.flatten()[0])] for ours, tensor in from_portable(segmentor, converted.state).items()}
 
 
+def _compare_with_source(ours: dict[str, tuple[float, float]], source_names: dict[str, str], rule) -> dict:
+    """Assert every parameter's (lr, decay) is ``rule`` of its source name; returns those without one."""
+    for name, value in ours.items():
+        source = source_names.get(name.removeprefix("segmentor."))
+        if source is not None:
+            assert value == pytest.approx(rule(source)), (name, source)
+    return {name: value for name, value in ours.items() if name.removeprefix("segmentor.") not in source_names}
+
+
 def _mmcv_rule(name: str, custom_keys: dict, lr: float, decay: float) -> tuple[float, float]:
     """mmcv's DefaultOptimizerConstructor.add_params with paramwise_cfg.custom_keys, transcribed."""
     for key in sorted(sorted(custom_keys), key=len, reverse=True):
@@ -161,17 +170,10 @@ def test_segformer_groups_are_mmcvs_on_the_nvlabs_names(golden_presets):
     recipe = load("perframe", "vspw", "segformer-b0")
     custom = {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}, "pos_block": {"decay_mult": 0.0}}  # CFFM's
     method = build_method("perframe:golden-segformer", 8)
-    source_names = _renamed(state, from_nvlabs, method.segmentor)
     ours = {name: (lr, decay) for name, _, lr, decay in parameter_groups(method, recipe)}
-    compared = 0
-    for name, (lr, decay) in ours.items():
-        source = source_names.get(name.removeprefix("segmentor."))
-        if source is None:
-            continue
-        expected = _mmcv_rule(source, custom, recipe.learning_rate, recipe.weight_decay)
-        assert (lr, decay) == pytest.approx(expected), (name, source)
-        compared += 1
-    assert compared == len(ours)  # every parameter has an NVlabs name
+    unmatched = _compare_with_source(ours, _renamed(state, from_nvlabs, method.segmentor),
+                                     lambda source: _mmcv_rule(source, custom, recipe.learning_rate, recipe.weight_decay))
+    assert not unmatched  # every parameter has an NVlabs name
     decays = {decay for lr, decay in ours.values() if lr == pytest.approx(recipe.learning_rate * 10)}
     assert decays == {recipe.weight_decay}  # the decoder's batch norm takes 'head' (lr x10) and keeps its decay
 
@@ -204,22 +206,13 @@ def test_mask2former_swin_groups_are_detectron2s_on_the_detectron2_names(golden_
     state = {k: torch.as_tensor(v) for k, v in payload["model"].items()}
     recipe = load("perframe", "vspw", "mask2former-swin-t")
     method = build_method("perframe:golden-mask2former-swin", 8)
-    source_names = _renamed(state, from_detectron2, method.segmentor)
     ours = {name: (lr, decay) for name, _, lr, decay in parameter_groups(method, recipe)}
-    compared = 0
-    for name, (lr, decay) in ours.items():
-        source = source_names.get(name.removeprefix("segmentor."))
-        if source is None:
-            continue
-        assert (lr, decay) == pytest.approx(_detectron2_rule(source, recipe.learning_rate, recipe.weight_decay)), \
-            (name, source)
-        compared += 1
+    unmatched = _compare_with_source(ours, _renamed(state, from_detectron2, method.segmentor),
+                                     lambda source: _detectron2_rule(source, recipe.learning_rate, recipe.weight_decay))
     # Hugging Face's Swin has a final LayerNorm that detectron2's backbone lacks (unused by Mask2Former):
     # a backbone norm, so the backbone's rate and no decay.
-    unmatched = {n: ours[n] for n in ours if n.removeprefix("segmentor.") not in source_names}
     assert {n.rpartition("encoder.")[2] for n in unmatched} == {"swin.layernorm.weight", "swin.layernorm.bias"}
     assert all(value == pytest.approx((5e-6, 0.0)) for value in unmatched.values())
-    assert compared == len(ours) - len(unmatched)
     rates = {(round(lr, 12), decay) for lr, decay in ours.values()}
     assert (5e-6, 0.0) in rates and (5e-6, 0.05) in rates  # backbone norms: the backbone's rate, the norms' decay
 
