@@ -177,7 +177,8 @@ def _seeds_heading(file: str) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}: mean (min\u2013max)"
 
 
-def old_against_new(old_file: str, new_file: str, rows: list[tuple], name: str) -> str:
+def old_against_new(old_file: str, new_file: str, rows: list[tuple], name: str,
+                    headings: tuple[str, str] = ("old", "new")) -> str:
     """One metric per seed (those both files ran) of an older definition and a newer one, and new minus
     old: each seed's pair shares its segmentor checkpoint, so the difference is the definitions' alone
     (and the stage training's own noise). ``rows``: (label, spec, variant, interval[, the variant's
@@ -194,7 +195,8 @@ def old_against_new(old_file: str, new_file: str, rows: list[tuple], name: str) 
                      *_signed_per_seed_and_mean(differences)])
     per_seed = _per_seed_label(seeds)
     heading = {"miou": "mIoU", "mvc8": "mVC8"}.get(name, name)
-    return _table([heading, f"old, {per_seed}", f"new, {per_seed}", "new \u2212 old", "mean"], body)
+    old, new = headings
+    return _table([heading, f"{old}, {per_seed}", f"{new}, {per_seed}", f"{new} \u2212 {old}", "mean"], body)
 
 
 def mpvss_table3b() -> str:
@@ -293,7 +295,7 @@ def tfc_table2_weighted() -> str:
     variant under its name in either file."""
     return old_against_new(TFC_SUMMED_FILE, TFC_TABLE_2_FILE,
                            [(f"{variant} k=4", "tfc:tiny", variant, 4, TFC_NAMES_IN_SUMMED.get(variant, variant))
-                            for variant in tfc.VARIANTS], "miou")
+                            for variant in tfc.VARIANTS], "miou", headings=("bf6d5c0", "now"))
 
 
 ACCEL_SEEDS_FILE = REFERENCE + "dff-accel-seeds-synthetic-cpu.jsonl"
