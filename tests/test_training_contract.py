@@ -78,6 +78,13 @@ def test_a_term_without_a_weight_or_a_weight_without_a_term_is_an_error_naming_b
     # A variant without w_t declares the focal term dropped: its weight is no error, and it is not applied.
     assert loss_weights(build_method("tfc:tiny", 8, "feature-reuse"), recipe) == {
         "cross_entropy_key": 0.5, "cross_entropy_nonkey": 0.5}
+    # DFF's recipes weight the head losses of every segmentor it runs over; each preset trains its own.
+    over_mask2former = build_method("dff:mask2former-r101", 8)
+    assert loss_weights(over_mask2former, load("dff", "cityscapes")) == {
+        "class_current": 2.0, "mask_current": 5.0, "dice_current": 5.0, "class_key": 2.0, "mask_key": 5.0,
+        "dice_key": 5.0}
+    assert set(loss_weights(build_method("dff:tiny", 8), load("dff", "vspw"))) == {"cross_entropy_current",
+                                                                                  "cross_entropy_key"}
     # Every built-in recipe weights exactly the terms of its default method.
     for name, spec in (("perframe", "perframe:pspnet-tiny"), ("mpvss", "mpvss:tiny"), ("dff", "dff:tiny"),
                        ("stt", "stt:tiny"), ("accel", "accel:tiny")):
@@ -283,3 +290,24 @@ def test_check_compares_only_rows_scored_and_trained_alike():
     result = check(changed, trained)
     assert result.compared == 0 and "recipe (loss_weights)" in result.skipped[0][1]
     assert not check([dict(trained[0], metrics={**ROWS[0]["metrics"], "miou": 10.0})], trained).passed
+
+
+def test_validation_scores_at_the_interval_it_is_told_and_names_it(small_synthetic, tmp_path, monkeypatch):
+    from vssbench.benchmark import runner
+
+    scored = []
+    real = runner.evaluate
+
+    def evaluate(method, dataset, schedule, options):
+        scored.append((schedule.interval, options.miou_mode, len(dataset.videos)))
+        return real(method, dataset, schedule, options)
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    out = tmp_path / "dff.pt"
+    for interval in ("2", "7"):
+        assert main(["train", "--method", "dff:tiny", "--data-root", str(small_synthetic), "--iters", "2", "--batch",
+                     "2", "--num-workers", "0", "--random-init", "--validate-every", "2", "--validate-videos", "1",
+                     "--validate-interval", interval, "--out", str(out), "--quiet"]) == 0
+    assert scored == [(2, "vspw", 1), (7, "vspw", 1)]
+    log = [json.loads(line) for line in out.with_name(out.name + ".log.jsonl").read_text().splitlines()]
+    assert [(r["key_interval"], r["miou_mode"]) for r in log if "validation" in r][-1] == (7, "vspw")

@@ -37,6 +37,8 @@ from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
 from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
 
+HEAD_LOSS_TERMS = ("cross_entropy", "class", "mask", "dice")  # the terms of every segmentor's head loss
+
 
 class FeatureFlow(nn.Module):
     """FlowNetS plus DFF's scale convs: warps a list of feature maps from one frame to another.
@@ -120,3 +122,10 @@ class DFF(VideoMethod):
 
     def loss_terms(self) -> tuple[str, ...]:
         return tuple(f"{term}_{frame}" for frame in ("current", "key") for term in self.segmentor.loss_terms)
+
+    def dropped_loss_terms(self) -> dict[str, str]:
+        """The recipes weight the head losses of every segmentor DFF runs over (DeepLab's and SegFormer's
+        cross-entropy, Mask2Former's class, mask and dice); the terms of the other segmentors are dropped."""
+        own = set(self.loss_terms())
+        return {f"{term}_{frame}": f"dff:{self.preset} runs over {self.segmentor_preset}, whose head loss has no {term}"
+                for term in HEAD_LOSS_TERMS for frame in ("current", "key") if f"{term}_{frame}" not in own}
