@@ -311,3 +311,15 @@ def test_validation_scores_at_the_interval_it_is_told_and_names_it(small_synthet
     assert scored == [(2, "vspw", 1), (7, "vspw", 1)]
     log = [json.loads(line) for line in out.with_name(out.name + ".log.jsonl").read_text().splitlines()]
     assert [(r["key_interval"], r["miou_mode"]) for r in log if "validation" in r][-1] == (7, "vspw")
+
+
+def test_a_recipe_whose_crop_size_is_not_its_random_crop_is_refused(monkeypatch):
+    import copy
+
+    from vssbench import recipes
+
+    document = copy.deepcopy(recipes._file("tfc"))
+    document["vspw"]["crop_size"] = {"value": [512, 512], "source": "a crop the pipeline does not take"}
+    monkeypatch.setattr(recipes, "_file", lambda method: document)
+    with pytest.raises(recipes.RecipeError, match=r"crop_size \[512, 512\] is not the augmentation's random crop"):
+        load("tfc", "vspw")

@@ -35,7 +35,7 @@ FIELDS = {
     "iterations": "optimiser steps",
     "batch_size": "the global batch",
     "devices": "the paper's device count: batch_size / devices frames go through the network at a time",
-    "crop_size": "(H, W) of the training crop, or null",
+    "crop_size": "(H, W) of the augmentation's random crop, or null for none (checked against the pipeline)",
     "augmentation": "the pipeline (vssbench.datasets.augment)",
     "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs, {frames: T} clips",
     "loss_weights": "{TERM: weight} for every term the method's loss() returns (training multiplies each by it)",
@@ -210,6 +210,12 @@ def load(method: str, dataset: str, segmentor_preset: str | None = None) -> Reci
         check_pipeline(values["augmentation"] or [])
     except AugmentationError as error:
         raise RecipeError(f"recipe {method}/{dataset}: {error}") from None
+    # crop_size states the crop the pipeline takes (what `bench recipes` prints): it must be the random crop's.
+    crops = [list(step["size"]) for step in values["augmentation"] or () if step["type"] == "random_crop"]
+    stated = list(values["crop_size"]) if values["crop_size"] else None
+    if crops != ([stated] if stated else []):
+        raise RecipeError(f"recipe {method}/{dataset}: crop_size {stated} is not the augmentation's random crop "
+                          f"{crops[0] if crops else None}")
     return Recipe(
         method=method, dataset=dataset, segmentor=family,
         optimizer=values["optimizer"], learning_rate=float(values["learning_rate"]),
