@@ -10,7 +10,6 @@ accumulators. Nothing per frame is kept except what VC needs. The time spent ins
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -254,16 +253,6 @@ class SweepSettings:
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
 
 
-def video_selection(dataset: VideoDataset) -> dict:
-    """Which videos a row scores: their count and a digest of their names and labelled frames.
-
-    Part of the row's configuration, so a run restricted by ``--max-videos`` (or on a split holding
-    other videos) never resumes from, or is checked against, a row of other videos.
-    """
-    listing = "\n".join(f"{video.name}:{video.num_labelled}" for video in dataset.videos)
-    return {"count": len(dataset.videos), "sha256": hashlib.sha256(listing.encode()).hexdigest()[:16]}
-
-
 def row_label(method: str, preset: str, variant: str, default_variant: str, suffix: str | None = None) -> str:
     """A short, filesystem-safe name of a row (``copy_segformer-tiny_k5``), for prediction folders and tables."""
     parts = [method, preset] + ([variant] if variant != default_variant else []) + ([suffix] if suffix else [])
@@ -347,7 +336,7 @@ def _run_method(
         "dataset": dataset.name,
         "split": dataset.split,
         "resolution": _resolution(dataset),
-        "videos": video_selection(dataset),
+        "videos": dataset.selection(),
         "device": settings.evaluation.device,
         "miou_mode": settings.evaluation.miou_mode,
         "vc_protocol": settings.evaluation.vc_protocol,

@@ -615,9 +615,7 @@ def _training_digest(recipe: Recipe, train_set: VideoDataset, *extra: object) ->
     """8 hex digits of what a cached training depends on beyond its seed and starting weights: the recipe
     as recorded, the training videos (``--max-videos`` never reaches them, but another split or data root
     may) and the thread count, which on a CPU changes the order of the sums."""
-    from vssbench.benchmark.runner import video_selection
-
-    settings = [recorded_recipe(recipe), video_selection(train_set), torch.get_num_threads(), *extra]
+    settings = [recorded_recipe(recipe), train_set.selection(), torch.get_num_threads(), *extra]
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -670,14 +668,12 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
     the paper started from, not what this run did. ``records`` are the loads of ``started_from``; for
     weights converted from another format their format, digest and conversion are kept with them (a
     vssbench checkpoint carries its own record)."""
-    from vssbench.benchmark.runner import video_selection
-
     provenance = {record.file: record.as_row() for record in records if record.format != "vssbench"}
     return {
         "dataset": dataset.name,
         "dataset_root": str(dataset.root),
         "split": dataset.split,
-        "videos": video_selection(dataset),
+        "videos": dataset.selection(),
         "iterations": report.iterations,
         "seed": seed,
         "threads": torch.get_num_threads(),  # on a CPU it changes the sums, hence the weights (bench check)

@@ -9,6 +9,7 @@ workers, so that loading stays outside the timed region of the runner.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,15 @@ class VideoDataset(abc.ABC):
     @abc.abstractmethod
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Map raw label values to 0..C-1 and 255 (ignore); raise DatasetError on bad values."""
+
+    def selection(self) -> dict:
+        """Which videos this dataset holds: their count and a digest of their names and labelled frames.
+
+        Part of a row's configuration (a run restricted by ``--max-videos``, or on a split holding other
+        videos, never resumes from, or is checked against, a row of other videos) and of a training record.
+        """
+        listing = "\n".join(f"{video.name}:{video.num_labelled}" for video in self.videos)
+        return {"count": len(self.videos), "sha256": hashlib.sha256(listing.encode()).hexdigest()[:16]}
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The (H, W) a frame of size (height, width) is resized to before the methods see it."""
