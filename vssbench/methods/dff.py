@@ -33,11 +33,9 @@ from torch import nn
 
 from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
-from vssbench.methods.segmentors import ImageSegmentor, build_segmentor
+from vssbench.methods.segmentors import SEGMENTORS, ImageSegmentor, build_segmentor
 from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
-
-HEAD_LOSS_TERMS = ("cross_entropy", "class", "mask", "dice")  # the terms of every segmentor's head loss
 
 
 class FeatureFlow(nn.Module):
@@ -127,5 +125,6 @@ class DFF(VideoMethod):
         """The recipes weight the head losses of every segmentor DFF runs over (DeepLab's and SegFormer's
         cross-entropy, Mask2Former's class, mask and dice); the terms of the other segmentors are dropped."""
         own = set(self.loss_terms())
+        every = sorted({term for segmentor, _ in SEGMENTORS.values() for term in segmentor.loss_terms})
         return {f"{term}_{frame}": f"dff:{self.preset} runs over {self.segmentor_preset}, whose head loss has no {term}"
-                for term in HEAD_LOSS_TERMS for frame in ("current", "key") if f"{term}_{frame}" not in own}
+                for term in every for frame in ("current", "key") if f"{term}_{frame}" not in own}

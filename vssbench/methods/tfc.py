@@ -30,8 +30,10 @@ No official code is public. What the paper leaves open, and what is chosen here:
 * The refinement of Eq. 9 is a Deformable DETR encoder layer (the deformable attention, 8 heads,
   4 levels, 4 points, with a residual and LayerNorm, then an FFN of 4D, residual and LayerNorm):
   0.76M parameters at D = 256, the published "+0.7M" of TFC Table 1 at B0, B1 and B5 alike. The
-  published costs measure the code the authors ran, and only this form reproduces them; Eq. 9
-  as printed (the attention alone, 0.23M at D = 256) is variant ``sparse-msda-0.8-attention``.
+  published parameters measure the code the authors ran, and only this form reproduces them; Eq. 9
+  as printed (the attention alone, 0.23M at D = 256) is variant ``sparse-msda-0.8-attention``. Sec.
+  4.2's non-key FLOPs fit neither form at 20% of points refined: at B0 the attention alone's (5.87
+  against 6.4 GFLOPs at 480x480; the layer 7.38), at B5 the layer's over the 768-wide decoder.
   The refined points are LayerNorm outputs written into the map of batch-norm and ReLU outputs.
 * Width: TFC Table 1's SegFormer-B5 (82.1M) and TFC-B5 (82.8M) are counts of mmseg's SegFormer,
   whose decoder is 256 wide at every size, so the B2-B5 presets build on ``segformer-bN-mmseg``

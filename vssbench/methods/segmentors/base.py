@@ -29,8 +29,8 @@ class ImageSegmentor(nn.Module, abc.ABC):
     # Parameter name prefixes whose shape depends on the class count (``--reinit-classifier``).
     classifier_prefixes: ClassVar[tuple[str, ...]]
     classifier_extra_outputs: ClassVar[int] = 0  # classifier outputs beyond one per class (Mask2Former's "no object")
-    head_modules: ClassVar[tuple[str, ...]] = ()
-    loss_terms: ClassVar[tuple[str, ...]] = ("cross_entropy",)  # the names ``head_loss`` returns, unweighted  # attribute paths of the task head (what DFF trains with its flow)
+    head_modules: ClassVar[tuple[str, ...]] = ()  # attribute paths of the task head (what DFF trains with its flow)
+    loss_terms: ClassVar[tuple[str, ...]] = ("cross_entropy",)  # the names ``head_loss`` returns, unweighted
     # Bumped whenever the computation of a preset changes for the same weights, so that checkpoints
     # written before the change are refused instead of silently computing another network.
     revision: ClassVar[int] = 1
