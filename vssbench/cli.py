@@ -188,8 +188,8 @@ def command_run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args, args.split)
     _require_weights(args, specs, checkpoints)
     # The auto-training split is whole: --max-videos limits what is scored, never what the cached weights saw.
-    train_set = (load_dataset(args, "train", limit_videos=False) if args.dataset == "synthetic" and not args.random_weights
-                 else None)
+    auto_training = args.dataset == "synthetic" and not args.random_weights
+    train_set = load_dataset(args, "train", limit_videos=False) if auto_training else None
     seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
@@ -288,7 +288,7 @@ def command_train(args: argparse.Namespace) -> int:
     import torch
 
     from vssbench.benchmark import distributed
-    from vssbench.benchmark.training import TrainingOptions, train, training_metadata
+    from vssbench.benchmark.training import TrainingOptions, initial_weights, train, training_metadata
     from vssbench.methods.base import METHODS, build_method, parse_spec
     from vssbench.methods.weights import load_weights, save_checkpoint
     from vssbench.recipes import recipe_for
@@ -319,7 +319,7 @@ def command_train(args: argparse.Namespace) -> int:
                for component, path in inits]
     for record in records:
         print(f"init: {record.summary()}")
-    init = _initial_weights_record(method, recipe, records, args.random_init)
+    init = initial_weights(method, recipe, records, args.random_init)
     for component, source in init.items():
         if source == "random" and component in recipe.init:
             print(f"init: {component} starts from random weights (--random-init; the recipe starts it from "
@@ -345,43 +345,6 @@ def command_train(args: argparse.Namespace) -> int:
           f"(mixed precision: {report.amp or 'off'}): loss {report.first_loss:.4f} -> {report.final_loss:.4f}; "
           f"saved {out}")
     return 0
-
-
-def _initial_weights_record(method: VideoMethod, recipe, records: list, random_init: bool) -> dict[str, object]:
-    """Where each component the recipe's ``init`` names starts from: the --init file that covers it (its
-    name and sha256), or "random" with --random-init; without either, a UsageError naming the component
-    and the weights the recipe starts it from."""
-    targets = {component: _component_module(method, component) for component in recipe.init}
-    init: dict[str, object] = {}
-    for component, module in targets.items():
-        covering = [r for r in records if r.module == "" or module == r.module or module.startswith(r.module + ".")]
-        if covering:
-            init[component] = {"file": Path(covering[-1].file).name, "sha256": covering[-1].sha256,
-                               "component": covering[-1].component}
-        elif random_init:
-            init[component] = "random"
-        else:
-            raise UsageError(f"the {recipe.name} recipe of {method.spec} ({recipe.method}/{recipe.dataset}) starts "
-                             f"its {component} from {recipe.init[component]}: pass --init {component}=PATH, or "
-                             f"--random-init to start it from random weights (recorded as init: random)")
-    for record in records:
-        if not any(isinstance(v, dict) and v["sha256"] == record.sha256 for v in init.values()):
-            init[record.component] = {"file": Path(record.file).name, "sha256": record.sha256,
-                                      "component": record.component}
-    return init or {"all": "random"}
-
-
-def _component_module(method: VideoMethod, component: str) -> str:
-    """The module path a recipe's ``init`` component names inside ``method``."""
-    parts = method.weight_components()
-    if component in parts:
-        return parts[component]
-    if component == "backbone" and "segmentor" in parts:
-        return f"{parts['segmentor']}.{method.get_submodule(parts['segmentor']).backbone_path}"
-    if component in method.component_methods():
-        return component
-    raise UsageError(f"the recipe of {method.spec} starts a component {component!r} that the method does not have "
-                     f"(its components: {', '.join([*parts, *method.component_methods()])})")
 
 
 def command_recipes(args: argparse.Namespace) -> int:
@@ -760,8 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "accumulated (default: the recipe's batch over its paper's device count)")
     train.add_argument("--crop", metavar="HxW", help="training crop (default: the recipe's)")
     train.add_argument("--amp", choices=("bf16", "fp16", "off"),
-                       help="mixed precision on CUDA (fp16 with a gradient scaler), or off (default: the recipe's: fp16 "
-                            "on CUDA where its amp is true; the checkpoint records what ran)")
+                       help="mixed precision on CUDA (fp16 with a gradient scaler), or off (default: the recipe's: "
+                            "fp16 on CUDA where its amp is true; the checkpoint records what ran)")
     train.add_argument("--save-every", type=int, default=0,
                        help="write the resumable state (OUT.state) every N iterations; re-running the same command "
                             "resumes from it (default: 0, never)")

@@ -577,13 +577,14 @@ def ensure_trained(
     recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
     started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
     method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
-                               f"-it{stage_iterations}-from{started_from}-{_stage_digest(method, recipe, train_set)}.pt")
+                               f"-it{stage_iterations}-from{started_from}"
+                               f"-{_stage_digest(method, recipe, train_set)}.pt")
     if method_path.is_file():
         load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
     report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
-    init = {name: {"file": Path(path).name, "sha256": file_sha256(path), "component": name}
+    init = {name: weights_source(path, file_sha256(path), name)
             for name, path in zip(components or ["segmentor"], starts)}
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe, init=init))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
@@ -644,16 +645,54 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe,
                        options=_resumable(segmentor_path, device))
         save_checkpoint(segmentor_method, segmentor_path,
-                        training_metadata(report, train_set, seed, recipe=recipe, init=_initial_weights(recipe)))
+                        training_metadata(report, train_set, seed, recipe=recipe,
+                                          init=initial_weights(segmentor_method, recipe, random_init=True)))
         log.info("trained %s: loss %.3f -> %.3f", segmentor_method.spec, report.first_loss, report.final_loss)
     load_weights(method, segmentor_path, purpose="train")
     return segmentor_path
 
 
-def _initial_weights(recipe: Recipe) -> dict[str, str]:
-    """The ``init`` record of a training that loaded nothing: every component the recipe names is random
-    (``all`` where the recipe starts from random weights by design)."""
-    return {component: "random" for component in recipe.init} or {"all": "random"}
+def weights_source(file: str | Path, sha256: str, component: str) -> dict[str, str]:
+    """How a training record names the weights one component started from."""
+    return {"file": Path(file).name, "sha256": sha256, "component": component}
+
+
+def initial_weights(method: VideoMethod, recipe: Recipe, records: list[LoadRecord] | tuple = (),
+                    random_init: bool = False) -> dict[str, object]:
+    """The ``init`` record of a training: for each component the recipe's ``init`` names, the loaded file
+    that covers it (``records``, the loads of ``bench train --init``), or "random" with ``random_init``;
+    files loaded into no named component are recorded under their own; ``all: random`` when nothing
+    was named or loaded. A named component that nothing covers, without ``random_init``, is a
+    :class:`TrainingError` naming it and the weights the recipe starts it from."""
+    init: dict[str, object] = {}
+    for component in recipe.init:
+        module = _component_module(method, component)
+        covering = [r for r in records if r.module == "" or module == r.module or module.startswith(r.module + ".")]
+        if covering:
+            init[component] = weights_source(covering[-1].file, covering[-1].sha256, covering[-1].component)
+        elif random_init:
+            init[component] = "random"
+        else:
+            raise TrainingError(f"the {recipe.name} recipe of {method.spec} ({recipe.method}/{recipe.dataset}) "
+                                f"starts its {component} from {recipe.init[component]}: pass --init {component}=PATH, "
+                                f"or --random-init to start it from random weights (recorded as init: random)")
+    for record in records:
+        if not any(isinstance(v, dict) and v["sha256"] == record.sha256 for v in init.values()):
+            init[record.component] = weights_source(record.file, record.sha256, record.component)
+    return init or {"all": "random"}
+
+
+def _component_module(method: VideoMethod, component: str) -> str:
+    """The module path a recipe's ``init`` component names inside ``method``."""
+    parts = method.weight_components()
+    if component in parts:
+        return parts[component]
+    if component == "backbone" and "segmentor" in parts:
+        return f"{parts['segmentor']}.{method.get_submodule(parts['segmentor']).backbone_path}"
+    if component in method.component_methods():
+        return component
+    raise TrainingError(f"the recipe of {method.spec} starts a component {component!r} that the method does not "
+                        f"have (its components: {', '.join([*parts, *method.component_methods()])})")
 
 
 def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
@@ -681,7 +720,8 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
         "micro_batch": report.micro_batch,
         "loss_weights": report.loss_weights,
         **({"dropped_loss_terms": report.dropped_loss_terms} if report.dropped_loss_terms else {}),
-        "trained_parameters_m": None if report.trained_parameters is None else round(report.trained_parameters / 1e6, 4),
+        "trained_parameters_m": (None if report.trained_parameters is None
+                                 else round(report.trained_parameters / 1e6, 4)),
         "init": init if init is not None else {},
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
