@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,18 +53,29 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock for ``path`` (on ``.NAME.lock`` beside it) for the block."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    lock_path = path.parent / f".{path.name}.lock"
+    try:  # never through a link: a planted .lock link would create or truncate its target
+        handle = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666 & ~_umask())
+    except OSError as error:
+        raise UnwritableError(f"cannot lock {path}: {lock_path} ({error.strerror or error}); expected a regular "
+                              "file there or nothing (remove it)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise UnwritableError(f"cannot lock {path}: {lock_path} is not a regular file; remove it")
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
 
 
 def check_writable(path: str | Path | None, option: str, directory: bool = False) -> None:
     """Raise :class:`UnwritableError` naming ``option`` unless ``path`` (a file, or with ``directory`` a
     folder) can be written: its folder is created as the write would create it, and a probe file is
-    written there and removed (permission bits alone do not say, e.g. for root or a read-only mount)."""
+    written there and removed, with the folders made for it (permission bits alone do not say, e.g. for
+    root or a read-only mount)."""
     if path is None:
         return
     path = Path(path)
@@ -72,11 +84,14 @@ def check_writable(path: str | Path | None, option: str, directory: bool = False
         raise UnwritableError(f"{option} {path} is a folder; expected a file path")
     if directory and path.exists() and not path.is_dir():
         raise UnwritableError(f"{option} {path} is a file; expected a folder")
+    created = [parent for parent in [folder, *folder.parents] if not parent.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".{path.name}.write-test"
-        probe.write_text("")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600))  # not via a link
         probe.unlink()
+        for parent in created:  # nothing is left behind: a run that stops on bad input writes nothing
+            parent.rmdir()
     except OSError as error:
         raise UnwritableError(f"{option} {path}: cannot write there ({error.strerror or error}); expected a "
                               "place this user can write") from None

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vssbench.datasets import DatasetError
 from vssbench.datasets.transforms import normalize_image, resize_image
+from vssbench.limits import check_image_size, check_inside, plain_name
 
 IGNORE_INDEX = 255
 
@@ -94,11 +95,15 @@ class VideoDataset(abc.ABC):
 
 
 def read_image(path: Path, mode: str | None) -> np.ndarray:
-    """Read an image file fully, turning any decoding failure into a DatasetError naming the file."""
+    """Read an image file fully, turning any decoding failure into a DatasetError naming the file.
+
+    Its size is checked from the header before the pixels are decoded (:data:`vssbench.limits.DEFAULTS`,
+    ``MAX_IMAGE_PIXELS``): scoring holds a float per class and pixel at the label's resolution."""
     if not path.is_file():
         raise DatasetError(f"missing file: {path}")
     try:
         with Image.open(path) as image:
+            check_image_size(image.width, image.height, path, DatasetError)
             image.load()
             if mode is not None and image.mode != mode:
                 image = image.convert(mode)
@@ -108,6 +113,15 @@ def read_image(path: Path, mode: str | None) -> np.ndarray:
     if mode is None and array.ndim != 2:
         raise DatasetError(f"label map {path} has shape {array.shape}; expected a single-channel (H, W) image")
     return array
+
+
+def files_inside(root: Path, folder: Path, files: list[Path]) -> None:
+    """``folder`` and ``files`` (listed from it) must lie inside the dataset ``root``, links followed:
+    a link inside a dataset that leads out of it is bad input, not a place to read frames from."""
+    check_inside(root, folder, f"dataset {root}", DatasetError)
+    for path in files:
+        if path.is_symlink():
+            check_inside(root, path, f"dataset {root}", DatasetError)
 
 
 def check_label_values(label: np.ndarray, allowed_max: int, path: Path, ignore: int = IGNORE_INDEX) -> None:
@@ -174,11 +188,15 @@ def as_tensors(item: dict) -> dict:
 
 
 def read_split_list(root: Path, split: str) -> list[str]:
-    """Video names listed in ``<root>/<split>.txt``, one per line."""
+    """Video names listed in ``<root>/<split>.txt``, one per line; each must name a folder entry (no
+    ``/``, no ``..``, not absolute), since it is joined to the root to find the frames and to the
+    predictions folder to write them."""
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
         raise DatasetError(f"split list {list_file} not found; expected a file with one video name per line")
     lines = [(number, line.strip()) for number, line in enumerate(list_file.read_text().splitlines(), 1) if line.strip()]
+    for number, name in lines:
+        plain_name(name, f"split list {list_file}, line {number},", DatasetError)
     names = [name for _, name in lines]
     if not names:
         raise DatasetError(f"split list {list_file} is empty; expected at least one video name")

@@ -25,7 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vssbench.datasets.base import IGNORE_INDEX, DatasetError, FrameRecord, Video, VideoDataset, check_label_values
+from vssbench.datasets.base import (
+    IGNORE_INDEX,
+    DatasetError,
+    FrameRecord,
+    Video,
+    VideoDataset,
+    check_label_values,
+    files_inside,
+)
 
 log = logging.getLogger("vssbench")
 
@@ -83,7 +91,10 @@ def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
     Files whose names do not follow Cityscapes' ``<city>_<seq>_<frame>_...`` pattern (a copy, an
     ``extra_...`` file) are skipped with a warning naming them, as cityscapesscripts ignores what its
     glob does not match. A label whose snippet would start before the sequence's first frame, or a
-    missing frame, is bad input."""
+    missing frame, is bad input, and so is a city folder or file whose links lead out of its split folder."""
+    for folder in (sequence_dir, label_dir):
+        for city in (p for p in folder.iterdir() if p.is_dir()):
+            files_inside(folder, city, list(city.iterdir()))
     frames_by_sequence: dict[tuple[str, str], dict[int, Path]] = defaultdict(dict)
     stray = []
     for path in sorted(sequence_dir.glob("*/*_leftImg8bit.png")):

@@ -23,6 +23,7 @@ colour and texture still identify every class to a tiny per-frame model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from vssbench.datasets import DatasetError
+from vssbench.limits import check_class_count, read_json
 from vssbench.progress import Progress
 
 if TYPE_CHECKING:
@@ -250,6 +252,24 @@ def ensure_generated(spec: SyntheticSpec, cache_dir: Path | None = None, progres
     return target
 
 
+def _read_meta(path: Path) -> tuple[tuple[str, ...], SyntheticSpec]:
+    """The class names and spec of a ``meta.json``, checked: a malformed file is bad input naming it."""
+    meta = read_json(path, "synthetic dataset description", DatasetError, max_bytes=1 << 20)
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise DatasetError(f"{path}: expected an object whose class_names is a list of names")
+    check_class_count(len(names), str(path), DatasetError)
+    fields = {f.name: f.type for f in dataclasses.fields(SyntheticSpec)}
+    values = meta.get("spec")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        raise DatasetError(f"{path}: expected spec to be an object with fields among {', '.join(fields)}")
+    for name, value in values.items():
+        wanted = float if fields[name] == "float" else int
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and not isinstance(value, int)):
+            raise DatasetError(f"{path}: spec.{name} is {value!r}; expected a number ({fields[name]})")
+    return tuple(names), SyntheticSpec(**values)
+
+
 def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
     """A generated synthetic root read through the VSPW loader, with its own class list.
 
@@ -263,10 +283,8 @@ def load_synthetic(root: str | Path, split: str = "val") -> VSPWDataset:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise DatasetError(f"{meta_path} not found; expected a folder written by `bench data synthetic`")
-    meta = json.loads(meta_path.read_text())
-    names = tuple(meta["class_names"])
+    names, spec = _read_meta(meta_path)
     dataset = VSPWDataset.from_root(root, split, num_classes=len(names), class_names=names, keep_ratio_scale=None)
-    spec = SyntheticSpec(**meta["spec"])
     dataset.name = "synthetic" if spec == SyntheticSpec() else f"synthetic-{spec.fingerprint}"
     dataset.input_size = (spec.height, spec.width)
     return dataset

@@ -29,6 +29,7 @@ from vssbench.datasets.base import (
     Video,
     VideoDataset,
     check_label_values,
+    files_inside,
     read_split_list,
 )
 from vssbench.datasets.transforms import keep_ratio_size
@@ -93,6 +94,9 @@ def scan_video(root: Path, name: str, require_masks: bool) -> Video:
     if not images:
         raise DatasetError(f"{frame_dir} holds no frames; expected <stem>.jpg files")
     masks = {p.stem: p for p in mask_dir.glob("*.png")} if mask_dir.is_dir() else {}
+    files_inside(root, frame_dir, images)
+    if masks:
+        files_inside(root, mask_dir, list(masks.values()))
     if require_masks:
         missing = [p for p in images if p.stem not in masks]
         if missing:
