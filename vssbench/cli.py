@@ -20,6 +20,7 @@ import vssbench
 from vssbench.datasets import DatasetError
 from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
 from vssbench.files import atomic_path, check_writable
+from vssbench.limits import check_class_count
 
 if TYPE_CHECKING:
     from vssbench.datasets.base import VideoDataset
@@ -272,7 +273,7 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
                 raise CheckpointError(f"{path} gives {method.spec} ({method.variant}) its {record.component} only; "
                                       f"{parts} would stay random: train them (bench train --method {method.spec} "
                                       f"--init {record.component}={path}) or pass --random-weights")
-            return PreparedWeights(path, [record.as_row()], random)
+            return PreparedWeights(path, [record.as_row()], random, declared=record.declared)
         if train_set is not None:
             with distributed.main_process_first():  # rank 0 trains and caches; the others then load
                 trained = ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
@@ -414,7 +415,7 @@ def command_convert(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out")
     if args.num_classes is not None:
-        _check_at_least(args.num_classes, "--num-classes", expected="a positive number of classes")
+        check_class_count(args.num_classes, "--num-classes", UsageError)
     source = read_source(args.source)
     fmt = detect_format(source)
     num_classes = args.num_classes or infer_num_classes(source, fmt, args.method, args.variant)

@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from vssbench.limits import check_class_count
 
 # Norm layers (batch, instance, group, layer and local-response norms: the types of Mask2Former's
 # build_optimizer): their statistics freeze with their affine parameters.
@@ -231,4 +232,5 @@ def build_method(spec: str, num_classes: int, variant: str | None = None) -> Vid
     variant = variant or cls.variants[0]
     if variant not in cls.variants:
         raise SpecError(f"unknown variant {variant!r} for method {method_name!r}; valid variants: {', '.join(cls.variants)}")
+    check_class_count(num_classes, f"{spec} for {num_classes!r} classes", SpecError)  # before any layer is built
     return cls(preset=preset, variant=variant, num_classes=num_classes, **cls.presets[preset])

@@ -35,8 +35,10 @@ import hashlib
 import io
 import json
 import logging
+import math
 import pickle
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,17 @@ import torch
 from torch import nn
 
 from vssbench.files import atomic_path
+from vssbench.limits import (
+    check_class_count,
+    check_depth,
+    check_inside,
+    check_regular_file,
+    limit,
+    override_hint,
+    plain_name,
+    read_json,
+    tensor_bytes_allowed,
+)
 from vssbench.methods.keymap import Converted, strip_prefix
 
 log = logging.getLogger("vssbench")
@@ -68,7 +81,10 @@ class CheckpointError(ValueError):
 
 @dataclass
 class SourceFile:
-    """What was read: the tensors under their source names, a Hugging Face config if any, and the rest."""
+    """What was read: the tensors under their source names, a Hugging Face config if any, and the rest.
+
+    ``files`` names every file read (a folder's config and shards included) with the sha256 vssbench
+    computed; ``payload`` is a vssbench checkpoint's whole object, checked (:func:`_check_payload`)."""
 
     path: Path
     tensors: dict[str, torch.Tensor]
@@ -76,48 +92,73 @@ class SourceFile:
     info: dict = field(default_factory=dict)  # top-level entries that are not weights (div_flow, meta, ...)
     payload: dict | None = None  # the whole object of a vssbench checkpoint
     sha256: str = ""
+    files: list[dict] = field(default_factory=list)  # {"file", "sha256"} of each file read
 
 
 def read_source(path: str | Path) -> SourceFile:
-    """Read weights from ``path`` (a file, or a Hugging Face model directory) without executing code."""
+    """Read weights from ``path`` (a file, or a Hugging Face model directory) without executing code,
+    within the limits of :mod:`vssbench.limits`: only regular files, no tensor claiming more bytes than
+    its file holds, nothing nested deeper than ``MAX_DEPTH``."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"weights {path} do not exist")
     if path.is_dir():
         return _read_hf_directory(path)
+    check_regular_file(path, "weights", CheckpointError)
     tensors_or_object = _read_file(path)
     source = SourceFile(path, {}, sha256=file_sha256(path))
+    source.files = [{"file": str(path), "sha256": source.sha256}]
     if isinstance(tensors_or_object, dict) and tensors_or_object.get("format") in (CHECKPOINT_FORMAT,
                                                                                    LEGACY_CHECKPOINT_FORMAT):
-        source.payload = tensors_or_object
-        source.tensors = dict(tensors_or_object["state_dict"])
+        source.payload = _check_payload(tensors_or_object, path)
+        source.tensors = dict(source.payload["state_dict"])
         return source
     source.tensors, source.info = _unwrap(tensors_or_object, path)
     return source
 
 
 def _read_file(path: Path) -> object:
+    """The object a weights file holds, its NumPy arrays built safely, checked against the file's size."""
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head[:4] == b"PK\x03\x04":  # torch's zip format
-        return _torch_load(path)
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: a little-endian header size, then JSON
-        return _read_safetensors(path)
-    if head[:3] == b"\x80\x02\x8a":  # torch's legacy format: a pickle that starts with its magic number
-        return _torch_load(path)
-    if head[:1] == b"\x80":  # a plain pickle (detectron2's .pkl)
-        return _read_plain_pickle(path)
-    raise CheckpointError(f"cannot read {path}: not a safetensors, PyTorch or pickle file; expected model weights "
-                          "(.safetensors, .pth/.pt/.bin/.pth.tar, detectron2 .pkl) or a Hugging Face model folder")
+        _check_archive(path)
+        obj = _torch_load(path, zipped=True)
+    elif len(head) >= 9 and head[8:9] == b"{":  # safetensors: a little-endian header size, then JSON
+        obj = _read_safetensors(path)
+    elif head[:3] == b"\x80\x02\x8a":  # torch's legacy format: a pickle that starts with its magic number
+        obj = _torch_load(path, zipped=False)
+    elif head[:1] == b"\x80":  # a plain pickle (detectron2's .pkl)
+        obj = _read_plain_pickle(path)
+    else:
+        raise CheckpointError(f"cannot read {path}: not a safetensors, PyTorch or pickle file; expected model "
+                              "weights (.safetensors, .pth/.pt/.bin/.pth.tar, detectron2 .pkl) or a Hugging Face "
+                              "model folder")
+    return _settle(obj, path)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    try:
+    try:  # safetensors checks that its header's offsets cover the file exactly, without overlap
         return load_file(str(path))
     except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise CheckpointError(f"cannot read {path} as safetensors ({error}); the file may be truncated") from None
+
+
+def _check_archive(path: Path) -> None:
+    """A torch zip archive whose entries would decompress to more than its tensors may claim is refused
+    before anything is decompressed (torch.save writes entries uncompressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path} as a PyTorch file ({error}); the file may be truncated") from None
+    allowed = tensor_bytes_allowed(path.stat().st_size)
+    if declared > allowed:
+        raise CheckpointError(f"{path}: its archive entries decompress to {declared:,} bytes from a "
+                              f"{path.stat().st_size:,}-byte file (more than {allowed:,}); vssbench refuses "
+                              "compressed archives of that ratio (a zip bomb)")
 
 
 class _Opaque:
@@ -131,39 +172,133 @@ class _Opaque:
         pass
 
 
-def _numpy_multiarray() -> object:
-    return np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / NumPy 1
+# --- NumPy, rebuilt safely. NumPy's own rebuild (``_reconstruct`` then ``ndarray.__setstate__``) trusts
+# the pickle: an object array whose list is shorter than its shape reads past the list (a segfault).
+# These stand-ins build only numeric and string arrays, from bytes whose length matches the shape.
+_ARRAY_KINDS = "biufcSU"  # bool, integers, floats, complex, byte and unicode strings: no objects, no records
 
 
-# How NumPy 1 and 2 pickles name what they need to rebuild arrays: safe to call, they build arrays only.
+class _PendingDtype:
+    """A dtype a pickle builds (``numpy.dtype(spec, align, copy)``, then its state), checked as it comes."""
+
+    def __init__(self, spec: object = None, align: object = False, copy: object = False) -> None:
+        try:
+            dtype = np.dtype(spec) if isinstance(spec, str) else None
+        except TypeError:
+            dtype = None
+        if dtype is None or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype:
+            raise pickle.UnpicklingError(f"a NumPy dtype {spec!r} (object and record arrays are refused)")
+        self.dtype = dtype
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or any(part not in (None, -1, 0) for part in state[2:5]):
+            raise pickle.UnpicklingError("a NumPy dtype with fields or sub-arrays: vssbench reads plain arrays only")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _resolved_dtype(dtype: object) -> np.dtype:
+    if not isinstance(dtype, _PendingDtype):
+        raise pickle.UnpicklingError(f"an array whose dtype is a {type(dtype).__name__}")
+    return dtype.dtype
+
+
+def _array_from_bytes(data: object, dtype: np.dtype, shape: object, fortran: bool) -> np.ndarray:
+    if isinstance(data, str):  # a Python 2 pickle read with encoding="latin1" (detectron2's older .pkl)
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise pickle.UnpicklingError("an array whose data are not bytes (an object array)")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError(f"an array of shape {shape!r}")
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data):
+        raise pickle.UnpicklingError(f"an array of shape {shape} ({count * dtype.itemsize} bytes) "
+                                     f"with {len(data)} bytes of data")
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C")
+
+
+class _PendingArray:
+    """What ``numpy._core.multiarray._reconstruct`` returns here; ``__setstate__`` builds the array."""
+
+    def __init__(self, *args: object) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array with a malformed state")
+        shape, dtype, fortran, data = state[-4:]
+        self.array = _array_from_bytes(data, _resolved_dtype(dtype), shape, bool(fortran))
+
+
+def _frombuffer(data: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """``numpy._core.numeric._frombuffer`` (pickle protocol 5), checked the same way."""
+    return _array_from_bytes(data, _resolved_dtype(dtype), shape, order == "F")
+
+
+def _scalar(dtype: object, data: object = b"") -> np.generic:
+    """``numpy._core.multiarray.scalar``: a numeric scalar from exactly its bytes."""
+    return _array_from_bytes(data, _resolved_dtype(dtype), (), False)[()]
+
+
+def _latin1_encode(text: object, encoding: object = "utf-8") -> bytes:
+    """``_codecs.encode``, as pickle protocol 2 writes bytes from Python 3: Latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode other than of text to Latin-1 bytes")
+    return text.encode("latin1")
+
+
+# What NumPy 1 and 2 pickles name to rebuild arrays, each bound to its checked stand-in.
 _NUMPY_GLOBALS = {
-    **{(module, name): getattr(_numpy_multiarray(), name)
-       for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")},
-    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    **{(module, "_reconstruct"): _PendingArray for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "scalar"): _scalar for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "_frombuffer"): _frombuffer for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray,  # only ever an argument of _reconstruct, which ignores it
+    ("numpy", "dtype"): _PendingDtype,
 }
+_PENDING = (_PendingArray, _PendingDtype)
 
 
-def _torch_load(path: Path) -> object:
-    """``torch.load(weights_only=True)``, NumPy arrays allowed; classes it refuses that are not torch's
-    become :class:`_Opaque`, and any function it refuses is an error."""
+def _torch_load(path: Path, zipped: bool) -> object:
+    """``torch.load(weights_only=True)`` with the NumPy stand-ins above; classes it refuses that are not
+    torch's become :class:`_Opaque`, and any function it refuses is an error. A zip archive names what it
+    pickles up front; a legacy file is retried with each class it refuses (it is read once)."""
     stand_ins: list = [(value, f"{module}.{name}") for (module, name), value in _NUMPY_GLOBALS.items()]
+    stand_ins += [(cls, f"vssbench.methods.weights.{cls.__name__}") for cls in _PENDING]
+    source: Path | io.BytesIO = path
+    if zipped:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as error:  # noqa: BLE001 - torch raises several types for damaged files
+            raise CheckpointError(f"cannot read {path} as a PyTorch file ({type(error).__name__}); the file may be "
+                                  "truncated or not a checkpoint") from None
+        known = {name for _, name in stand_ins}
+        stand_ins += [(_stand_in(name, path), name) for name in names if name not in known]
+    else:
+        source = io.BytesIO(path.read_bytes())
     for _ in range(32):
         try:
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
             with torch.serialization.safe_globals(stand_ins):
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(source, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             match = re.search(r"GLOBAL ([\w.]+)", str(error))
-            # Only classes (by their capitalised names) outside torch get a stand-in; a function is refused.
-            if not match or match.group(1).startswith("torch.") or not match.group(1).rsplit(".", 1)[-1][:1].isupper():
-                raise CheckpointError(f"cannot read {path}: it pickles {match.group(1) if match else 'an object'} "
-                                      "that vssbench will not unpickle (only tensors, arrays and plain "
-                                      "containers are read)") from None
-            stand_ins.append((_Opaque, match.group(1)))
+            if zipped or not match:
+                raise CheckpointError(f"cannot read {path}: {str(error).splitlines()[-1] or error}") from None
+            stand_ins.append((_stand_in(match.group(1), path), match.group(1)))
         except Exception as error:  # noqa: BLE001 - torch raises several types for damaged files
             first_line = str(error).splitlines()[0] if str(error) else ""
             raise CheckpointError(f"cannot read {path} as a PyTorch file ({type(error).__name__}: {first_line}); "
                                   "the file may be truncated or not a checkpoint") from None
     raise CheckpointError(f"cannot read {path}: too many unknown classes pickled in it")
+
+
+def _stand_in(name: str, path: Path) -> type:
+    """:class:`_Opaque` for a bookkeeping class (capitalised, not torch's); any other global is refused."""
+    if name.startswith("torch.") or not name.rsplit(".", 1)[-1][:1].isupper():
+        raise CheckpointError(f"cannot read {path}: it pickles {name}, which vssbench will not unpickle (only "
+                              "tensors, numeric arrays and plain containers are read)")
+    return _Opaque
 
 
 def _storage_from_bytes(data: bytes) -> object:
@@ -177,16 +312,17 @@ _TORCH_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): _latin1_encode,
 }
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Builds NumPy arrays, tensors, dtypes and plain containers, and refuses every other global."""
+    """Builds numeric NumPy arrays, tensors and plain containers, and refuses every other global."""
 
     def find_class(self, module: str, name: str) -> object:
         found = _NUMPY_GLOBALS.get((module, name)) or _TORCH_GLOBALS.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(f"global {module}.{name}")
+            raise pickle.UnpicklingError(f"global {module}.{name}, which vssbench will not unpickle")
         return found
 
 
@@ -195,11 +331,75 @@ def _read_plain_pickle(path: Path) -> object:
         with open(path, "rb") as handle:
             return _ArrayUnpickler(handle, encoding="latin1").load()
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"cannot read {path}: the pickle refers to {error}, and vssbench reads only pickles "
-                              "of NumPy arrays, tensors and plain containers (detectron2's .pkl)") from None
+        raise CheckpointError(f"cannot read {path}: the pickle holds {error}; vssbench reads pickles of numeric "
+                              "NumPy arrays, tensors and plain containers (detectron2's .pkl)") from None
+    except RecursionError:
+        raise CheckpointError(f"cannot read {path}: the pickle is nested too deeply") from None
     except Exception as error:  # noqa: BLE001 - damaged pickles raise many types
         raise CheckpointError(f"cannot read {path} as a pickle ({type(error).__name__}); the file may be truncated "
                               "or not a checkpoint") from None
+
+
+def _settle(obj: object, path: Path) -> object:
+    """The object read, with its NumPy stand-ins replaced by the arrays they built, refused if it nests
+    deeper than ``MAX_DEPTH`` or if its tensors and arrays claim more bytes than the file can hold (one
+    storage under many keys, or a zero-stride view, would become copies as large as the claim)."""
+    check_depth(obj, f"the object in {path}", CheckpointError)
+    claimed = 0
+
+    def settled(value: object) -> object:
+        nonlocal claimed
+        if isinstance(value, _PendingArray):
+            if value.array is None:
+                raise CheckpointError(f"cannot read {path}: an array without its data")
+            value = value.array
+        elif isinstance(value, _PendingDtype):
+            return value.dtype
+        if isinstance(value, torch.Tensor):
+            claimed += value.numel() * value.element_size()
+        elif isinstance(value, np.ndarray):
+            claimed += value.nbytes
+        elif isinstance(value, dict):
+            items = [(key, settled(item)) for key, item in value.items()]
+            value.clear()
+            value.update(items)
+        elif isinstance(value, list):
+            value[:] = [settled(item) for item in value]
+        elif isinstance(value, tuple):
+            value = tuple(settled(item) for item in value)
+        return value
+
+    obj = settled(obj)
+    size = path.stat().st_size
+    if claimed > tensor_bytes_allowed(size):
+        raise CheckpointError(f"{path}: its tensors claim {claimed:,} bytes from a {size:,}-byte file (repeated "
+                              "or zero-stride references); vssbench refuses what would allocate more than twice "
+                              "what the file holds")
+    return obj
+
+
+def _check_payload(payload: dict, path: Path) -> dict:
+    """A vssbench checkpoint's header, checked before anything trusts it: a state dict of tensors, names
+    that are strings, a class count within the limit, and records that are plain, small JSON."""
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in state.items()):
+        raise CheckpointError(f"{path}: a vssbench checkpoint header without a state_dict of named tensors")
+    for name in ("method", "preset", "variant"):
+        if not isinstance(payload.get(name), str):
+            raise CheckpointError(f"{path}: its {name} is {payload.get(name)!r}; expected a name")
+    check_class_count(payload.get("num_classes"), str(path), CheckpointError)
+    for name in ("revisions", "conventions", "metadata"):
+        if not isinstance(payload.get(name) or {}, dict):
+            raise CheckpointError(f"{path}: its {name} is a {type(payload[name]).__name__}; expected a dictionary")
+    try:
+        text = json.dumps(payload.get("metadata") or {}, allow_nan=True)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: its metadata is not a plain record ({error})") from None
+    if len(text) > limit("MAX_METADATA_BYTES"):
+        raise CheckpointError(f"{path}: its metadata is {len(text):,} bytes as JSON, more than the "
+                              f"{limit('MAX_METADATA_BYTES'):,} allowed ({override_hint('MAX_METADATA_BYTES')})")
+    return payload
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -215,6 +415,8 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     tensors = {}
     for key, value in inner.items():
         if isinstance(value, np.ndarray):
+            if value.dtype.kind in "SU":
+                continue
             value = torch.from_numpy(value if value.flags.c_contiguous and value.flags.writeable else value.copy())
         if isinstance(value, torch.Tensor):
             tensors[str(key)] = value
@@ -228,21 +430,27 @@ def _read_hf_directory(path: Path) -> SourceFile:
     if not config_file.is_file():
         raise CheckpointError(f"{path} is a folder without config.json; expected a Hugging Face model folder "
                               f"(config.json and one of {', '.join(HF_WEIGHT_FILES)})")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {config_file}: {error}") from None
+    config = read_json(config_file, "Hugging Face config", CheckpointError)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file} holds a {type(config).__name__}; expected a JSON object")
     files = _hf_weight_files(path)
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
+        check_regular_file(file, "weights", CheckpointError)
         part = _read_file(file)
-        if not isinstance(part, dict):
-            raise CheckpointError(f"{file} holds a {type(part).__name__}, not a dictionary of weights")
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise CheckpointError(f"{file} holds a {type(part).__name__}, not a dictionary of tensors")
         tensors.update(part)
+    read = [{"file": str(file), "sha256": file_sha256(file)} for file in [config_file, *files]]
+    return SourceFile(path, tensors, config=config, sha256=_folder_digest(read), files=read)
+
+
+def _folder_digest(files: list[dict]) -> str:
+    """A Hugging Face folder's sha256: of its files' names and digests, config first."""
     digest = hashlib.sha256()
-    for file in [config_file, *files]:
-        digest.update(f"{file.name}:{file_sha256(file)}\n".encode())
-    return SourceFile(path, tensors, config=config, sha256=digest.hexdigest())
+    for entry in files:
+        digest.update(f"{Path(entry['file']).name}:{entry['sha256']}\n".encode())
+    return digest.hexdigest()
 
 
 def _hf_weight_files(path: Path) -> list[Path]:
@@ -251,15 +459,26 @@ def _hf_weight_files(path: Path) -> list[Path]:
         if (path / single).is_file():
             return [path / single]
         if (path / index).is_file():
-            try:
-                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
-            except (OSError, json.JSONDecodeError, KeyError) as error:
-                raise CheckpointError(f"cannot read the shard index {path / index}: {error}") from None
-            missing = [s for s in shards if not (path / s).is_file()]
-            if missing:
-                raise CheckpointError(f"{path / index} lists shards that are not there: {', '.join(missing)}")
-            return [path / s for s in shards]
+            return _shards(path, path / index)
     raise CheckpointError(f"{path} has config.json but no weights; expected one of {', '.join(HF_WEIGHT_FILES)}")
+
+
+def _shards(folder: Path, index: Path) -> list[Path]:
+    """The shard files a ``*.index.json`` names: each a file of ``folder`` itself (no ``/``, no ``..``, no
+    link out of it)."""
+    weight_map = (read_json(index, "shard index", CheckpointError) or {})
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"the shard index {index}: expected a weight_map object of tensor name -> shard file")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        plain_name(shard, f"the shard index {index}", CheckpointError)
+        if (folder / shard).exists():
+            check_inside(folder, folder / shard, f"the shard index {index}", CheckpointError)
+    missing = [s for s in shards if not (folder / s).is_file()]
+    if missing:
+        raise CheckpointError(f"{index} lists shards that are not there: {', '.join(missing)}")
+    return [folder / s for s in shards]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -531,6 +750,8 @@ class LoadRecord:
     reinitialised: list[str] = field(default_factory=list)  # classifier tensors re-initialised (training)
     notes: list[str] = field(default_factory=list)
     loaded_keys: list[str] = field(default_factory=list, repr=False)  # method-level keys now from this file
+    files: list[dict] = field(default_factory=list)  # every file read, with the sha256 vssbench computed
+    declared: dict = field(default_factory=dict, repr=False)  # a vssbench checkpoint's own record, unverified
 
     def summary(self) -> str:
         where = f"{self.component} ({self.module})" if self.module and self.module != self.component else (
@@ -546,8 +767,9 @@ class LoadRecord:
     def as_row(self) -> dict:
         """The provenance a result row records."""
         return {"component": self.component, "module": self.module, "format": self.format, "file": self.file,
-                "sha256": self.sha256, "mapped": self.mapped, "dropped": dict(self.dropped),
-                "missing": len(self.missing), "reinitialised": list(self.reinitialised), "notes": list(self.notes)}
+                "sha256": self.sha256, "files": list(self.files), "mapped": self.mapped,
+                "dropped": dict(self.dropped), "missing": len(self.missing),
+                "reinitialised": list(self.reinitialised), "notes": list(self.notes)}
 
 
 def _first(keys: list[str], count: int = 3) -> str:
@@ -604,10 +826,16 @@ def infer_num_classes(source: SourceFile, fmt: WeightFormat, spec: str, variant:
     from vssbench.methods.segmentors import ImageSegmentor
 
     if source.payload is not None:
-        return int(source.payload["num_classes"])
+        return source.payload["num_classes"]  # checked when it was read
     config = source.config or {}
-    if "id2label" in config or "num_labels" in config:
-        return len(config["id2label"]) if "id2label" in config else int(config["num_labels"])
+    where = f"{source.path}/config.json"
+    if "id2label" in config:
+        if not isinstance(config["id2label"], dict):
+            raise CheckpointError(f"{where}: id2label is a {type(config['id2label']).__name__}; expected an object "
+                                  "of class id -> name")
+        return check_class_count(len(config["id2label"]), f"{where} (id2label)", CheckpointError)
+    if "num_labels" in config:
+        return check_class_count(config["num_labels"], f"{where} (num_labels)", CheckpointError)
     if fmt.kind in ("backbone", "flow"):
         raise CheckpointError(f"{source.path} is {fmt.title}, which has no classifier; give --num-classes")
     probe = build_method(spec, 2, variant)
@@ -617,7 +845,8 @@ def infer_num_classes(source: SourceFile, fmt: WeightFormat, spec: str, variant:
         state = from_portable(segmentor, converted.state)
         for key, tensor in state.items():
             if key.startswith(segmentor.classifier_prefixes) and key.endswith("weight"):
-                return tensor.shape[0] - segmentor.classifier_extra_outputs
+                return check_class_count(tensor.shape[0] - segmentor.classifier_extra_outputs,
+                                         f"{source.path} (its classifier {key})", CheckpointError)
     raise CheckpointError(f"{source.path}: found no classifier to count classes from; give --num-classes")
 
 
@@ -700,7 +929,8 @@ def _load_converted(method: nn.Module, module_path: str, component: str, convert
     provided = from_portable(target, converted.state)
     record = LoadRecord(component, module_path, fmt.name, str(source.path), source.sha256,
                         dropped={reason: len(keys) for reason, keys in converted.dropped.items()},
-                        notes=list(converted.notes))
+                        notes=list(converted.notes), files=list(source.files),
+                        declared=dict((source.payload or {}).get("metadata") or {}))
     unexpected = sorted(set(provided) - set(expected))
     classifier = _classifier_prefixes(target)
     mismatched = sorted(k for k in set(provided) & set(expected) if provided[k].shape != expected[k].shape)
@@ -853,23 +1083,35 @@ def save_checkpoint(method: nn.Module, path: str | Path, metadata: dict | None =
 
 
 def checkpoint_metadata(path: str | Path) -> dict:
-    """The training record a vssbench checkpoint carries (empty for other formats and for none)."""
+    """The training record a vssbench checkpoint carries about itself (empty for other formats and for
+    none), checked as :func:`read_source` checks it. What it says is the file's claim: rows show it as
+    declared by the checkpoint."""
     path = Path(path)
     if path.is_dir():
         return {}
+    check_regular_file(path, "weights", CheckpointError)
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            return {}
+    _check_archive(path)
     try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != b"PK\x03\x04":
-                return {}
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a vssbench checkpoint: no training record
+    except Exception:  # noqa: BLE001 - not a vssbench checkpoint (a class it pickles, ...): no training record
         return {}
     if not isinstance(payload, dict) or payload.get("format") not in (CHECKPOINT_FORMAT, LEGACY_CHECKPOINT_FORMAT):
         return {}
-    return dict(payload.get("metadata") or {})
+    check_depth(payload, f"the object in {path}", CheckpointError)
+    return dict(_check_payload(payload, path).get("metadata") or {})
 
 
 def weights_digest(path: str | Path) -> str:
-    """The sha256 a row records for weights: of the file, or of a Hugging Face folder's files."""
+    """The sha256 a row records for weights: of the file, or of a Hugging Face folder's files (config
+    and weight files, the shards an index names), read without loading a tensor."""
     path = Path(path)
-    return read_source(path).sha256 if path.is_dir() else file_sha256(path)
+    if not path.is_dir():
+        check_regular_file(path, "weights", CheckpointError)
+        return file_sha256(path)
+    files = [path / "config.json", *_hf_weight_files(path)]
+    for file in files:
+        check_regular_file(file, "weights", CheckpointError)
+    return _folder_digest([{"file": str(file), "sha256": file_sha256(file)} for file in files])
