@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vssbench.benchmark.results import load_rows  # noqa: E402
+from vssbench.benchmark.results import declared_training, load_rows  # noqa: E402
 from vssbench.methods import tfc  # noqa: E402
 
 FINDINGS = ROOT / "reports" / "synthetic" / "findings.md"
@@ -46,7 +46,7 @@ def metric(file: str, spec: str, name: str, k: int | None = None, memory: int | 
     matches = []
     for row in _rows(file):
         schedule = row["schedule"]
-        stage_iterations = ((row.get("checkpoint") or {}).get("training") or {}).get("iterations")
+        stage_iterations = (declared_training(row) or {}).get("iterations")
         if (row["status"] == "ok" and row["method"] == method and row["preset"] == preset
                 and row["variant"] == variant and row["env"]["seed"] == seed
                 and (k is None or schedule.get("key_interval") == k)

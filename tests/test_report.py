@@ -363,7 +363,7 @@ def test_bench_run_seeds_trains_and_scores_each_seed_and_the_report_shows_their_
     assert sorted((r["label"], r["env"]["seed"]) for r in rows) == sorted(
         (label, seed) for seed in (0, 1) for label in ("perframe_segformer-tiny_k1", "copy_segformer-tiny_k1",
                                                        "copy_segformer-tiny_k5"))
-    assert {r["checkpoint"]["training"]["seed"] for r in rows} == {0, 1}  # each seed trained its own weights
+    assert {r["checkpoint"]["declared"]["training"]["seed"] for r in rows} == {0, 1}  # each seed trained its own weights
     assert len({r["checkpoint"]["sha256"] for r in rows}) == 2
     assert main(["report", str(output), "--out", str(tmp_path / "report"), "--quiet"]) == 0
     seeds = (tmp_path / "report" / "seeds.md").read_text()

@@ -83,7 +83,7 @@ def test_run_writes_one_row_per_configuration(trained_run, capsys):
         assert row["env"]["torch_version"] == torch.__version__ and row["env"]["seed"] == 0
         assert row["checkpoint"]["sha256"] and len(row["config_hash"]) == 16
         assert row["timing"]["metric_code"] == ("c" if native.kernels() is not None else "torch")
-        training = row["checkpoint"]["training"]  # what the auto-trained segmentor was trained on, and how long
+        training = row["checkpoint"]["declared"]["training"]  # what the auto-trained segmentor was trained on, and how long
         assert (training["dataset"], training["split"], training["iterations"]) == (row["dataset"], "train", 60)
     # copy at k=1 is perframe; at k=5 it is worse.
     assert rows[1]["metrics"]["miou"] == rows[0]["metrics"]["miou"]

@@ -358,8 +358,11 @@ def test_bench_convert_writes_a_checkpoint_that_runs_and_says_where_it_came_from
                  "--max-videos", "1", "--checkpoint", str(tmp_path / "c.pt"), "--output", str(tmp_path / "r.jsonl"),
                  "--num-workers", "0", "--speed-rounds", "0"]) == 0
     (row,) = load_rows(tmp_path / "r.jsonl")
-    (origin,) = row["checkpoint"]["converted_from"]
+    (origin,) = row["checkpoint"]["declared"]["converted_from"]  # what c.pt says of itself
     assert origin["format"] == "hf-segformer" and origin["file"] == str(source) and len(origin["sha256"]) == 64
+    (verified,) = row["checkpoint"]["sources"]  # what vssbench read: c.pt itself
+    assert verified["format"] == "vssbench" and verified["files"] == [
+        {"file": str(tmp_path / "c.pt"), "sha256": row["checkpoint"]["sha256"]}]
     assert main(["convert", str(source), "--method", "dff:tiny", "--out", str(tmp_path / "d.pt")]) == 2
     assert "feature_flow" in capsys.readouterr().err and not (tmp_path / "d.pt").exists()
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from vssbench.benchmark.results import schedule_interval
+from vssbench.benchmark.results import declared_training, schedule_interval
 
 ACCURACY = ("miou", "wiou", "mvc8", "mvc16")
 COST = ("params_m", "gflops_key", "gflops_nonkey")
@@ -260,7 +260,7 @@ def training_difference(before: dict | None, after: dict | None, where: str = ""
 
 
 def _training(row: dict) -> dict | None:
-    return (row.get("checkpoint") or {}).get("training")
+    return declared_training(row)
 
 
 def _video_count(row: dict) -> str:

@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vssbench.benchmark.regression import paired_ratio, row_key  # noqa: E402
-from vssbench.benchmark.results import load_rows, schedule_interval, schedule_text  # noqa: E402
+from vssbench.benchmark.results import declared_training, load_rows, schedule_interval, schedule_text  # noqa: E402
 from vssbench.methods.base import registered_methods  # noqa: E402
 
 FORMATS = ("md", "tex", "csv")
@@ -101,7 +101,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "vc_protocol": metrics.get("vc_protocol"),
                 "per_class_iou": metrics.get("per_class_iou") or {},
                 "seed": (row.get("env") or {}).get("seed"),
-                "training": training_text((row.get("checkpoint") or {}).get("training")),
+                "training": training_text(declared_training(row)),
                 "configuration": row_key(row) + (" random weights" if random else ""),
             })
     if not records:

@@ -21,6 +21,7 @@ import torch
 
 import vssbench
 from vssbench.files import atomic_path, exclusive_lock
+from vssbench.limits import check_regular_file
 
 SCHEMA = "vssbench.result/1"
 
@@ -99,6 +100,16 @@ def _json_safe(value: object) -> object:
     return value
 
 
+def declared_training(row: dict) -> dict | None:
+    """The training record a row's checkpoint declares about itself (``checkpoint.declared.training``,
+    docs/rows.md; rows without the ``declared`` block carry it as ``checkpoint.training``). A claim of
+    the file, not something vssbench checked: comparisons use it, provenance marks it."""
+    checkpoint = row.get("checkpoint") or {}
+    if "declared" in checkpoint:
+        return (checkpoint["declared"] or {}).get("training")
+    return checkpoint.get("training")
+
+
 class ResultFileError(ValueError):
     """A result file that cannot be read as rows: named with the line, and what to do about it."""
 
@@ -109,6 +120,7 @@ def load_rows(path: str | Path, skip_unreadable: bool = False) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    check_regular_file(path, "result file", ResultFileError)
     rows = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():

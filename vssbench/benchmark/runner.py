@@ -29,6 +29,7 @@ from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary, paired_speed_ratio
 from vssbench.benchmark.results import ResultFile, config_hash, environment
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
+from vssbench.limits import plain_name
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
 from vssbench.methods.weights import CheckpointError, checkpoint_metadata, weights_digest
 from vssbench.progress import Progress
@@ -85,6 +86,9 @@ def evaluate(
     the merged result, equal to a single process's.
     """
     device = torch.device(options.device)
+    if predictions_dir is not None:  # every file written lies under predictions_dir/<video>/
+        for video in dataset.videos:
+            plain_name(video.name, f"dataset {dataset.root}", DatasetError)
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
     workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
@@ -221,23 +225,31 @@ class PreparedWeights:
     """Where a method's weights came from, as ``prepare`` reports it to the runner.
 
     ``checkpoint`` is the file or folder named (or the cached checkpoint training wrote), ``sources``
-    the :meth:`~vssbench.methods.weights.LoadRecord.as_row` of each file loaded, and ``random`` the
+    the :meth:`~vssbench.methods.weights.LoadRecord.as_row` of each file loaded, ``declared`` the record
+    a vssbench checkpoint carries about itself (None: read it from ``checkpoint``), and ``random`` the
     parameters left at random initialisation, per part: rows of such weights say ``weights: random``.
     """
 
     checkpoint: Path | None = None
     sources: list[dict] = field(default_factory=list)
     random: dict[str, int] = field(default_factory=dict)
+    declared: dict | None = None
 
     def row_block(self) -> dict | None:
-        """The row's ``checkpoint`` object: path, digest, how the weights were trained or converted."""
+        """The row's ``checkpoint`` object (docs/rows.md). What vssbench verified: the path, its sha256, the
+        format detected and the tensors mapped (``sources``, each file read named with its sha256). What
+        the checkpoint says about itself (how it was trained or converted) sits apart, under ``declared``:
+        vssbench copies it from the file and cannot check it."""
         if self.checkpoint is None and not self.sources:
             return None
-        metadata = checkpoint_metadata(self.checkpoint) if self.checkpoint else {}
-        converted_from = metadata.pop("converted_from", None)
+        declared = dict(self.declared if self.declared is not None
+                        else checkpoint_metadata(self.checkpoint) if self.checkpoint else {})
+        converted_from = declared.pop("converted_from", None)
         return {"path": str(self.checkpoint) if self.checkpoint else None,
                 "sha256": weights_digest(self.checkpoint) if self.checkpoint else None,
-                "training": metadata or None, "converted_from": converted_from, "sources": self.sources}
+                "sources": self.sources,
+                "declared": ({"by": "checkpoint", "training": declared or None, "converted_from": converted_from}
+                             if declared or converted_from else None)}
 
 
 @dataclass

@@ -48,7 +48,14 @@ from vssbench.datasets.base import VideoDataset
 from vssbench.files import atomic_path
 from vssbench.methods.base import NORM_TYPES, VideoMethod, build_method
 from vssbench.methods.segmentors import SEGMENTORS
-from vssbench.methods.weights import LoadRecord, checkpoint_metadata, file_sha256, load_weights, save_checkpoint
+from vssbench.methods.weights import (
+    LoadRecord,
+    checkpoint_metadata,
+    file_sha256,
+    load_weights,
+    save_checkpoint,
+    weights_digest,
+)
 from vssbench.progress import Progress
 from vssbench.recipes import Recipe, recipe_for
 
@@ -706,7 +713,8 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
     training chain behind its weights. The recipe is recorded without its ``init`` text, which says what
     the paper started from, not what this run did. ``records`` are the loads of ``started_from``; for
     weights converted from another format their format, digest and conversion are kept with them (a
-    vssbench checkpoint carries its own record)."""
+    vssbench checkpoint carries its own record, copied as the file declares it, beside the sha256 vssbench
+    computed of the file)."""
     provenance = {record.file: record.as_row() for record in records if record.format != "vssbench"}
     return {
         "dataset": dataset.name,
@@ -726,6 +734,7 @@ def training_metadata(report: TrainingReport, dataset: VideoDataset, seed: int,
         "first_loss": report.first_loss,
         "final_loss": report.final_loss if math.isfinite(report.final_loss) else None,
         "started_from": [{"file": Path(path).name, **checkpoint_metadata(path),
+                          "sha256": weights_digest(path),
                           **({"weights": provenance[str(path)]} if str(path) in provenance else {})}
                          for path in started_from],
         **({"recipe": recorded_recipe(recipe)} if recipe else {}),
