@@ -103,6 +103,28 @@ def test_a_link_inside_the_root_that_leads_out_of_it_is_bad_input(vspw, tmp_path
     assert main(_run(tmp_path, tmp_path / "linked-root", "--random-weights", "--max-videos", "1")) == 0
 
 
+def test_a_cityscapes_city_or_frame_linking_out_of_its_split_is_bad_input(tmp_path):
+    from test_contract import _cityscapes
+
+    from vssbench.datasets import DatasetError
+    from vssbench.datasets.cityscapes import CityscapesDataset
+
+    labels = _cityscapes(tmp_path / "root", 19)
+    assert len(CityscapesDataset.from_root(tmp_path / "root", "val").videos) == 1
+    frames = tmp_path / "root/leftImg8bit_sequence/val/aachen"
+    first = frames / "aachen_000001_000000_leftImg8bit.png"
+    first.rename(tmp_path / first.name)
+    first.symlink_to(tmp_path / first.name)
+    with pytest.raises(DatasetError, match=f"{first} leads to .*, outside"):
+        CityscapesDataset.from_root(tmp_path / "root", "val")
+    first.unlink()
+    (tmp_path / first.name).rename(first)
+    shutil.move(labels, tmp_path / "labels-elsewhere")
+    labels.symlink_to(tmp_path / "labels-elsewhere")
+    with pytest.raises(DatasetError, match=f"{labels} leads to .*, outside"):
+        CityscapesDataset.from_root(tmp_path / "root", "val")
+
+
 def test_a_shard_index_naming_a_file_outside_the_folder_is_bad_input(tmp_path, capsys):
     folder = _saved_hf(tmp_path)
     weights = folder / "model.safetensors"
