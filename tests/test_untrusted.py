@@ -273,6 +273,11 @@ def test_bad_headers_configs_and_metadata_are_bad_input_before_any_evaluation(tm
     _bad_input(["convert", str(tmp_path / "headless.pt"), *convert], capsys, "without a state_dict")
     torch.save({**payload, "num_classes": "eight"}, tmp_path / "eight.pt")
     _bad_input(["convert", str(tmp_path / "eight.pt"), *convert], capsys, "'eight'")
+    for name, conventions, expected in (("elsewhere", {"no.such.module": {}}, "a module 'no.such.module'"),
+                                        ("eps", {"segmentor": {"layer_norm_eps": 1e-6}}, "do not apply")):
+        torch.save({**payload, "conventions": conventions}, tmp_path / f"{name}.pt")
+        _bad_input(["convert", str(tmp_path / f"{name}.pt"), *convert], capsys, str(tmp_path / f"{name}.pt"),
+                   expected)
 
     folder = _saved_hf(tmp_path)
     config = json.loads((folder / "config.json").read_text())

@@ -682,7 +682,7 @@ def _flow_converter(source: SourceFile, fmt: WeightFormat, target: nn.Module) ->
     try:
         converted = (flownet.from_flownetpytorch(source.tensors, float(source.info.get("div_flow", 20.0)))
                      if fmt.name == "flownetpytorch" else flownet.from_mmtracking(source.tensors))
-    except ValueError as error:
+    except (TypeError, ValueError) as error:  # div_flow is the file's own entry: it may be anything
         raise CheckpointError(f"{source.path}: {error}") from None
     if isinstance(target, flownet.FlowNetSEncoder):
         converted = flownet.encoder_only(converted)
@@ -962,8 +962,8 @@ def _load_converted(method: nn.Module, module_path: str, component: str, convert
             f"{method.spec}'s {component}" + (f" ({module_path})" if module_path != component else ""))
         raise CheckpointError(f"{source.path} ({fmt.title}) does not fit {where}; " + "; ".join(details))
     target.load_state_dict(provided, strict=False)
-    if converted.conventions and hasattr(target, "set_conventions"):
-        target.set_conventions(converted.conventions)
+    if converted.conventions:
+        _set_conventions(target, converted.conventions, source.path)
     record.mapped = len(provided)
     record.missing = sorted(set(expected) - set(provided) - set(class_mismatch))
     prefix = f"{module_path}." if module_path else ""
@@ -1002,7 +1002,7 @@ def _load_vssbench(method: nn.Module, source: SourceFile, component: str | None,
     state = from_portable(target, state) if payload.get("format") == CHECKPOINT_FORMAT else state
     record = _load_converted(method, module_path, name, Converted(state), source, VSSBENCH_FORMAT, purpose,
                              reinit_classifier)
-    _apply_saved_conventions(target, payload)
+    _apply_saved_conventions(target, payload, source.path)
     return record
 
 
@@ -1017,8 +1017,8 @@ def _load_segmentor_checkpoint(method: nn.Module, source: SourceFile, payload: d
     record = _load_converted(method, path, component, Converted(state), source, VSSBENCH_FORMAT, purpose,
                              reinit_classifier)
     conventions = (payload.get("conventions") or {}).get("segmentor")
-    if conventions and hasattr(segmentor, "set_conventions"):
-        segmentor.set_conventions(conventions)
+    if conventions:
+        _set_conventions(segmentor, conventions, source.path)
     return record
 
 
@@ -1038,11 +1038,28 @@ def _check_revisions(payload: dict, target: nn.Module, path: Path, prefix: str =
                                       "the source weights")
 
 
-def _apply_saved_conventions(target: nn.Module, payload: dict) -> None:
+def _apply_saved_conventions(target: nn.Module, payload: dict, path: Path) -> None:
     for name, conventions in (payload.get("conventions") or {}).items():
-        module = target.get_submodule(name) if name else target
-        if hasattr(module, "set_conventions"):
-            module.set_conventions(conventions)
+        try:
+            module = target.get_submodule(name) if name else target
+        except AttributeError:
+            raise CheckpointError(f"{path}: its conventions name a module {name!r} that "
+                                  f"{getattr(target, 'spec', type(target).__name__)} does not have") from None
+        _set_conventions(module, conventions, path)
+
+
+def _set_conventions(module: nn.Module, conventions: object, path: Path) -> None:
+    """A source's numerical conventions (a layer-norm epsilon, a flow scale) into ``module``: values the
+    file supplies, so a value of the wrong kind is bad input naming the file, not a traceback."""
+    if not hasattr(module, "set_conventions"):
+        return
+    try:
+        if not isinstance(conventions, dict):
+            raise TypeError(f"a {type(conventions).__name__}, not a dictionary")
+        module.set_conventions(conventions)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its numerical conventions do not apply to {type(module).__name__} "
+                              f"({error})") from None
 
 
 def random_parameters(method: nn.Module, records: list[LoadRecord]) -> dict[str, int]:
