@@ -234,7 +234,7 @@ def test_variant_selection_across_methods():
 def test_list_and_data_commands(tmp_path, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "perframe  segformer-tiny* +27" in out and "copy" in out
+    assert "perframe  segformer-tiny* +29" in out and "copy" in out
     assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--train-videos", "1", "--val-videos", "1",
                  "--frames", "3", "--size", "32x48"]) == 0
     assert len(list((tmp_path / "d/data/val_0000/mask").glob("*.png"))) == 3

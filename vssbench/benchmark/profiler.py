@@ -90,7 +90,8 @@ IGNORED_OPERATORS: dict[str, str] = {
         "aten::arange", "aten::zeros_like", "aten::ones_like", "aten::full_like", "aten::new_zeros", "aten::new_ones",
         "aten::scatter", "aten::scatter_", "aten::gather", "aten::index", "aten::index_put_", "aten::nonzero",
         "aten::clone", "aten::pad", "aten::constant_pad_nd", "aten::roll", "aten::fill_", "aten::copy_",
-        "aten::index_copy", "aten::expand_as", "aten::view_as", "aten::unflatten", "aten::cartesian_prod")},
+        "aten::index_copy", "aten::expand_as", "aten::view_as", "aten::unflatten", "aten::cartesian_prod",
+        "aten::im2col")},
 }
 
 

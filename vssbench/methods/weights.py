@@ -498,7 +498,7 @@ class WeightFormat:
 
     name: str
     title: str
-    kind: str  # "method" (vssbench), "segmentor", "backbone" or "flow"
+    kind: str  # "method" (vssbench), "video" (a published video method), "segmentor", "backbone" or "flow"
     detect: Callable[[dict[str, torch.Tensor]], bool]
 
 
@@ -517,6 +517,8 @@ FORMATS = (
                  _has(r"^segformer\.", r"^decode_head\.(linear_c|linear_projections)\.")),
     WeightFormat("hf-mask2former", "Hugging Face Mask2Former (Mask2FormerForUniversalSegmentation)", "segmentor",
                  _has(r"^model\.pixel_level_module\.", r"^class_predictor\.")),
+    WeightFormat("cffm", "GuoleiSun/VSS-CFFM CFFM (EncoderDecoder_clips, CFFMHead_clips_resize1_8)", "video",
+                 _has(r"^decode_head\.decoder_focal\.", r"^backbone\.block1\.0\.attn\.kv\.")),
     WeightFormat("nvlabs-segformer", "NVlabs / CFFM / MRCFA SegFormer (mmseg 0.x)", "segmentor",
                  _has(r"^backbone\.block1\.0\.attn\.kv\.", r"^decode_head\.linear_c4\.")),
     WeightFormat("mmseg-segformer", "mmsegmentation 1.x SegFormer", "segmentor",
@@ -636,6 +638,14 @@ def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile], Conv
         "mmseg-pspnet": (PSPNet, lambda source: pspnet.from_mmseg(source.tensors)),
         "detectron2-mask2former": (Mask2Former, lambda source: mask2former.from_detectron2(source.tensors)),
     }
+
+
+def _video_converters() -> dict[str, tuple[type, Callable[[SourceFile], Converted], str]]:
+    """Video-method format -> (the method class it fills whole, its key map, the segmentor format of its
+    per-frame branch, which any other method with that segmentor takes)."""
+    from vssbench.methods import cffm
+
+    return {"cffm": (cffm.CFFM, lambda source: cffm.from_official(source.tensors), "nvlabs-segformer")}
 
 
 def _backbone_converters() -> dict[str, tuple[Callable[[nn.Module], bool], str, Callable[[SourceFile], Converted]]]:
@@ -801,6 +811,11 @@ def _convert(method: nn.Module, source: SourceFile, fmt: WeightFormat,
     """Where a file of format ``fmt`` goes in ``method`` and its tensors converted for that module:
     (component name, module path, converted tensors, key scope within the module)."""
     components = method.weight_components()
+    if fmt.kind == "video":
+        method_class, convert, branch = _video_converters()[fmt.name]
+        if isinstance(method, method_class) and component in (None, "method"):
+            return "method", "", convert(source), ""
+        fmt = next(f for f in FORMATS if f.name == branch)  # its per-frame branch, into a segmentor
     if fmt.kind == "flow":
         name = _component_for(method, component, "flow", source, fmt)
         return name, components[name], _flow_converter(source, fmt, method.get_submodule(components[name])), ""
@@ -840,6 +855,9 @@ def infer_num_classes(source: SourceFile, fmt: WeightFormat, spec: str, variant:
         raise CheckpointError(f"{source.path} is {fmt.title}, which has no classifier; give --num-classes")
     probe = build_method(spec, 2, variant)
     _, module_path, converted, _ = _convert(probe, source, fmt, None)
+    if not module_path:  # a whole video method: its per-frame branch's classifier counts the classes
+        module_path = next((path for path, m in probe.named_modules() if isinstance(m, ImageSegmentor)), "")
+        converted = Converted(strip_prefix(converted.state, f"{module_path}."))
     segmentor = probe.get_submodule(module_path)
     if isinstance(segmentor, ImageSegmentor):
         state = from_portable(segmentor, converted.state)

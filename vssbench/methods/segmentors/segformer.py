@@ -136,6 +136,19 @@ class SegFormer(ImageSegmentor):
         logits = self.model.decode_head(features)
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
+    def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The all-MLP decoder's fused features at 1/4 (after its batch norm and ReLU, before dropout and
+        the classifier), what CFFM refines across frames; ``model.decode_head.classifier`` maps them to
+        the logits :meth:`decode` returns. The paper's head (``head="hf"``) only."""
+        if self.head != "hf":
+            raise ValueError("fuse() is the paper's all-MLP decoder; this SegFormer has mmseg's head")
+        head, size = self.model.decode_head, features[0].shape[2:]
+        levels = []
+        for hidden, projection in zip(features, head.linear_projections):
+            projected = projection(hidden).transpose(1, 2).reshape(hidden.shape[0], -1, *hidden.shape[2:])
+            levels.append(F.interpolate(projected, size=size, mode="bilinear", align_corners=False))
+        return head.activation(head.batch_norm(head.linear_fuse(torch.cat(levels[::-1], dim=1))))
+
     @property
     def feature_channels(self) -> list[int]:
         return list(self.config.hidden_sizes)
@@ -160,6 +173,10 @@ SEGFORMER_PRESETS = {
     # mmseg 1.x's SegformerHead, decoder width 256 at every size (configs/segformer/segformer_mit-b*).
     **{f"segformer-{size}-mmseg": dict(mit, decoder_hidden_size=256, head="mmseg", layer_norm_eps=MMSEG_LAYER_NORM_EPS)
        for size, mit in _MIT.items()},
+    # The paper's head at 256 wide for every size: the per-frame branch of CFFM and MRCFA (their configs'
+    # decoder_params embed_dim=256, GuoleiSun/VSS-CFFM local_configs/cffm/B*/).
+    **{f"segformer-{size}-d256": dict(mit, decoder_hidden_size=256) for size, mit in _MIT.items()
+       if size in ("b2", "b5")},
     "segformer-tiny": dict(
         hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 4],
         decoder_hidden_size=64, classifier_dropout_prob=0.0, drop_path_rate=0.0,
