@@ -107,6 +107,14 @@ class TrainingClips(torch.utils.data.Dataset):
 
     def _frame_indices(self, video, rng: np.random.Generator) -> list[int]:
         frames, count = self.recipe.frames_per_sample, len(video.frames)
+        offsets = self.recipe.sampling.get("offsets")
+        if offsets:  # a target and references at fixed offsets before it (CFFM's dilation), the target last
+            first = -min(offsets)
+            if count <= first:
+                raise ValueError(f"video {video.name} has {count} frames; clips reaching {first} frames back "
+                                 "need more")
+            target = int(rng.integers(first, count)) if self.dense else max(first, _labelled(video))
+            return [target + offset for offset in offsets] + [target]
         if frames > 2:  # a clip of consecutive frames
             if count < frames:
                 raise ValueError(f"video {video.name} has {count} frames; {frames}-frame clips need more")

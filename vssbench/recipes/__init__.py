@@ -37,7 +37,8 @@ FIELDS = {
     "devices": "the paper's device count: batch_size / devices frames go through the network at a time",
     "crop_size": "(H, W) of the augmentation's random crop, or null for none (checked against the pipeline)",
     "augmentation": "the pipeline (vssbench.datasets.augment)",
-    "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs, {frames: T} clips",
+    "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs, {frames: T} clips "
+                "of consecutive frames, {frames: T, offsets: [T-1 negative offsets]} a target and its references",
     "loss_weights": "{TERM: weight} for every term the method's loss() returns (training multiplies each by it)",
     "grad_clip": "{max_norm, norm_type} or null",
     "amp": "whether the paper trained with mixed precision: fp16 on CUDA unless bench train --amp overrides it",
@@ -216,6 +217,11 @@ def load(method: str, dataset: str, segmentor_preset: str | None = None) -> Reci
     if crops != ([stated] if stated else []):
         raise RecipeError(f"recipe {method}/{dataset}: crop_size {stated} is not the augmentation's random crop "
                           f"{crops[0] if crops else None}")
+    offsets = values["sampling"].get("offsets")
+    if offsets is not None and (len(offsets) != values["sampling"].get("frames", 1) - 1
+                                or not all(isinstance(o, int) and o < 0 for o in offsets)):
+        raise RecipeError(f"recipe {method}/{dataset}: sampling offsets {offsets} must be frames - 1 negative "
+                          "integers (the references before the target)")
     return Recipe(
         method=method, dataset=dataset, segmentor=family,
         optimizer=values["optimizer"], learning_rate=float(values["learning_rate"]),
