@@ -1,0 +1,142 @@
+"""Make tests/golden/cffm_tiny.pth and cffm_tiny_reference.pt with GuoleiSun/VSS-CFFM's own code.
+
+    python scripts/golden_cffm.py PATH/TO/VSS-CFFM tests/golden
+
+Run in a scratch environment that has torch, mmcv 1.7 (``pip install --no-build-isolation
+mmcv==1.7.2``, the build without compiled ops), einops and opencv; never in vssbench's. CFFM's
+``mmseg`` asserts mmcv <= 1.3 in its ``__init__`` and its model registry imports modules with compiled
+ops, so this script imports only the two files it needs (``backbones/mix_transformer.py``,
+``decode_heads/cffm_head.py``) through package stubs; modules those files import but never call on
+this path (IPython's ``embed``, ``fast_pytorch_kmeans``, ``attr``, timm's model registry, torchvision for
+mmcv.runner's model-zoo URLs) are stubbed,
+and timm's three layer helpers (DropPath, unused at drop path 0; to_2tuple; trunc_normal_) are
+provided, since timm needs torchvision. None of
+CFFM's own code is changed or copied.
+
+What it builds: CFFM's ``MixVisionTransformer`` at tiny widths (16, 32, 48, 64; depths 2, 1, 1, 1;
+heads 1..4, as tests/golden's SegFormer) and ``CFFMHead_clips_resize1_8`` (embed_dim 32, depths 2,
+num_clips 4, 8 classes, the official focal settings), seeded random weights and batch-norm
+statistics, in float64, evaluation mode. References, each the head's test-time output for the target
+(EncoderDecoder_clips.encode_decode before its final resize):
+
+* ``video``: 12 frames (3 x 64 x 96; the 1/8 map 8 x 12, not a multiple of the 7 x 7 windows), each
+  frame with the clip the official dataset code gives it (:func:`official_clip`): the per-frame
+  branch for frames 0-2, the hard-coded clips of frames 3-8, (i-9, i-6, i-3, i) after;
+* ``clip_7``: one clip of 4 frames at 112 x 168 (the 1/8 map 14 x 21, a multiple of 7).
+
+The weights are saved as mmseg's ``EncoderDecoder_clips`` state dict (``backbone.*``, ``decode_head.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _stub(name: str, **attributes: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    sys.modules[name] = module
+    return module
+
+
+def _package(name: str, path: Path) -> None:
+    package = _stub(name)
+    package.__path__ = [str(path)]
+
+
+def import_cffm(root: Path) -> tuple[type, type]:
+    """CFFM's MixVisionTransformer and CFFMHead_clips_resize1_8 classes, imported from ``root``."""
+
+    class DropPath(nn.Identity):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__()
+
+    def to_2tuple(value: object) -> tuple:
+        return value if isinstance(value, tuple) else (value, value)
+
+    _package("timm", root)  # stubs: timm itself needs torchvision
+    _package("timm.models", root)
+    _stub("timm.models.layers", DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=nn.init.trunc_normal_)
+    _stub("timm.models.registry", register_model=lambda function: function)
+    _stub("timm.models.vision_transformer", _cfg=lambda **kwargs: kwargs)
+    _stub("torchvision", __version__="0.0")  # mmcv.runner imports it for model-zoo URLs, never used here
+    _stub("IPython", embed=lambda *a, **k: None)
+    _stub("fast_pytorch_kmeans", KMeans=object)
+    _stub("attr")
+    _package("mmseg", root / "mmseg")
+    _package("mmseg.models", root / "mmseg" / "models")
+    _package("mmseg.models.backbones", root / "mmseg" / "models" / "backbones")
+    _package("mmseg.models.decode_heads", root / "mmseg" / "models" / "decode_heads")
+    from mmseg.models.backbones.mix_transformer import MixVisionTransformer
+    from mmseg.models.decode_heads.cffm_head import CFFMHead_clips_resize1_8
+
+    return MixVisionTransformer, CFFMHead_clips_resize1_8
+
+
+def build(root: Path) -> tuple[nn.Module, nn.Module]:
+    MixVisionTransformer, Head = import_cffm(root)
+    torch.manual_seed(0)
+    backbone = MixVisionTransformer(embed_dims=[16, 32, 48, 64], num_heads=[1, 2, 3, 4], mlp_ratios=[4, 4, 4, 4],
+                                    qkv_bias=True, norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
+                                    depths=[2, 1, 1, 1], sr_ratios=[8, 4, 2, 1], drop_rate=0.0, drop_path_rate=0.0)
+    head = Head(feature_strides=[4, 8, 16, 32], in_channels=[16, 32, 48, 64], in_index=[0, 1, 2, 3], channels=128,
+                dropout_ratio=0.1, num_classes=8, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
+                decoder_params=dict(embed_dim=32, depths=2), num_clips=4,
+                loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+    for module in (backbone, head):
+        for name, parameter in module.named_parameters():  # every parameter random, the pooling too
+            parameter.data = torch.randn_like(parameter) * (0.02 if parameter.dim() > 1 else 0.1) + (
+                1.0 if name.endswith("norm1.weight") or name.endswith("norm2.weight") else 0.0)
+        for submodule in module.modules():
+            if isinstance(submodule, nn.BatchNorm2d):
+                submodule.running_mean.uniform_(-0.2, 0.2)
+                submodule.running_var.uniform_(0.5, 1.5)
+    return backbone.double().eval(), head.double().eval()
+
+
+def run(backbone: nn.Module, head: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """The head's test-time output for the last frame (EncoderDecoder_clips.encode_decode before its resize)."""
+    with torch.no_grad():
+        return head(backbone(frames), batch_size=1, num_clips=frames.shape[0])
+
+
+def official_clip(index: int, length: int) -> list[int]:
+    """The frames ``prepare_test_img2`` (mmseg/datasets/custom.py, ``CustomDataset_video2``) gives frame
+    ``index`` of a video with ``dilation=[-9, -6, -3]``, transcribed: the in-range references, the frame,
+    and the hard-coded clips of frames 3-8."""
+    hard_coded = {3: [0, 1, 2, 3], 4: [0, 2, 3, 4], 5: [0, 2, 4, 5], 6: [0, 2, 4, 6], 7: [0, 3, 5, 7], 8: [0, 3, 6, 8]}
+    clip = [index + d for d in (-9, -6, -3) if 0 <= index + d < length] + [index]
+    return hard_coded.get(index, clip)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cffm", type=Path, help="a checkout of GuoleiSun/VSS-CFFM")
+    parser.add_argument("out", type=Path, help="where to write cffm_tiny.pth and cffm_tiny_reference.pt")
+    args = parser.parse_args()
+    backbone, head = build(args.cffm)
+    generator = torch.Generator().manual_seed(1)
+    # Inputs drawn in float32 (stored so, half the bytes) and computed in float64, which they cast to exactly.
+    video = torch.randn(12, 3, 64, 96, generator=generator).double()
+    clip_7 = torch.randn(4, 3, 112, 168, generator=generator).double()
+    clips = [official_clip(i, len(video)) for i in range(len(video))]
+    reference = {"video": video.float(), "clips": clips,
+                 "video_logits": torch.cat([run(backbone, head, video[clip]) for clip in clips]),
+                 "clip_7": clip_7.float(), "clip_7_logits": run(backbone, head, clip_7)}
+    state = {**{f"backbone.{k}": v.float() for k, v in backbone.state_dict().items()},
+             **{f"decode_head.{k}": v.float() if v.is_floating_point() else v for k, v in head.state_dict().items()}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "meta": {"source": "GuoleiSun/VSS-CFFM, scripts/golden_cffm.py"}},
+               args.out / "cffm_tiny.pth")
+    torch.save(reference, args.out / "cffm_tiny_reference.pt")
+    print({k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in reference.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""CFFM against GuoleiSun/VSS-CFFM's own code, its test-time protocol, and its training.
+
+``tests/golden/cffm_tiny.pth`` and ``cffm_tiny_reference.pt`` were made by ``scripts/golden_cffm.py``,
+which imports CFFM's ``MixVisionTransformer`` and ``CFFMHead_clips_resize1_8`` from a checkout of the
+official repository (see its docstring): tiny widths, float64, a 12-frame video whose every frame gets
+the clip the official dataset code gives it (frames 0-2 alone, the hard-coded clips of frames 3-8,
+(i-9, i-6, i-3, i) after), and one clip whose 1/8 map is a multiple of the 7 x 7 windows.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vssbench.methods.base import build_method
+from vssbench.methods.cffm import CFFM, EARLY_CLIPS, clip_for
+from vssbench.methods.perframe import PerFrame
+from vssbench.methods.segmentors import SEGMENTORS, SegFormer
+from vssbench.methods.weights import load_weights
+
+GOLDEN = Path(__file__).parent / "golden"
+TOLERANCE = 1e-10
+MIT = dict(hidden_sizes=[16, 32, 48, 64], depths=[2, 1, 1, 1], num_attention_heads=[1, 2, 3, 4], decoder_hidden_size=32)
+
+
+@pytest.fixture
+def golden(monkeypatch):
+    monkeypatch.setitem(SEGMENTORS, "golden-segformer", (SegFormer, MIT))
+    monkeypatch.setitem(CFFM.presets, "golden", dict(segmentor="golden-segformer", depth=2))
+    monkeypatch.setitem(PerFrame.presets, "golden-segformer", {})
+    reference = torch.load(GOLDEN / "cffm_tiny_reference.pt", weights_only=True)
+    return reference
+
+
+def _loaded(spec: str = "cffm:golden"):
+    torch.manual_seed(0)
+    method = build_method(spec, 8)
+    record = load_weights(method, GOLDEN / "cffm_tiny.pth")
+    return method.double().eval(), record
+
+
+def _video(method, frames: torch.Tensor) -> torch.Tensor:
+    method.reset()
+    with torch.no_grad():
+        return torch.cat([method.step(frame[None], True) for frame in frames.double()])
+
+
+def test_the_official_checkpoint_loads_whole_and_computes_what_cffm_computes(golden):
+    method, record = _loaded()
+    assert (record.format, record.component, record.module) == ("cffm", "method", "")
+    assert record.mapped == len(method.state_dict()) and not record.missing
+    assert set(record.dropped) == {"index buffers, rebuilt from the configuration",
+                                   "mmseg 0.x BaseDecodeHead's conv_seg, which SegFormerHead never calls"}
+    assert golden["clips"] == [list(clip_for(i)) for i in range(12)]
+    error = (_video(method, golden["video"]) - golden["video_logits"]).abs().amax(dim=(1, 2, 3))
+    assert error.max() < TOLERANCE, error  # every frame: the per-frame ones, the hard-coded clips, the rest
+    with torch.no_grad():  # a 1/8 map of 14 x 21, a multiple of the windows
+        logits, half = method.per_frame(golden["clip_7"].double())
+        refined = method.refine(half[None], tuple(logits.shape[2:]))
+    assert (refined - golden["clip_7_logits"]).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["decoder_focal.blocks.1.attn.relative_position_bias_table_to_windows_clips.2",
+                                  "decoder_focal.blocks.0.pool_layers_clips.0.weight", "linear_pred2.bias"])
+def test_a_perturbed_head_weight_is_seen(golden, name):
+    method, _ = _loaded()
+    with torch.no_grad():
+        method.get_parameter(name).add_(1e-3)
+    error = (_video(method, golden["video"]) - golden["video_logits"]).abs().max()
+    assert error > 100 * TOLERANCE  # the golden comparison would fail
+
+
+def test_the_checkpoint_still_gives_perframe_its_segformer_branch(golden):
+    method, record = _loaded("perframe:golden-segformer")
+    assert (record.format, record.component) == ("cffm", "segmentor")
+    assert any("temporal head" in reason for reason in record.dropped)
+    with torch.no_grad():  # frames 0-2 of CFFM's protocol are the per-frame branch alone (here upsampled)
+        logits = method.step(golden["video"][:3].double(), True)
+    expected = F.interpolate(golden["video_logits"][:3], size=logits.shape[2:], mode="bilinear", align_corners=False)
+    assert (logits - expected).abs().max() < TOLERANCE
+
+
+def test_the_clip_protocol_and_the_cache_keep_nine_frames():
+    assert [clip_for(i) for i in range(3)] == [(0,), (1,), (2,)]
+    assert all(clip_for(i) == clip for i, clip in EARLY_CLIPS.items())
+    assert clip_for(9) == (0, 3, 6, 9) and clip_for(40) == (31, 34, 37, 40)
+    torch.manual_seed(0)
+    method = build_method("cffm:tiny", 8).eval()
+    frames = torch.randn(14, 1, 3, 64, 96)
+    with torch.no_grad():
+        outputs = [method.step(frame, True) for frame in frames]
+        assert sorted(method._features) == list(range(4, 14))  # frames 13-9 .. 13
+        per_frame = [method.per_frame(frame)[0] for frame in frames]
+    assert all(torch.equal(outputs[i], per_frame[i]) for i in range(3))  # no reference frame yet
+    assert all((outputs[i] - per_frame[i]).abs().max() > 1e-4 for i in range(3, 14))
+    method.reset()  # a new video starts its own protocol again
+    with torch.no_grad():
+        assert torch.equal(method.step(frames[5], True), per_frame[5])
+
+
+def test_training_reaches_every_part_and_lowers_the_loss():
+    torch.manual_seed(0)
+    method = build_method("cffm:tiny", 3).train()
+    blocks = torch.randint(0, 3, (2, 4, 8, 12))  # labels in 8 x 8 blocks; each class its own colour
+    labels = blocks.repeat_interleave(8, 2).repeat_interleave(8, 3)
+    frames = torch.eye(3)[labels].permute(0, 1, 4, 2, 3) * 2 + 0.3 * torch.randn(2, 4, 3, 64, 96)
+    optimizer = torch.optim.AdamW(method.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(20):
+        terms = method.loss({"frames": frames, "labels": labels})
+        assert set(terms) == set(method.loss_terms())
+        loss = 0.5 * terms["frames"] + terms["target"]
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:
+            for part in ("segmentor.model.segformer", "decoder_focal", "linear_pred2"):
+                grads = [p.grad for n, p in method.named_parameters() if n.startswith(part)]
+                assert grads and all(g is not None and g.abs().sum() > 0 for g in grads if g is not None), part
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
