@@ -89,15 +89,24 @@ def build(root: Path) -> tuple[nn.Module, nn.Module]:
                 dropout_ratio=0.1, num_classes=8, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
                 decoder_params=dict(embed_dim=32, depths=2), num_clips=4,
                 loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
-    for module in (backbone, head):
-        for name, parameter in module.named_parameters():  # every parameter random, the pooling too
-            parameter.data = torch.randn_like(parameter) * (0.02 if parameter.dim() > 1 else 0.1) + (
-                1.0 if name.endswith("norm1.weight") or name.endswith("norm2.weight") else 0.0)
+    randomise(backbone, head)
+    return backbone.double().eval(), head.double().eval()
+
+
+def randomise(*modules: nn.Module) -> None:
+    """Every parameter random (the pooling and the relative-position tables too): weights 0.02 x N(0, 1),
+    biases 0.1 x N(0, 1), norm layers' scales 1 + 0.1 x N(0, 1) (so that no path is switched off by a
+    near-zero scale and a ReLU), batch-norm statistics uniform."""
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+    for module in modules:
         for submodule in module.modules():
+            for name, parameter in submodule.named_parameters(recurse=False):
+                scale = isinstance(submodule, norms) and name == "weight"
+                parameter.data = (1.0 if scale else 0.0) + torch.randn_like(parameter) * (
+                    0.1 if scale or parameter.dim() == 1 else 0.02)
             if isinstance(submodule, nn.BatchNorm2d):
                 submodule.running_mean.uniform_(-0.2, 0.2)
                 submodule.running_var.uniform_(0.5, 1.5)
-    return backbone.double().eval(), head.double().eval()
 
 
 def run(backbone: nn.Module, head: nn.Module, frames: torch.Tensor) -> torch.Tensor:
