@@ -519,6 +519,8 @@ FORMATS = (
                  _has(r"^model\.pixel_level_module\.", r"^class_predictor\.")),
     WeightFormat("cffm", "GuoleiSun/VSS-CFFM CFFM (EncoderDecoder_clips, CFFMHead_clips_resize1_8)", "video",
                  _has(r"^decode_head\.decoder_focal\.", r"^backbone\.block1\.0\.attn\.kv\.")),
+    WeightFormat("mrcfa", "GuoleiSun/VSS-MRCFA MRCFA (EncoderDecoder_clips, hypercorrelation head)", "video",
+                 _has(r"^decode_head\.hypercorre_module\.", r"^backbone\.block1\.0\.attn\.kv\.")),
     WeightFormat("nvlabs-segformer", "NVlabs / CFFM / MRCFA SegFormer (mmseg 0.x)", "segmentor",
                  _has(r"^backbone\.block1\.0\.attn\.kv\.", r"^decode_head\.linear_c4\.")),
     WeightFormat("mmseg-segformer", "mmsegmentation 1.x SegFormer", "segmentor",
@@ -643,9 +645,10 @@ def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile], Conv
 def _video_converters() -> dict[str, tuple[type, Callable[[SourceFile], Converted], str]]:
     """Video-method format -> (the method class it fills whole, its key map, the segmentor format of its
     per-frame branch, which any other method with that segmentor takes)."""
-    from vssbench.methods import cffm
+    from vssbench.methods import cffm, mrcfa
 
-    return {"cffm": (cffm.CFFM, lambda source: cffm.from_official(source.tensors), "nvlabs-segformer")}
+    return {"cffm": (cffm.CFFM, lambda source: cffm.from_official(source.tensors), "nvlabs-segformer"),
+            "mrcfa": (mrcfa.MRCFA, lambda source: mrcfa.from_official(source.tensors), "nvlabs-segformer")}
 
 
 def _backbone_converters() -> dict[str, tuple[Callable[[nn.Module], bool], str, Callable[[SourceFile], Converted]]]:
