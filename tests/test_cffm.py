@@ -120,3 +120,26 @@ def test_training_reaches_every_part_and_lowers_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_videos_shorter_than_the_clip_are_skipped_and_none_left_is_bad_input(small_synthetic, tmp_path, capsys):
+    from dataclasses import replace
+
+    from vssbench.benchmark.training import TrainingClips
+    from vssbench.cli import main
+    from vssbench.datasets.synthetic import SyntheticSpec, generate, load_synthetic
+    from vssbench.recipes import recipe_for
+
+    dataset = load_synthetic(small_synthetic, "train")
+    recipe = recipe_for(build_method("cffm:tiny", 8), dataset.name, "synthetic")
+    long_video = dataset.videos[0]
+    dataset.videos = [replace(long_video, name="short", frames=long_video.frames[:9]), long_video]
+    clips = TrainingClips(dataset, recipe, length=8, seed=0)
+    assert [v.name for v in clips.videos] == [long_video.name]  # 9 frames cannot reach 9 back from a target
+    short = generate(tmp_path / "short", SyntheticSpec(train_videos=1, val_videos=1, frames=4, height=64, width=96),
+                     progress=False)
+    assert main(["train", "--method", "cffm:tiny", "--data-root", str(short), "--iters", "1", "--batch", "1",
+                 "--random-init", "--out", str(tmp_path / "c.pt"), "--num-workers", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "no labelled video of at least 10 frames" in error and "Traceback" not in error
+    assert not (tmp_path / "c.pt").exists()

@@ -78,10 +78,16 @@ class TrainingClips(torch.utils.data.Dataset):
 
     def __init__(self, dataset: VideoDataset, recipe: Recipe, length: int, seed: int) -> None:
         self.dataset, self.recipe, self.length, self.seed = dataset, recipe, length, seed
-        self.dense = [v for v in dataset.videos if v.num_labelled == len(v.frames)]
-        self.videos = self.dense or [v for v in dataset.videos if v.num_labelled]
+        # A video shorter than a sample needs is skipped, as CFFM's and MRCFA's loaders skip those shorter
+        # than their references reach (prepare_train_img2 returns None for them).
+        offsets = recipe.sampling.get("offsets")
+        needed = 1 - min(offsets) if offsets else recipe.frames_per_sample
+        long_enough = [v for v in dataset.videos if len(v.frames) >= needed]
+        self.dense = [v for v in long_enough if v.num_labelled == len(v.frames)]
+        self.videos = self.dense or [v for v in long_enough if v.num_labelled]
         if not self.videos:
-            raise ValueError(f"{dataset.name}/{dataset.split} has no labelled video to train on")
+            raise TrainingError(f"{dataset.name}/{dataset.split} ({dataset.root}) has no labelled video of at least "
+                                f"{needed} frames, which the {recipe.name} recipe's samples need")
         self.steps = [dict(step) for step in recipe.augmentation]
 
     def __len__(self) -> int:
@@ -110,14 +116,9 @@ class TrainingClips(torch.utils.data.Dataset):
         offsets = self.recipe.sampling.get("offsets")
         if offsets:  # a target and references at fixed offsets before it (CFFM's dilation), the target last
             first = -min(offsets)
-            if count <= first:
-                raise ValueError(f"video {video.name} has {count} frames; clips reaching {first} frames back "
-                                 "need more")
             target = int(rng.integers(first, count)) if self.dense else max(first, _labelled(video))
             return [target + offset for offset in offsets] + [target]
         if frames > 2:  # a clip of consecutive frames
-            if count < frames:
-                raise ValueError(f"video {video.name} has {count} frames; {frames}-frame clips need more")
             if self.dense:
                 start = int(rng.integers(count - frames + 1))
             else:  # end on the labelled frame
