@@ -143,3 +143,30 @@ def test_videos_shorter_than_the_clip_are_skipped_and_none_left_is_bad_input(sma
     error = capsys.readouterr().err
     assert "no labelled video of at least 10 frames" in error and "Traceback" not in error
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_offset_sampling_draws_a_target_and_its_references(small_synthetic, monkeypatch):
+    import numpy as np
+
+    import vssbench.recipes as recipes
+    from vssbench.benchmark.training import TrainingClips
+    from vssbench.datasets.synthetic import load_synthetic
+
+    dataset = load_synthetic(small_synthetic, "train")
+    recipe = recipes.recipe_for(build_method("cffm:tiny", 8), dataset.name, "synthetic")
+    clips = TrainingClips(dataset, recipe, length=64, seed=0)
+    targets = set()
+    for index in range(64):
+        video = clips.videos[index % len(clips.videos)]
+        frames = clips._frame_indices(video, np.random.default_rng([0, index]))
+        assert np.diff(frames).tolist() == [3, 3, 3] and frames[0] >= 0  # (t-9, t-6, t-3, t)
+        targets.add(frames[-1])
+    assert targets == set(range(9, 20))  # every target the 20-frame videos allow
+    sample = clips[0]
+    assert sample["frames"].shape[0] == 4 and sample["labels"].shape[0] == 4
+    document, original = recipes._file("cffm"), recipes._file
+    broken = {**document, "synthetic": {**document["synthetic"],
+                                        "sampling": {"value": {"frames": 4, "offsets": [-9, -6]}, "source": "test"}}}
+    monkeypatch.setattr(recipes, "_file", lambda method: broken if method == "cffm" else original(method))
+    with pytest.raises(recipes.RecipeError, match="offsets \\[-9, -6\\] must be frames - 1 negative integers"):
+        recipes.load("cffm", "synthetic")
