@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from vssbench.methods.base import build_method
-from vssbench.methods.cffm import CFFM, EARLY_CLIPS, clip_for
+from vssbench.methods.cffm import CFFM
+from vssbench.methods.clips import EARLY_CLIPS, clip_for
 from vssbench.methods.perframe import PerFrame
 from vssbench.methods.segmentors import SEGMENTORS, SegFormer
 from vssbench.methods.weights import load_weights
@@ -56,8 +57,8 @@ def test_the_official_checkpoint_loads_whole_and_computes_what_cffm_computes(gol
     error = (_video(method, golden["video"]) - golden["video_logits"]).abs().amax(dim=(1, 2, 3))
     assert error.max() < TOLERANCE, error  # every frame: the per-frame ones, the hard-coded clips, the rest
     with torch.no_grad():  # a 1/8 map of 14 x 21, a multiple of the windows
-        logits, half = method.per_frame(golden["clip_7"].double())
-        refined = method.refine(half[None], tuple(logits.shape[2:]))
+        record = method.per_frame(golden["clip_7"].double())
+        refined = method.refine(record["half"][None], tuple(record["logits"].shape[2:]))
     assert (refined - golden["clip_7_logits"]).abs().max() < TOLERANCE
 
 
@@ -90,8 +91,8 @@ def test_the_clip_protocol_and_the_cache_keep_nine_frames():
     frames = torch.randn(14, 1, 3, 64, 96)
     with torch.no_grad():
         outputs = [method.step(frame, True) for frame in frames]
-        assert sorted(method._features) == list(range(4, 14))  # frames 13-9 .. 13
-        per_frame = [method.per_frame(frame)[0] for frame in frames]
+        assert sorted(method._frames) == list(range(4, 14))  # frames 13-9 .. 13
+        per_frame = [method.per_frame(frame)["logits"] for frame in frames]
     assert all(torch.equal(outputs[i], per_frame[i]) for i in range(3))  # no reference frame yet
     assert all((outputs[i] - per_frame[i]).abs().max() > 1e-4 for i in range(3, 14))
     method.reset()  # a new video starts its own protocol again
@@ -99,26 +100,34 @@ def test_the_clip_protocol_and_the_cache_keep_nine_frames():
         assert torch.equal(method.step(frames[5], True), per_frame[5])
 
 
-def test_training_reaches_every_part_and_lowers_the_loss():
-    torch.manual_seed(0)
-    method = build_method("cffm:tiny", 3).train()
+def train_on_blocks(method, weights: dict[str, float], parts: tuple[str, ...], steps: int = 20) -> list[float]:
+    """Train ``method`` on clips whose labels are 8x8 blocks, each class its own colour (learnable at any
+    stride), with AdamW; assert at the first step that every term is returned and that the gradient
+    reaches every parameter of each of ``parts`` (parameter-name prefixes). Returns the weighted losses."""
     blocks = torch.randint(0, 3, (2, 4, 8, 12))  # labels in 8 x 8 blocks; each class its own colour
     labels = blocks.repeat_interleave(8, 2).repeat_interleave(8, 3)
     frames = torch.eye(3)[labels].permute(0, 1, 4, 2, 3) * 2 + 0.3 * torch.randn(2, 4, 3, 64, 96)
     optimizer = torch.optim.AdamW(method.parameters(), lr=5e-3)
     losses = []
-    for _ in range(20):
+    for _ in range(steps):
         terms = method.loss({"frames": frames, "labels": labels})
-        assert set(terms) == set(method.loss_terms())
-        loss = 0.5 * terms["frames"] + terms["target"]
+        assert set(terms) == set(method.loss_terms()) == set(weights)
+        loss = sum(weight * terms[name] for name, weight in weights.items())
         optimizer.zero_grad()
         loss.backward()
         if not losses:
-            for part in ("segmentor.model.segformer", "decoder_focal", "linear_pred2"):
+            for part in parts:
                 grads = [p.grad for n, p in method.named_parameters() if n.startswith(part)]
-                assert grads and all(g is not None and g.abs().sum() > 0 for g in grads if g is not None), part
+                assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), part
         optimizer.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_training_reaches_every_part_and_lowers_the_loss():
+    torch.manual_seed(0)
+    losses = train_on_blocks(build_method("cffm:tiny", 3).train(), {"frames": 0.5, "target": 1.0},
+                             ("segmentor.model.segformer", "decoder_focal", "linear_pred2"))
     assert losses[-1] < 0.5 * losses[0]
 
 

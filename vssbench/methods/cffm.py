@@ -17,12 +17,9 @@ Each block normalises the whole clip, attends from the target only, and leaves t
 features unchanged. The refined target features are concatenated with F_t and classified
 (``linear_pred2``); the output is that prediction at 1/4, which the runner upsamples to the label.
 
-Test-time protocol (the official ``prepare_test_img2`` of ``CustomDataset_video2``): frame i of a
-video uses the clip (i-9, i-6, i-3, i); frames 3-8 use the hard-coded clips (0,1,2,3), (0,2,3,4),
-(0,2,4,5), (0,2,4,6), (0,3,5,7), (0,3,6,8); frames 0-2 have no reference frame and get the
-per-frame prediction. Per-frame features depend on their frame alone (batch norm in evaluation
-mode), so the method keeps those of the last nine frames and computes each frame once: outputs
-equal the official clip-by-clip computation; the cost report counts one SegFormer pass per frame.
+Test-time protocol and per-frame cache: :mod:`vssbench.methods.clips` (the clip (t-9, t-6, t-3, t), the
+official clips of frames 3-8, the per-frame prediction for frames 0-2; each frame's features computed
+once, so the cost report counts one SegFormer pass per frame).
 
 Training (``loss``): 0.5 x cross-entropy of the per-frame predictions of every clip frame, plus the
 cross-entropy of the refined target (``BaseDecodeHead_clips_flow.losses``); the recipe weights the
@@ -37,22 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import VideoMethod, register_method
+from vssbench.methods.base import register_method
+from vssbench.methods.clips import ClipMethod, segformer_branch
 from vssbench.methods.keymap import Converted, rename, strip_prefix
-from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
-from vssbench.methods.segmentors.segformer import from_nvlabs
-
-# Clips at test time (the official dataset code): frame index -> the frames of its clip, target last.
-EARLY_CLIPS = {3: (0, 1, 2, 3), 4: (0, 2, 3, 4), 5: (0, 2, 4, 5), 6: (0, 2, 4, 6), 7: (0, 3, 5, 7), 8: (0, 3, 6, 8)}
-REFERENCE_OFFSETS = (-9, -6, -3)
-
-
-def clip_for(index: int) -> tuple[int, ...]:
-    """The frames CFFM's test protocol gives frame ``index``: (index,) alone for frames 0-2."""
-    if index in EARLY_CLIPS:
-        return EARLY_CLIPS[index]
-    return tuple(index + offset for offset in REFERENCE_OFFSETS if index + offset >= 0) + (index,)
-
+from vssbench.methods.segmentors import cross_entropy
 
 # --------------------------------------------------------------------------- index tables
 
@@ -279,7 +264,7 @@ class FocalClipTransformer(nn.Module):
 
 
 @register_method("cffm")
-class CFFM(VideoMethod):
+class CFFM(ClipMethod):
     """A SegFormer on every frame and the focal cross-frame transformer on the clip its protocol names."""
 
     presets = {
@@ -291,38 +276,22 @@ class CFFM(VideoMethod):
         "tiny": dict(segmentor="segformer-tiny", depth=1),
     }
     default_preset = "tiny"
-    uses_key_frames = False  # every frame is refined; its clip, not a key-frame schedule, is the context
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, depth: int) -> None:
-        super().__init__(preset, variant, num_classes)
-        self._segmentor_preset = segmentor
-        self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
+        super().__init__(preset, variant, num_classes, segmentor)
         width = self.segmentor.config.decoder_hidden_size
         self.decoder_focal = FocalClipTransformer(width, depth)
         self.linear_pred2 = nn.Conv2d(2 * width, num_classes, kernel_size=1)
         self.dropout = nn.Dropout(self.segmentor.config.classifier_dropout_prob)
-        self._features: dict[int, torch.Tensor] = {}  # frame index -> its fused features at 1/8
-        self._index = 0
 
-    @property
-    def segmentor_preset(self) -> str:
-        return self._segmentor_preset
-
-    def reset(self) -> None:
-        self._features, self._index = {}, 0
-
-    def set_conventions(self, conventions: dict) -> None:
-        """A converted checkpoint's numerical conventions (NVlabs's layer-norm epsilons) are its SegFormer's."""
-        self.segmentor.set_conventions(conventions)
-
-    def per_frame(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) -> the per-frame logits at 1/4 and the fused features resized to 1/8 (the
-        official ``int(h/2) x int(w/2)`` of the 1/4 map)."""
+    def per_frame(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 3, H, W) -> the per-frame ``logits`` at 1/4 and the fused features resized to 1/8, ``half``
+        (the official ``int(h/2) x int(w/2)`` of the 1/4 map)."""
         fused = self.segmentor.fuse(self.segmentor.extract(frames))
         logits = self.segmentor.model.decode_head.classifier(self.segmentor.model.decode_head.dropout(fused))
         h, w = fused.shape[2:]
         half = F.interpolate(fused, size=(int(h / 2), int(w / 2)), mode="bilinear", align_corners=False)
-        return logits, half
+        return {"logits": logits, "half": half}
 
     def refine(self, clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, T, C, h, w) features at 1/8, the target last -> the target's refined logits at ``size`` (1/4)."""
@@ -330,36 +299,16 @@ class CFFM(VideoMethod):
         logits = self.linear_pred2(self.dropout(torch.cat([clip[:, -1], refined[:, -1]], 1)))
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
-    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
-        index = self._index
-        self._index += 1
-        logits, self._features[index] = self.per_frame(frame)
-        for old in [i for i in self._features if i < index - 9]:
-            del self._features[old]
-        clip = clip_for(index)
-        if len(clip) == 1:  # frames 0-2: no reference frame, the per-frame branch
-            return logits
-        return self.refine(torch.stack([self._features[i] for i in clip], 1), tuple(logits.shape[2:]))
-
-    def cost_paths(self, frame: torch.Tensor) -> dict:
-        """One steady-state frame (a full clip from the tenth frame on): one SegFormer pass on the new frame
-        and the transformer over the clip; earlier frames' features come from the cache."""
-        self.reset()
-        for _ in range(9):
-            self.step(frame, True)
-
-        def steady() -> torch.Tensor:
-            self._index = 9
-            return self.step(frame, True)
-
-        return {"key": steady, "nonkey": steady}
+    def predict_clip(self, clip: list[dict]) -> torch.Tensor:
+        return self.refine(torch.stack([frame["half"] for frame in clip], 1), tuple(clip[-1]["logits"].shape[2:]))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A batch of clips (B, T, ...), the target last: every frame's per-frame prediction and the
         target's refined one, each against its labels at their resolution."""
         frames, labels = batch["frames"], batch["labels"]
         b, t = frames.shape[:2]
-        logits, half = self.per_frame(frames.flatten(0, 1))
+        flat = self.per_frame(frames.flatten(0, 1))
+        logits, half = flat["logits"], flat["half"]
         refined = self.refine(half.view(b, t, *half.shape[1:]), tuple(logits.shape[2:]))
         return {"frames": cross_entropy(logits, labels.flatten(0, 1)), "target": cross_entropy(refined, labels[:, -1])}
 
@@ -371,11 +320,7 @@ def from_official(state: dict[str, torch.Tensor]) -> Converted:
     """A CFFM checkpoint (mmseg 0.x ``EncoderDecoder_clips``: NVlabs backbone names, ``decode_head.linear_c*``,
     ``decode_head.decoder_focal.*``, ``decode_head.linear_pred2``) -> this method's portable names. The index
     buffers the official modules save are rebuilt here from the configuration, so they are dropped."""
-    converted = from_nvlabs({k: v for k, v in state.items()
-                             if not k.startswith(("decode_head.decoder_focal.", "decode_head.linear_pred2."))})
-    converted.state = {f"segmentor.{k}": v for k, v in converted.state.items()}
-    converted.dropped.pop("modules of a temporal head (CFFM/MRCFA) beyond the per-frame SegFormer branch", None)
-    converted.notes = [n for n in converted.notes if "temporal modules" not in n]
+    converted = segformer_branch(state, ("decode_head.decoder_focal.", "decode_head.linear_pred2."))
     head = rename(strip_prefix(state, "decode_head."), [(r"^decoder_focal\.", "decoder_focal."),
                                                          (r"^linear_pred2\.", "linear_pred2.")], drop={
         r"(relative_position_index(_\d+|_clips_\d+)?|valid_ind_rolled|attn_mask)$": "index buffers, rebuilt from "

@@ -21,9 +21,9 @@ affinities mined across levels (the paper's Sec. 3):
   gathered with them at the target's 1/8 positions; the mean of the three references plus the
   target's own F at 1/8 is classified (``deco4``) and upsampled to 1/4.
 
-Test-time protocol as CFFM's (the same ``CustomDataset_video2``): clip (i-9, i-6, i-3, i), the hard-coded
-clips of frames 3-8, the per-frame branch for frames 0-2. Per-frame work (SegFormer, the reference-side
-convolutions and projections) depends on its frame alone and is computed once per frame and cached.
+Test-time protocol and per-frame cache as CFFM's (:mod:`vssbench.methods.clips`, the same
+``CustomDataset_video2``): the per-frame work (SegFormer, the reference-side convolutions) is computed
+once per frame.
 
 The official code requires each 1/8 map to be exactly four times its 1/32 map (its VSPW pipeline
 resizes frames to multiples of 32): elsewhere the stage-2 and stage-4 positions disagree and it fails.
@@ -41,11 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import VideoMethod, register_method
-from vssbench.methods.cffm import clip_for
+from vssbench.methods.base import register_method
+from vssbench.methods.clips import ClipMethod, segformer_branch
 from vssbench.methods.keymap import Converted, rename, strip_prefix
-from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
-from vssbench.methods.segmentors.segformer import from_nvlabs
+from vssbench.methods.segmentors import cross_entropy
 
 TOP_K = 5  # affinities summed to score a reference position
 
@@ -140,7 +139,7 @@ class CrossFrameAffinity(nn.Module):
 
 
 @register_method("mrcfa")
-class MRCFA(VideoMethod):
+class MRCFA(ClipMethod):
     """A SegFormer on every frame and the target's features gathered from its references by mined affinities."""
 
     presets = {
@@ -153,13 +152,10 @@ class MRCFA(VideoMethod):
         "tiny": dict(segmentor="segformer-tiny", threshold=0.5, wide=False),
     }
     default_preset = "tiny"
-    uses_key_frames = False
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, threshold: float,
                  wide: bool) -> None:
-        super().__init__(preset, variant, num_classes)
-        self._segmentor_preset = segmentor
-        self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
+        super().__init__(preset, variant, num_classes, segmentor)
         channels, width = list(self.segmentor.config.hidden_sizes), self.segmentor.config.decoder_hidden_size
         self.hypercorre_module = CrossFrameAffinity(channels, threshold, wide)
         self.sr2 = nn.Conv2d(channels[1], channels[1], kernel_size=4, stride=4)
@@ -168,18 +164,6 @@ class MRCFA(VideoMethod):
         dropout = self.segmentor.config.classifier_dropout_prob
         for i in range(1, 5):  # small_decoder2: dropout, then a 1x1 classifier
             setattr(self, f"deco{i}", nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(width, num_classes, 1)))
-        self._frames: dict[int, dict[str, torch.Tensor]] = {}
-        self._index = 0
-
-    @property
-    def segmentor_preset(self) -> str:
-        return self._segmentor_preset
-
-    def reset(self) -> None:
-        self._frames, self._index = {}, 0
-
-    def set_conventions(self, conventions: dict) -> None:
-        self.segmentor.set_conventions(conventions)
 
     def per_frame(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """What depends on one frame alone: its per-frame logits at 1/4, its features at 1/8 and at 1/32
@@ -219,28 +203,13 @@ class MRCFA(VideoMethod):
         size = (-(-h // 32) * 32, -(-w // 32) * 32)
         return frame if size == (h, w) else F.interpolate(frame, size=size, mode="bilinear", align_corners=False)
 
+    def predict_clip(self, clip: list[dict]) -> torch.Tensor:
+        return self.refine(clip)[0]
+
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
-        index = self._index
-        self._index += 1
+        """The protocol's step on the frame aligned to 32, its logits returned at that size."""
         frame = self.aligned(frame)
-        self._frames[index] = self.per_frame(frame)
-        for old in [i for i in self._frames if i < index - 9]:
-            del self._frames[old]
-        clip = clip_for(index)
-        logits = self._frames[index]["logits"] if len(clip) == 1 else self.refine([self._frames[i] for i in clip])[0]
-        return F.interpolate(logits, size=frame.shape[2:], mode="bilinear", align_corners=False)
-
-    def cost_paths(self, frame: torch.Tensor) -> dict:
-        """One steady-state frame: its per-frame work and the refinement over its clip (the rest cached)."""
-        self.reset()
-        for _ in range(9):
-            self.step(frame, True)
-
-        def steady() -> torch.Tensor:
-            self._index = 9
-            return self.step(frame, True)
-
-        return {"key": steady, "nonkey": steady}
+        return F.interpolate(super().step(frame, is_key), size=frame.shape[2:], mode="bilinear", align_corners=False)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, labels = batch["frames"], batch["labels"]
@@ -261,11 +230,8 @@ class MRCFA(VideoMethod):
 def from_official(state: dict[str, torch.Tensor]) -> Converted:
     """An MRCFA checkpoint (mmseg 0.x ``EncoderDecoder_clips``: NVlabs backbone names, the SegFormer branch
     under ``decode_head.linear_*``, the rest under ``decode_head``) -> this method's portable names."""
-    own = ("decode_head.hypercorre_module.", "decode_head.sr", "decode_head.deco", "decode_head.linear_pred2.")
-    converted = from_nvlabs({k: v for k, v in state.items() if not k.startswith(own)})
-    converted.state = {f"segmentor.{k}": v for k, v in converted.state.items()}
-    converted.dropped.pop("modules of a temporal head (CFFM/MRCFA) beyond the per-frame SegFormer branch", None)
-    converted.notes = [n for n in converted.notes if "temporal modules" not in n]
+    converted = segformer_branch(state, ("decode_head.hypercorre_module.", "decode_head.sr", "decode_head.deco",
+                                         "decode_head.linear_pred2."))
     head = rename(strip_prefix(state, "decode_head."), [
         (r"^deco(\d)\.smalldecoder\.1\.", r"deco\1.1."),
         (r"\.(\d+)\.conv2\.", r".\1.conv2."),

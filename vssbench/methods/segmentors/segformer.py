@@ -228,6 +228,9 @@ def backbone_from_nvlabs(state: dict[str, torch.Tensor]) -> Converted:
     return converted
 
 
+TEMPORAL_HEAD = "modules of a temporal head (CFFM/MRCFA) beyond the per-frame SegFormer branch"
+
+
 def from_nvlabs(state: dict[str, torch.Tensor]) -> Converted:
     """An NVlabs SegFormer checkpoint (or CFFM's, MRCFA's: the same backbone and per-frame head) -> SegFormer
     with ``head="hf"``. Modules the temporal heads add are dropped with a note; the per-frame branch
@@ -241,8 +244,7 @@ def from_nvlabs(state: dict[str, torch.Tensor]) -> Converted:
     ]
     head = rename(strip_prefix(state, "decode_head."), head_rules, drop={
         r"^conv_seg\.": "mmseg 0.x BaseDecodeHead's conv_seg, which SegFormerHead never calls",
-        r"^(?!linear_c\d\.|linear_fuse\.|linear_pred\.)": "modules of a temporal head (CFFM/MRCFA) beyond the "
-                                                          "per-frame SegFormer branch",
+        r"^(?!linear_c\d\.|linear_fuse\.|linear_pred\.)": TEMPORAL_HEAD,
     })
     converted.state.update(head.state)
     for reason, keys in head.dropped.items():
