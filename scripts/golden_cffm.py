@@ -50,8 +50,10 @@ def _package(name: str, path: Path) -> None:
     package.__path__ = [str(path)]
 
 
-def import_cffm(root: Path) -> tuple[type, type]:
-    """CFFM's MixVisionTransformer and CFFMHead_clips_resize1_8 classes, imported from ``root``."""
+def install_stubs(root: Path, **extra: dict) -> None:
+    """Make ``mmseg`` under ``root`` importable file by file (package stubs skip its ``__init__``'s mmcv
+    version check and its registry), with the modules its files import but never call on this path
+    stubbed; ``extra`` adds stubs (a module name -> its attributes)."""
 
     class DropPath(nn.Identity):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -67,28 +69,35 @@ def import_cffm(root: Path) -> tuple[type, type]:
     _stub("timm.models.vision_transformer", _cfg=lambda **kwargs: kwargs)
     _stub("torchvision", __version__="0.0")  # mmcv.runner imports it for model-zoo URLs, never used here
     _stub("IPython", embed=lambda *a, **k: None)
-    _stub("fast_pytorch_kmeans", KMeans=object)
     _stub("attr")
-    _package("mmseg", root / "mmseg")
-    _package("mmseg.models", root / "mmseg" / "models")
-    _package("mmseg.models.backbones", root / "mmseg" / "models" / "backbones")
-    _package("mmseg.models.decode_heads", root / "mmseg" / "models" / "decode_heads")
-    from mmseg.models.backbones.mix_transformer import MixVisionTransformer
-    from mmseg.models.decode_heads.cffm_head import CFFMHead_clips_resize1_8
+    for name, attributes in extra.items():
+        _stub(name, **attributes)
+    for package in ("mmseg", "mmseg/models", "mmseg/models/backbones", "mmseg/models/decode_heads"):
+        _package(package.replace("/", "."), root / package)
 
-    return MixVisionTransformer, CFFMHead_clips_resize1_8
+
+def tiny_mit(mix_vision_transformer: type) -> nn.Module:
+    """The official MixVisionTransformer at the golden files' widths (16, 32, 48, 64; depths 2, 1, 1, 1),
+    NVlabs's layer-norm epsilon 1e-6; built right after ``torch.manual_seed(0)``."""
+    torch.manual_seed(0)
+    return mix_vision_transformer(embed_dims=[16, 32, 48, 64], num_heads=[1, 2, 3, 4], mlp_ratios=[4, 4, 4, 4],
+                                  qkv_bias=True, norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
+                                  depths=[2, 1, 1, 1], sr_ratios=[8, 4, 2, 1], drop_rate=0.0, drop_path_rate=0.0)
+
+
+HEAD_ARGUMENTS = dict(feature_strides=[4, 8, 16, 32], in_channels=[16, 32, 48, 64], in_index=[0, 1, 2, 3],
+                      channels=128, dropout_ratio=0.1, num_classes=8, norm_cfg=dict(type="BN", requires_grad=True),
+                      align_corners=False, num_clips=4,
+                      loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
 
 
 def build(root: Path) -> tuple[nn.Module, nn.Module]:
-    MixVisionTransformer, Head = import_cffm(root)
-    torch.manual_seed(0)
-    backbone = MixVisionTransformer(embed_dims=[16, 32, 48, 64], num_heads=[1, 2, 3, 4], mlp_ratios=[4, 4, 4, 4],
-                                    qkv_bias=True, norm_layer=lambda dim: nn.LayerNorm(dim, eps=1e-6),
-                                    depths=[2, 1, 1, 1], sr_ratios=[8, 4, 2, 1], drop_rate=0.0, drop_path_rate=0.0)
-    head = Head(feature_strides=[4, 8, 16, 32], in_channels=[16, 32, 48, 64], in_index=[0, 1, 2, 3], channels=128,
-                dropout_ratio=0.1, num_classes=8, norm_cfg=dict(type="BN", requires_grad=True), align_corners=False,
-                decoder_params=dict(embed_dim=32, depths=2), num_clips=4,
-                loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
+    install_stubs(root, fast_pytorch_kmeans=dict(KMeans=object))
+    from mmseg.models.backbones.mix_transformer import MixVisionTransformer
+    from mmseg.models.decode_heads.cffm_head import CFFMHead_clips_resize1_8
+
+    backbone = tiny_mit(MixVisionTransformer)
+    head = CFFMHead_clips_resize1_8(decoder_params=dict(embed_dim=32, depths=2), **HEAD_ARGUMENTS)
     randomise(backbone, head)
     return backbone.double().eval(), head.double().eval()
 
@@ -124,27 +133,35 @@ def official_clip(index: int, length: int) -> list[int]:
     return hard_coded.get(index, clip)
 
 
+def write(out: Path, name: str, source: str, backbone: nn.Module, head: nn.Module,
+          extra_clip: tuple[str, tuple[int, ...]]) -> None:
+    """``NAME.pth`` (the weights as mmseg's ``EncoderDecoder_clips`` saves them) and ``NAME_reference.pt``:
+    a 12-frame video (3 x 64 x 96) each frame with its official clip, and one more clip of 4 frames
+    (``extra_clip``: its key and frame size), inputs drawn in float32 (stored so, half the bytes) and
+    computed in float64, which they cast to exactly."""
+    generator = torch.Generator().manual_seed(1)
+    video = torch.randn(12, 3, 64, 96, generator=generator).double()
+    key, size = extra_clip
+    clip = torch.randn(4, 3, *size, generator=generator).double()
+    clips = [official_clip(i, len(video)) for i in range(len(video))]
+    reference = {"video": video.float(), "clips": clips,
+                 "video_logits": torch.cat([run(backbone, head, video[frames]) for frames in clips]),
+                 key: clip.float(), f"{key}_logits": run(backbone, head, clip)}
+    state = {**{f"backbone.{k}": v.float() for k, v in backbone.state_dict().items()},
+             **{f"decode_head.{k}": v.float() if v.is_floating_point() else v for k, v in head.state_dict().items()}}
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "meta": {"source": source}}, out / f"{name}.pth")
+    torch.save(reference, out / f"{name}_reference.pt")
+    print({k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in reference.items()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cffm", type=Path, help="a checkout of GuoleiSun/VSS-CFFM")
     parser.add_argument("out", type=Path, help="where to write cffm_tiny.pth and cffm_tiny_reference.pt")
     args = parser.parse_args()
-    backbone, head = build(args.cffm)
-    generator = torch.Generator().manual_seed(1)
-    # Inputs drawn in float32 (stored so, half the bytes) and computed in float64, which they cast to exactly.
-    video = torch.randn(12, 3, 64, 96, generator=generator).double()
-    clip_7 = torch.randn(4, 3, 112, 168, generator=generator).double()
-    clips = [official_clip(i, len(video)) for i in range(len(video))]
-    reference = {"video": video.float(), "clips": clips,
-                 "video_logits": torch.cat([run(backbone, head, video[clip]) for clip in clips]),
-                 "clip_7": clip_7.float(), "clip_7_logits": run(backbone, head, clip_7)}
-    state = {**{f"backbone.{k}": v.float() for k, v in backbone.state_dict().items()},
-             **{f"decode_head.{k}": v.float() if v.is_floating_point() else v for k, v in head.state_dict().items()}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state, "meta": {"source": "GuoleiSun/VSS-CFFM, scripts/golden_cffm.py"}},
-               args.out / "cffm_tiny.pth")
-    torch.save(reference, args.out / "cffm_tiny_reference.pt")
-    print({k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in reference.items()})
+    write(args.out, "cffm_tiny", "GuoleiSun/VSS-CFFM, scripts/golden_cffm.py", *build(args.cffm),
+          extra_clip=("clip_7", (112, 168)))
 
 
 if __name__ == "__main__":
