@@ -245,8 +245,11 @@ class PreparedWeights:
         declared = dict(self.declared if self.declared is not None
                         else checkpoint_metadata(self.checkpoint) if self.checkpoint else {})
         converted_from = declared.pop("converted_from", None)
+        # The load already hashed the file it read (a folder: its files); only a cached checkpoint that
+        # training wrote, which no load recorded, is hashed here.
+        loaded = next((source["sha256"] for source in self.sources if source["file"] == str(self.checkpoint)), None)
         return {"path": str(self.checkpoint) if self.checkpoint else None,
-                "sha256": weights_digest(self.checkpoint) if self.checkpoint else None,
+                "sha256": loaded or (weights_digest(self.checkpoint) if self.checkpoint else None),
                 "sources": self.sources,
                 "declared": ({"by": "checkpoint", "training": declared or None, "converted_from": converted_from}
                              if declared or converted_from else None)}
