@@ -62,6 +62,17 @@ def test_the_official_checkpoint_loads_whole_and_computes_what_cffm_computes(gol
     assert (refined - golden["clip_7_logits"]).abs().max() < TOLERANCE
 
 
+def test_a_head_tensor_the_method_does_not_have_is_an_error_naming_it(golden, tmp_path):
+    from vssbench.methods.weights import CheckpointError
+
+    payload = torch.load(GOLDEN / "cffm_tiny.pth", weights_only=True)
+    payload["state_dict"]["decode_head.extra_branch.weight"] = torch.zeros(2)
+    torch.save(payload, tmp_path / "extra.pth")
+    torch.manual_seed(0)
+    with pytest.raises(CheckpointError, match="tensors the target lacks \\(1\\): decode_head.extra_branch.weight"):
+        load_weights(build_method("cffm:golden", 8), tmp_path / "extra.pth")
+
+
 @pytest.mark.parametrize("name", ["decoder_focal.blocks.1.attn.relative_position_bias_table_to_windows_clips.2",
                                   "decoder_focal.blocks.0.pool_layers_clips.0.weight", "linear_pred2.bias"])
 def test_a_perturbed_head_weight_is_seen(golden, name):

@@ -96,9 +96,10 @@ class ClipMethod(VideoMethod):
 def segformer_branch(state: dict[str, torch.Tensor], temporal_prefixes: tuple[str, ...]) -> Converted:
     """The SegFormer branch of an official CFFM or MRCFA checkpoint, under the method's ``segmentor.``:
     NVlabs's key map on every tensor outside ``temporal_prefixes`` (the temporal head, which the caller
-    converts itself, so it is neither dropped nor noted here)."""
+    converts itself). A head tensor that is neither SegFormer's nor under those prefixes keeps its name,
+    so that the loader reports it as a tensor the method lacks instead of dropping it unseen."""
     converted = from_nvlabs({k: v for k, v in state.items() if not k.startswith(temporal_prefixes)})
     converted.state = {f"segmentor.{k}": v for k, v in converted.state.items()}
-    converted.dropped.pop(TEMPORAL_HEAD, None)
+    converted.state.update({key: state[key] for key in converted.dropped.pop(TEMPORAL_HEAD, [])})
     converted.notes = [note for note in converted.notes if "temporal modules" not in note]
     return converted
