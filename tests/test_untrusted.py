@@ -337,6 +337,29 @@ def test_an_image_larger_than_the_limit_is_refused_from_its_header(vspw, tmp_pat
                "expected the same size")
 
 
+@pytest.mark.parametrize("variable, value, case, expected", [
+    ("VSSBENCH_MAX_CLASSES", "7", "run", "8 classes; expected 1 to 7"),  # the 8-class set itself
+    ("VSSBENCH_MAX_JSON_BYTES", "100", "folder", "config.json is"),
+    ("VSSBENCH_MAX_DEPTH", "1", "run", "nested more than 1 levels deep"),
+    ("VSSBENCH_MAX_METADATA_BYTES", "10", "run", "more than the 10 allowed"),
+    ("VSSBENCH_MAX_CLASSES", "many", "run", "$VSSBENCH_MAX_CLASSES='many': expected a positive integer"),
+])
+def test_each_limit_is_overridden_by_its_variable(small_synthetic, tmp_path, capsys, monkeypatch, checkpoint,
+                                                 variable, value, case, expected):
+    """Without the variable the command succeeds; with it, the lowered limit refuses it (exit 2)."""
+    if case == "folder":  # a Hugging Face folder: its config.json is the JSON read
+        argv = ["convert", str(_saved_hf(tmp_path)), "--method", "perframe:segformer-tiny", "--out",
+                str(tmp_path / "c.pt")]
+    else:  # the synthetic set (meta.json, 8 classes) with a checkpoint carrying a small nested record
+        torch.save({**torch.load(checkpoint, weights_only=True), "metadata": {"iterations": [1, 2]}},
+                   tmp_path / "record.pt")
+        argv = _run(tmp_path, small_synthetic, "--max-videos", "1", "--speed-rounds", "0", "--overwrite",
+                    "--checkpoint", str(tmp_path / "record.pt"), dataset="synthetic")
+    assert main(argv) == 0
+    monkeypatch.setenv(variable, value)
+    _bad_input(argv, capsys, expected)
+
+
 # --------------------------------------------------------------------------- files that are not files
 
 

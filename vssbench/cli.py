@@ -20,7 +20,7 @@ import vssbench
 from vssbench.datasets import DatasetError
 from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
 from vssbench.files import atomic_path, check_writable
-from vssbench.limits import check_class_count
+from vssbench.limits import LimitError, check_class_count
 
 if TYPE_CHECKING:
     from vssbench.datasets.base import VideoDataset
@@ -897,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     from vssbench.recipes import RecipeError
 
     bad_input = (UsageError, DatasetError, SpecError, CheckpointError, MethodError, RecipeError, TrainingError,
-                 AugmentationError, ResultFileError, OSError)
+                 AugmentationError, ResultFileError, LimitError, OSError)
     git_commit()  # the rows name the code this process loaded
     try:
         for module in args.plugin:

@@ -38,6 +38,10 @@ DEFAULTS = {
 }
 
 
+class LimitError(ValueError):
+    """An environment override of a limit that is not a positive integer (bad input, exit 2)."""
+
+
 def limit(name: str) -> int:
     """The limit ``name`` (a key of :data:`DEFAULTS`), or the positive integer ``$VSSBENCH_<name>`` sets."""
     text = os.environ.get(f"VSSBENCH_{name}")
@@ -48,7 +52,7 @@ def limit(name: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"$VSSBENCH_{name}={text!r}: expected a positive integer (default {DEFAULTS[name]})")
+        raise LimitError(f"$VSSBENCH_{name}={text!r}: expected a positive integer (default {DEFAULTS[name]})")
     return value
 
 
