@@ -158,3 +158,33 @@ def test_image_to_tensor_normalises_any_array_layout(layout):
                 - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(3, 1, 1)) \
         / torch.tensor(IMAGENET_STD, dtype=torch.float64).view(3, 1, 1)
     torch.testing.assert_close(image_to_tensor(image), expected.float())
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_resize_like_mmcv_equals_opencv_on_every_pixel():
+    """tests/golden/cv2_resize.pt: OpenCV's INTER_LINEAR on 8-bit images (scripts/golden_cv2_resize.py),
+    VSPW's 853 -> 864 columns among the cases."""
+    from vssbench.datasets.transforms import resize_like_mmcv
+
+    golden = torch.load(GOLDEN / "cv2_resize.pt", weights_only=True)
+    assert len(golden["cases"]) == 14
+    for case in golden["cases"]:
+        image = case["image"].permute(2, 0, 1)[None].contiguous()
+        ours = resize_like_mmcv(image, tuple(case["size"]))[0].permute(1, 2, 0)
+        assert torch.equal(ours, case["resized"]), (tuple(case["image"].shape), case["size"])
+    # not a resize that merely happens to round alike: the float bilinear resize misses pixels
+    case = golden["cases"][4]  # (17, 29) -> (40, 37), random
+    image = case["image"].permute(2, 0, 1)[None].double()
+    floating = torch.nn.functional.interpolate(image, size=tuple(case["size"]), mode="bilinear", align_corners=False)
+    assert not torch.equal(floating.round().to(torch.uint8)[0].permute(1, 2, 0), case["resized"])
+
+
+def test_pixels_round_trip_through_normalisation():
+    from vssbench.datasets.transforms import from_pixels, to_pixels
+
+    image = np.random.default_rng(3).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    frame = image_to_tensor(image)[None]
+    assert np.array_equal(to_pixels(frame)[0].permute(1, 2, 0).numpy(), image)
+    assert torch.equal(from_pixels(to_pixels(frame)), frame)
