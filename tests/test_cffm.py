@@ -190,3 +190,52 @@ def test_offset_sampling_draws_a_target_and_its_references(small_synthetic, monk
     monkeypatch.setattr(recipes, "_file", lambda method: broken if method == "cffm" else original(method))
     with pytest.raises(recipes.RecipeError, match="offsets \\[-9, -6\\] must be frames - 1 negative integers"):
         recipes.load("cffm", "synthetic")
+
+
+def test_the_official_protocol_recomputes_each_clip_and_computes_the_golden_outputs(golden):
+    """``official`` runs each clip's frames through SegFormer again in one batch, as the official code:
+    on frames already a multiple of 32 (64 x 96) it gives the official outputs, as the cache does."""
+    torch.manual_seed(0)
+    method = build_method("cffm:golden", 8, "official")
+    assert method.checkpoint_variant == "default"  # one network, two protocols
+    load_weights(method, GOLDEN / "cffm_tiny.pth")
+    method.double().eval()
+    error = (_video(method, golden["video"]) - golden["video_logits"]).abs().max()
+    assert error < TOLERANCE
+
+
+@pytest.mark.parametrize("spec", ["cffm:tiny", "mrcfa:tiny"])
+def test_the_official_protocol_resizes_the_8_bit_image_and_returns_logits_at_that_size(spec):
+    """60 x 100 frames: ``official`` gives what the default gives on the image mmcv's AlignedResize makes
+    (64 x 128, :func:`resize_like_mmcv` on the 8-bit image) and returns the logits at that size; its input
+    differs from the bilinear resize of the normalised frame that MRCFA's default uses."""
+    from vssbench.datasets.transforms import from_pixels, resize_like_mmcv, to_pixels
+    from vssbench.methods.clips import resize_to_multiple
+
+    generator = torch.Generator().manual_seed(0)
+    frames = from_pixels(torch.randint(0, 256, (12, 3, 60, 100), generator=generator, dtype=torch.uint8))
+    torch.manual_seed(0)
+    official = build_method(spec, 5, "official").eval()
+    torch.manual_seed(0)
+    default = build_method(spec, 5).eval()
+    aligned = from_pixels(resize_like_mmcv(to_pixels(frames), (64, 128)))
+    assert not torch.allclose(aligned, resize_to_multiple(frames, 32), atol=1e-3)
+    with torch.no_grad():
+        ours = torch.cat([official.step(frame[None], True) for frame in frames])
+        expected = torch.cat([default.step(frame[None], True) for frame in aligned])
+    assert ours.shape[2:] == (64, 128)
+    expected = F.interpolate(expected, size=(64, 128), mode="bilinear", align_corners=False)
+    assert (ours - expected).abs().max() < 1e-4
+
+
+def test_the_official_protocol_costs_four_segformer_passes_a_frame():
+    from vssbench.benchmark.profiler import method_flops
+
+    frame = torch.randn(1, 3, 64, 96)
+    flops = {}
+    for spec, variant in [("cffm:tiny", None), ("cffm:tiny", "official"), ("perframe:segformer-tiny", None)]:
+        torch.manual_seed(0)
+        flops[spec, variant] = method_flops(build_method(spec, 5, variant), frame)["gflops_key"]
+    segformer = flops["perframe:segformer-tiny", None]
+    extra = flops["cffm:tiny", "official"] - flops["cffm:tiny", None]
+    assert extra == pytest.approx(3 * segformer, rel=0.02)  # three references again; per-frame logits included

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from test_cffm import train_on_blocks
 
 from vssbench.methods.base import build_method
+from vssbench.methods.clips import aligned_size
 from vssbench.methods.mrcfa import MRCFA
 from vssbench.methods.perframe import PerFrame
 from vssbench.methods.segmentors import SEGMENTORS, SegFormer
@@ -88,7 +89,7 @@ def test_the_checkpoint_still_gives_perframe_its_segformer_branch(golden):
 def test_frames_are_aligned_to_32_and_scored_back_at_their_size():
     torch.manual_seed(0)
     method = build_method("mrcfa:tiny", 8).eval()
-    assert MRCFA.aligned(torch.zeros(1, 3, 480, 853)).shape[2:] == (480, 864)
+    assert aligned_size(480, 853, 32) == (480, 864)
     with torch.no_grad():
         outputs = [method.step(torch.randn(1, 3, 60, 100), True) for _ in range(5)]
     assert all(o.shape[2:] == (64, 128) for o in outputs)  # the runner resizes them to the label

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssbench.methods.base import register_method
-from vssbench.methods.clips import ClipMethod, segformer_branch
+from vssbench.methods.clips import ClipMethod, Protocol, segformer_branch
 from vssbench.methods.keymap import Converted, rename, strip_prefix
 from vssbench.methods.segmentors import cross_entropy
 
@@ -276,6 +276,8 @@ class CFFM(ClipMethod):
         "tiny": dict(segmentor="segformer-tiny", depth=1),
     }
     default_preset = "tiny"
+    protocols = {"default": Protocol(size_divisor=1, pixels=False, recompute=False),  # windows pad any size
+                 "official": Protocol(size_divisor=32, pixels=True, recompute=True)}
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, depth: int) -> None:
         super().__init__(preset, variant, num_classes, segmentor)

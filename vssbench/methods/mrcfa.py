@@ -27,8 +27,9 @@ once per frame.
 
 The official code requires each 1/8 map to be exactly four times its 1/32 map (its VSPW pipeline
 resizes frames to multiples of 32): elsewhere the stage-2 and stage-4 positions disagree and it fails.
-This implementation resizes the frame up to the next multiple of 32 in each dimension first (bilinear),
-and returns the logits at that size, which the runner resizes to the label (docs/methods.md).
+Both protocols here therefore resize the frame up to the next multiple of 32 in each dimension first
+(the default the normalised frame, bilinear; ``official`` the 8-bit image as mmcv does) and return the
+logits at that size, which the runner resizes to the label (docs/methods.md).
 
 Training (``loss``): 0.5 x the cross-entropy of the per-frame predictions of the clip and of the three
 per-reference outputs (``deco1-3``, each against its reference frame's labels, as the official
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssbench.methods.base import register_method
-from vssbench.methods.clips import ClipMethod, segformer_branch
+from vssbench.methods.clips import ClipMethod, Protocol, resize_to_multiple, segformer_branch, split_clip
 from vssbench.methods.keymap import Converted, rename, strip_prefix
 from vssbench.methods.segmentors import cross_entropy
 
@@ -152,6 +153,9 @@ class MRCFA(ClipMethod):
         "tiny": dict(segmentor="segformer-tiny", threshold=0.5, wide=False),
     }
     default_preset = "tiny"
+    # The official code needs every 1/8 map to be 4x its 1/32 map: even the default aligns to 32.
+    protocols = {"default": Protocol(size_divisor=32, pixels=False, recompute=False),
+                 "official": Protocol(size_divisor=32, pixels=True, recompute=True)}
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, threshold: float,
                  wide: bool) -> None:
@@ -195,29 +199,14 @@ class MRCFA(ClipMethod):
         out = F.interpolate(self.deco4(mean + target["half"]), size=size, mode="bilinear", align_corners=False)
         return out, per_reference
 
-    @staticmethod
-    def aligned(frame: torch.Tensor) -> torch.Tensor:
-        """The frame resized up to the next multiple of 32 in each dimension (``AlignedResize``'s
-        ``size_divisor=32``: 480x853 -> 480x864), which the official code needs."""
-        h, w = frame.shape[2:]
-        size = (-(-h // 32) * 32, -(-w // 32) * 32)
-        return frame if size == (h, w) else F.interpolate(frame, size=size, mode="bilinear", align_corners=False)
-
     def predict_clip(self, clip: list[dict]) -> torch.Tensor:
         return self.refine(clip)[0]
-
-    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
-        """The protocol's step on the frame aligned to 32, its logits returned at that size."""
-        frame = self.aligned(frame)
-        return F.interpolate(super().step(frame, is_key), size=frame.shape[2:], mode="bilinear", align_corners=False)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, labels = batch["frames"], batch["labels"]
         b, t = frames.shape[:2]
-        flat = self.per_frame(self.aligned(frames.flatten(0, 1)))
-        clip = [{k: (v.view(b, t, *v.shape[1:])[:, i] if torch.is_tensor(v) else
-                     [x.view(b, t, *x.shape[1:])[:, i] for x in v]) for k, v in flat.items()} for i in range(t)]
-        out, per_reference = self.refine(clip)
+        flat = self.per_frame(resize_to_multiple(frames.flatten(0, 1), 32))
+        out, per_reference = self.refine(split_clip(flat, b, t))
         logits = torch.cat([flat["logits"].view(b, t, *flat["logits"].shape[1:]),
                             torch.stack(per_reference, 1)], 1).flatten(0, 1)
         clip_labels = torch.cat([labels, labels[:, :-1]], 1).flatten(0, 1)
