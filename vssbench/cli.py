@@ -180,6 +180,9 @@ def command_run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     check_writable(args.output, "--output")
     check_writable(args.save_predictions, "--save-predictions", directory=True)
+    if args.figure is not None and args.figure.suffix != ".png":
+        raise UsageError(f"--figure {args.figure}: expected a path ending in .png (a PDF is written beside it)")
+    check_writable(args.figure, "--figure")
     if args.dataset == "synthetic":  # where the generated data and the auto-trained weights go
         check_writable(args.cache_dir or default_cache_dir(), "--cache-dir" if args.cache_dir else "$VSSBENCH_CACHE",
                        directory=True)
@@ -193,6 +196,10 @@ def command_run(args: argparse.Namespace) -> int:
     train_set = load_dataset(args, "train", limit_videos=False) if auto_training else None
     seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
+    if auto_training or args.dry_run:
+        _announce_plan(args, specs, variants, seeds, intervals, memory_frames, dataset, train_set, checkpoints)
+        if args.dry_run:  # the plan printed, nothing trained or scored
+            return 0
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
         if spec in checkpoints or "*" in checkpoints:
             torch.manual_seed(seeds[0])
@@ -221,7 +228,31 @@ def command_run(args: argparse.Namespace) -> int:
         return 0
     print(markdown_table(rows))
     print(f"\n{len(rows)} rows in {args.output}")
+    finished = {row["label"] for row in rows if row["status"] == "ok"}
+    if args.figure and finished:
+        from vssbench.benchmark.report import accuracy_cost_figure
+
+        print(f"figure, mIoU against GFLOPs: {accuracy_cost_figure([args.output], args.figure, finished)[0]}")
     return _exit_code(rows)
+
+
+def _announce_plan(args: argparse.Namespace, specs: list[str], variants: list[str] | None, seeds: list[int],
+                   intervals: list[int], memory_frames: list[int], dataset: VideoDataset,
+                   train_set: VideoDataset | None, checkpoints: dict[str, Path]) -> None:
+    """Print what the run will train before its first row (with --dry-run: the whole plan)."""
+    from vssbench.benchmark import distributed
+    from vssbench.benchmark.plan import machine_scale, plan_run, plan_text, training_lines
+    from vssbench.benchmark.runner import SweepSettings
+
+    plan = plan_run(specs, variants, seeds, SweepSettings(specs, intervals, memory_frames, variants),
+                    dataset.num_classes, train_set, _checkpoint_cache(args, dataset) if train_set else None,
+                    args.train_iters, args.stage_iters, given=set(checkpoints))
+    where = f"{train_set.name}/{train_set.split}" if train_set else ""
+    if distributed.is_main_process():
+        scale = machine_scale() if plan.to_train else None
+        text = plan_text(plan, scale, where) if args.dry_run else "\n".join(training_lines(plan, scale, where))
+        if text:
+            print(text, flush=True)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -671,6 +702,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, default=Path("results/run.jsonl"),
                      help="JSONL result file; rows already finished there are skipped (default: results/run.jsonl)")
     run.add_argument("--overwrite", action="store_true", help="recompute rows already finished in --output")
+    run.add_argument("--figure", type=Path, metavar="PNG",
+                     help="after the table, draw this run's rows as mIoU against GFLOPs per frame into PNG (and a "
+                          "PDF beside it), and name it in the last line printed")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (the rows, what must be trained first and for how long, what is cached) "
+                          "and exit without training or scoring")
     run.add_argument("--save-predictions", type=Path, metavar="DIR",
                      help="write predictions as uint8 PNGs to DIR/<label>/<video>/<frame>.png")
     run.add_argument("--checkpoint", action="append", metavar="[SPEC=]PATH",

@@ -394,6 +394,55 @@ def _plot_spread(axis: plt.Axes, rows: pd.DataFrame, x: str, y: str, label: str,
         axis.plot(points[x], points["mean"], label=label, **style)
 
 
+def scatter_figure(frame: pd.DataFrame, metric_y: str = "miou") -> plt.Figure:
+    """mIoU against GFLOPs per frame (``miou``, the Pareto front of trained rows dashed) or mVC8 against
+    mIoU (``mvc8``): one series per configuration, each point labelled with its interval or memory."""
+    presets = _presets(frame)
+    runs = [column for column in run_columns(frame) if column != "seed"]
+    keys = ["method", "variant", "preset", "random", *runs]
+    title = "mIoU against cost (Pareto front dashed)" if metric_y == "miou" else "Temporal consistency against accuracy"
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    x_column = "gflops" if metric_y == "miou" else "miou"
+    for _, rows in frame.groupby(keys, sort=True, dropna=False):
+        style = _style(rows.iloc[0], presets)
+        style.pop("linestyle")
+        if rows["random"].iloc[0]:
+            style.update(facecolors="none", edgecolors=style.pop("color"))
+        points = rows.groupby("schedule", sort=False)[[x_column, metric_y]].agg(["mean", "min", "max"])
+        xs, ys = points[(x_column, "mean")], points[(metric_y, "mean")]
+        axis.scatter(xs, ys, s=24, label=_series_name(rows, runs), **style)
+        if rows["seed"].nunique(dropna=False) > 1:
+            axis.errorbar(xs, ys, xerr=[xs - points[(x_column, "min")], points[(x_column, "max")] - xs],
+                          yerr=[ys - points[(metric_y, "min")], points[(metric_y, "max")] - ys], fmt="none",
+                          ecolor=style.get("color", style.get("edgecolors")), elinewidth=0.8, capsize=2)
+        for schedule, x, y in zip(points.index, xs, ys):  # which interval (or memory length) each point is
+            axis.annotate(schedule, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=5, alpha=0.8)
+    if metric_y == "miou":  # random weights' accuracy is not a result: never on the front
+        valid = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
+        front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
+        axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--",
+                  linewidth=1, label="Pareto front")
+        axis.set_xlabel("GFLOPs per frame (15-frame clip average)")
+    else:
+        axis.set_xlabel("mIoU (%)")
+    axis.set_ylabel(f"{METRIC_NAMES[metric_y]} (%)")
+    _honest_limits(axis, frame[metric_y])
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return figure
+
+
+def accuracy_cost_figure(paths: list[Path], png: Path, labels: set[str] | None = None) -> list[Path]:
+    """The mIoU-against-GFLOPs figure of the rows in ``paths`` (those labelled ``labels``, if given) as
+    ``png`` and a PDF beside it: what ``bench run --figure`` writes."""
+    frame = load_frame(paths)
+    if labels is not None:
+        frame = frame[frame["label"].isin(labels)]
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure = scatter_figure(frame, "miou")
+    return _save(figure, png.parent, png.stem, legend_axis=figure.axes[0])
+
+
 def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
     """Write every figure the rows can fill; returns the files written."""
     written = []
@@ -436,37 +485,9 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
         axis.grid(alpha=0.3)
         written += _save(figure, out, "gflops_vs_interval", legend_axis=axis)
 
-    for metric_y, name, title in (("miou", "accuracy_vs_gflops", "mIoU against cost (Pareto front dashed)"),
-                                  ("mvc8", "mvc8_vs_miou", "Temporal consistency against accuracy")):
-        figure, axis = plt.subplots(figsize=(6.5, 4.5))
-        x_column = "gflops" if metric_y == "miou" else "miou"
-        for _, rows in frame.groupby(keys, sort=True, dropna=False):
-            style = _style(rows.iloc[0], presets)
-            style.pop("linestyle")
-            if rows["random"].iloc[0]:
-                style.update(facecolors="none", edgecolors=style.pop("color"))
-            points = rows.groupby("schedule", sort=False)[[x_column, metric_y]].agg(["mean", "min", "max"])
-            xs, ys = points[(x_column, "mean")], points[(metric_y, "mean")]
-            axis.scatter(xs, ys, s=24, label=_series_name(rows, runs), **style)
-            if rows["seed"].nunique(dropna=False) > 1:
-                axis.errorbar(xs, ys, xerr=[xs - points[(x_column, "min")], points[(x_column, "max")] - xs],
-                              yerr=[ys - points[(metric_y, "min")], points[(metric_y, "max")] - ys], fmt="none",
-                              ecolor=style.get("color", style.get("edgecolors")), elinewidth=0.8, capsize=2)
-            for schedule, x, y in zip(points.index, xs, ys):  # which interval (or memory length) each point is
-                axis.annotate(schedule, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=5, alpha=0.8)
-        if metric_y == "miou":  # random weights' accuracy is not a result: never on the front
-            valid = frame[~frame["random"]].dropna(subset=["gflops", "miou"])
-            front = pareto_front(list(zip(valid["gflops"], valid["miou"])))
-            axis.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--",
-                      linewidth=1, label="Pareto front")
-            axis.set_xlabel("GFLOPs per frame (15-frame clip average)")
-        else:
-            axis.set_xlabel("mIoU (%)")
-        axis.set_ylabel(f"{METRIC_NAMES[metric_y]} (%)")
-        _honest_limits(axis, frame[metric_y])
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        written += _save(figure, out, name, legend_axis=axis)
+    for metric_y, name in (("miou", "accuracy_vs_gflops"), ("mvc8", "mvc8_vs_miou")):
+        figure = scatter_figure(frame, metric_y)
+        written += _save(figure, out, name, legend_axis=figure.axes[0])
 
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):

@@ -589,12 +589,8 @@ def ensure_trained(
         starts = [_ensure_segmentor(method, train_set, cache_dir, iterations, seed, device)]
     if not method.has_own_training_stage:
         return _segmentor_checkpoint(method, train_set, cache_dir, iterations, seed)
-    stage_iterations = stage_iterations or iterations or recipe_for(method, train_set.name, "synthetic").iterations
-    recipe = recipe_for(method, train_set.name, "synthetic").with_overrides(iterations=stage_iterations)
-    started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
-    method_path = cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
-                               f"-it{stage_iterations}-from{started_from}"
-                               f"-{_stage_digest(method, recipe, train_set)}.pt")
+    recipe = _stage_recipe(method, train_set, iterations, stage_iterations)
+    method_path = _stage_checkpoint(method, recipe, train_set, cache_dir, starts, seed)
     if method_path.is_file():
         load_weights(method, method_path, purpose="train")
         return method_path
@@ -605,6 +601,70 @@ def ensure_trained(
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe, init=init))
     log.info("trained %s: loss %.3f -> %.3f", method.spec, report.first_loss, report.final_loss)
     return method_path
+
+
+def _stage_recipe(method: VideoMethod, train_set: VideoDataset, iterations: int | None,
+                  stage_iterations: int | None) -> Recipe:
+    """The synthetic recipe of a method's own stage, its iterations overridden as ``ensure_trained`` says."""
+    recipe = recipe_for(method, train_set.name, "synthetic")
+    return recipe.with_overrides(iterations=stage_iterations or iterations or recipe.iterations)
+
+
+def _stage_checkpoint(method: VideoMethod, recipe: Recipe, train_set: VideoDataset, cache_dir: Path,
+                      starts: list[Path], seed: int) -> Path:
+    """Where a stage trained from the checkpoints ``starts`` is cached: the seed and iterations in plain
+    sight, a digest of the starting files, and :func:`_stage_digest`."""
+    started_from = hashlib.sha256("".join(file_sha256(path) for path in starts).encode()).hexdigest()[:8]
+    return cache_dir / (f"{method.name}-{method.preset}-{method.checkpoint_variant}-s{seed}"
+                        f"-it{recipe.iterations}-from{started_from}-{_stage_digest(method, recipe, train_set)}.pt")
+
+
+@dataclass(frozen=True)
+class PlannedTraining:
+    """One training ``ensure_trained`` would run, or find cached: what, how long, where it is cached."""
+
+    spec: str  # METHOD:PRESET, with the variant where the method has several
+    iterations: int
+    checkpoint: Path | None  # None: named after checkpoints that are not trained yet
+    cached: bool
+
+
+def training_plan(method: VideoMethod, train_set: VideoDataset, cache_dir: Path, iterations: int | None = None,
+                  seed: int = 0, stage_iterations: int | None = None) -> list[PlannedTraining]:
+    """What ``ensure_trained`` would train for ``method``, in order, and what it would find in the cache,
+    without training or loading anything. A stage whose starting checkpoints are not cached yet cannot
+    be named (its cache name holds their digest); it is planned as to be trained."""
+    cache_dir = Path(cache_dir)
+    if method.checkpoint_variant != method.variant:
+        torch.manual_seed(seed)
+        trainee = build_method(method.spec, method.num_classes, method.checkpoint_variant)
+        return training_plan(trainee, train_set, cache_dir, iterations, seed, stage_iterations)
+    plan: list[PlannedTraining] = []
+    starts: list[Path | None] = []
+    components = method.component_methods()
+    if components:
+        for component in components.values():
+            torch.manual_seed(seed)
+            alone = build_method(component.spec, component.num_classes, component.variant)
+            plan += training_plan(alone, train_set, cache_dir, iterations, seed, stage_iterations)
+            starts.append(plan[-1].checkpoint)
+    else:
+        path = _segmentor_checkpoint(method, train_set, cache_dir, iterations, seed)
+        recipe = _segmentor_recipe(method).with_overrides(iterations=iterations)
+        plan.append(PlannedTraining(f"perframe:{method.segmentor_preset}", recipe.iterations, path, path.is_file()))
+        starts = [path]
+    if not method.has_own_training_stage:
+        return plan
+    recipe = _stage_recipe(method, train_set, iterations, stage_iterations)
+    ready = all(path is not None and path.is_file() for path in starts)
+    path = _stage_checkpoint(method, recipe, train_set, cache_dir, starts, seed) if ready else None
+    plan.append(PlannedTraining(planned_spec(method), recipe.iterations, path, bool(path and path.is_file())))
+    return plan
+
+
+def planned_spec(method: VideoMethod) -> str:
+    """How a plan names a training: METHOD:PRESET, and the variant trained where the method has several."""
+    return method.spec if len(type(method).variants) == 1 else f"{method.spec} ({method.checkpoint_variant})"
 
 
 AUTO_SAVE_EVERY = 200  # iterations between the states of auto-training: well under a minute of tiny-preset work
