@@ -6,6 +6,9 @@
 #                  against results/baselines/ci-synthetic-cpu.jsonl
 #   make baseline  regenerate the full synthetic sweep, the reports made from it and the tables of
 #                  reports/synthetic/findings.md
+#   make shipped-weights         retrain the weights shipped in vssbench/weights/synthetic/ from scratch
+#                                (about 30 minutes on 2 cores) and check them tensor for tensor
+#   make shipped-weights-update  the same, then ship the retrained ones (rewrites the manifest)
 # torch is pinned here only (a local CPU build); the package itself asks for torch>=2.4.
 
 VENV ?= .venv
@@ -17,7 +20,10 @@ export HF_HUB_OFFLINE := 1
 GATE_DIR := .cache/gate
 SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,copy:mask2former-tiny,mpvss,tfc,dff,accel,stt
 
-.PHONY: setup run test gate gate-baseline baseline
+SHIPPED_DIR := .cache/shipped
+SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa
+
+.PHONY: setup run test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
 
 setup: $(VENV)/.installed
 
@@ -49,3 +55,15 @@ baseline: setup
 	$(BIN)/bench run --methods $(SWEEP_METHODS) --variants all --intervals 1,2,5,10 --output results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic
 	$(BIN)/python scripts/findings.py
+
+# Two threads, as the shipped weights were trained: on a CPU the thread count changes the sums.
+shipped-weights-train: setup
+	rm -rf $(SHIPPED_DIR)
+	mkdir -p $(SHIPPED_DIR) && git describe --always --dirty --abbrev=40 > $(SHIPPED_DIR)/commit
+	OMP_NUM_THREADS=2 $(BIN)/bench run --methods $(SHIPPED_METHODS) --intervals 1 --memory 0 --max-videos 1 --speed-rounds 0 --cache-dir $(SHIPPED_DIR) --output $(SHIPPED_DIR)/run.jsonl
+
+shipped-weights: shipped-weights-train
+	$(BIN)/python scripts/shipped_weights.py check $(SHIPPED_DIR)
+
+shipped-weights-update: shipped-weights-train
+	$(BIN)/python scripts/shipped_weights.py update $(SHIPPED_DIR)

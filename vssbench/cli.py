@@ -191,8 +191,18 @@ def command_run(args: argparse.Namespace) -> int:
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
     _require_weights(args, specs, checkpoints)
+    if args.shipped_weights:
+        from vssbench.benchmark.shipped import shipped_dataset
+
+        conflicts = [flag for flag, given in (("--random-weights", args.random_weights),
+                                              ("--train-iters", args.train_iters is not None),
+                                              ("--stage-iters", args.stage_iters is not None)) if given]
+        if dataset.name != shipped_dataset() or conflicts:
+            raise UsageError(f"--shipped-weights: the shipped weights were trained on {shipped_dataset()} with its "
+                             f"synthetic recipes; expected that dataset (got {dataset.name})"
+                             + (f" and none of {', '.join(conflicts)}" if conflicts else ""))
     # The auto-training split is whole: --max-videos limits what is scored, never what the cached weights saw.
-    auto_training = args.dataset == "synthetic" and not args.random_weights
+    auto_training = args.dataset == "synthetic" and not args.random_weights and not args.shipped_weights
     train_set = load_dataset(args, "train", limit_videos=False) if auto_training else None
     seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
@@ -201,7 +211,7 @@ def command_run(args: argparse.Namespace) -> int:
         if args.dry_run:  # the plan printed, nothing trained or scored
             return 0
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
-        if spec in checkpoints or "*" in checkpoints:
+        if spec in checkpoints or "*" in checkpoints or args.shipped_weights:
             torch.manual_seed(seeds[0])
             _weights_preparer(args, checkpoints, dataset, train_set, seeds[0])(
                 build_method(spec, dataset.num_classes, variant))
@@ -251,6 +261,8 @@ def _announce_plan(args: argparse.Namespace, specs: list[str], variants: list[st
     if distributed.is_main_process():
         scale = machine_scale() if plan.to_train else None
         text = plan_text(plan, scale, where) if args.dry_run else "\n".join(training_lines(plan, scale, where))
+        if args.dry_run and args.shipped_weights:
+            text += "\nweights: shipped with vssbench (vssbench/weights/synthetic/manifest.json)"
         if text:
             print(text, flush=True)
 
@@ -291,7 +303,8 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
     which."""
     from vssbench.benchmark import distributed
     from vssbench.benchmark.runner import PreparedWeights
-    from vssbench.benchmark.training import ensure_trained
+    from vssbench.benchmark.shipped import shipped_for
+    from vssbench.benchmark.training import ensure_trained, trained_as
     from vssbench.methods.weights import CheckpointError, load_weights, random_parameters
 
     def prepare(method: VideoMethod) -> PreparedWeights:
@@ -305,6 +318,11 @@ def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], da
                                       f"{parts} would stay random: train them (bench train --method {method.spec} "
                                       f"--init {record.component}={path}) or pass --random-weights")
             return PreparedWeights(path, [record.as_row()], random, declared=record.declared)
+        if args.shipped_weights:
+            shipped = shipped_for(trained_as(method), seed)
+            record = load_weights(method, shipped.file, purpose="evaluate")
+            return PreparedWeights(shipped.file, [record.as_row()], random_parameters(method, [record]),
+                                   declared=record.declared, shipped=shipped.row_block())
         if train_set is not None:
             with distributed.main_process_first():  # rank 0 trains and caches; the others then load
                 trained = ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
@@ -714,6 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weights to load: PATH for every method, or SPEC=PATH for one (repeatable): a vssbench "
                           "checkpoint or any format of docs/weights.md, detected from its content; without it the "
                           "synthetic dataset trains and caches what is missing, other datasets need --random-weights")
+    run.add_argument("--shipped-weights", action="store_true",
+                     help="on the default synthetic set, evaluate with the weights shipped with vssbench (seed 0, "
+                          "trained by `make shipped-weights`) instead of training on an empty cache; rows say so "
+                          "(checkpoint.shipped)")
     run.add_argument("--random-weights", action="store_true",
                      help="allow methods without weights (or with parts not in their checkpoint) for cost and "
                           "speed studies; their rows say weights: random, reports mark them and bench check "

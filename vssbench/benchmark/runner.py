@@ -224,7 +224,7 @@ def save_prediction(prediction: torch.Tensor, path: Path) -> None:
 class PreparedWeights:
     """Where a method's weights came from, as ``prepare`` reports it to the runner.
 
-    ``checkpoint`` is the file or folder named (or the cached checkpoint training wrote), ``sources``
+    ``checkpoint`` is the file or folder named (or the cached or shipped checkpoint), ``sources``
     the :meth:`~vssbench.methods.weights.LoadRecord.as_row` of each file loaded, ``declared`` the record
     a vssbench checkpoint carries about itself (None: read it from ``checkpoint``), and ``random`` the
     parameters left at random initialisation, per part: rows of such weights say ``weights: random``.
@@ -234,6 +234,7 @@ class PreparedWeights:
     sources: list[dict] = field(default_factory=list)
     random: dict[str, int] = field(default_factory=dict)
     declared: dict | None = None
+    shipped: dict | None = None  # weights shipped with vssbench: how they were made (its manifest)
 
     def row_block(self) -> dict | None:
         """The row's ``checkpoint`` object (docs/rows.md). What vssbench verified: the path, its sha256, the
@@ -252,7 +253,8 @@ class PreparedWeights:
                 "sha256": loaded or (weights_digest(self.checkpoint) if self.checkpoint else None),
                 "sources": self.sources,
                 "declared": ({"by": "checkpoint", "training": declared or None, "converted_from": converted_from}
-                             if declared or converted_from else None)}
+                             if declared or converted_from else None),
+                **({"shipped": self.shipped} if self.shipped else {})}
 
 
 @dataclass
