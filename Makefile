@@ -1,11 +1,13 @@
 # The two quick-start commands, usable on a fresh machine with Python 3.11 and pip:
-#   make run    install into .venv, then run the main job on the synthetic dataset
+#   make run    install into .venv, then compare every method on the synthetic dataset with the
+#               shipped weights: the table, and a figure named in the last line
 #   make test   install into .venv, then run the test suite
 # and the maintenance ones:
 #   make gate      the CI regression gate: a small synthetic sweep, trained from scratch, checked
 #                  against results/baselines/ci-synthetic-cpu.jsonl
 #   make baseline  regenerate the full synthetic sweep, the reports made from it and the tables of
 #                  reports/synthetic/findings.md
+#   make quickstart-docs  the README's quick-start table and figure (reports/quickstart/)
 #   make shipped-weights         retrain the weights shipped in vssbench/weights/synthetic/ from scratch
 #                                (about 30 minutes on 2 cores) and check them tensor for tensor
 #   make shipped-weights-update  the same, then ship the retrained ones (rewrites the manifest)
@@ -23,7 +25,7 @@ SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,co
 SHIPPED_DIR := .cache/shipped
 SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa
 
-.PHONY: setup run test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
+.PHONY: setup run quickstart-docs test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
 
 setup: $(VENV)/.installed
 
@@ -33,8 +35,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
+# The first command: every method at k = 1, 5, 10 with the weights shipped in vssbench/weights/synthetic/
+# (no training), the table, and the mIoU-against-GFLOPs figure named in its last line.
+QUICKSTART := bench run --methods $(SHIPPED_METHODS) --intervals 1,5,10 --memory 7 --shipped-weights
+
 run: setup
-	$(BIN)/bench run --methods perframe,copy
+	$(BIN)/$(QUICKSTART) --output results/quickstart.jsonl --figure results/quickstart.png
+
+# The README's quick-start table and figure: the same command into reports/quickstart/, from scratch.
+quickstart-docs: setup
+	rm -rf reports/quickstart
+	$(BIN)/$(QUICKSTART) --output reports/quickstart/rows.jsonl --figure reports/quickstart/accuracy_vs_gflops.png
 
 test: setup
 	$(BIN)/python -m pytest
