@@ -665,9 +665,7 @@ def training_plan(method: VideoMethod, train_set: VideoDataset, cache_dir: Path,
 def trained_as(method: VideoMethod) -> str:
     """The plan's name of the training whose checkpoint ``ensure_trained`` returns for ``method``: its
     segmentor's for a method without a stage of its own, the variant whose weights it shares otherwise."""
-    if not method.has_own_training_stage:
-        return f"perframe:{method.segmentor_preset}"
-    return f"{method.spec} ({method.checkpoint_variant})" if len(type(method).variants) > 1 else method.spec
+    return planned_spec(method) if method.has_own_training_stage else f"perframe:{method.segmentor_preset}"
 
 
 def planned_spec(method: VideoMethod) -> str:
