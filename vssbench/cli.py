@@ -615,6 +615,7 @@ def cost_table(rows: list[dict], intervals: list[int]) -> str:
 
 
 def command_report(args: argparse.Namespace) -> int:
+    from vssbench.benchmark.qualitative import load_manifest
     from vssbench.benchmark.report import write_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
@@ -625,8 +626,11 @@ def command_report(args: argparse.Namespace) -> int:
             raise UsageError(f"--compare {args.compare!r}: expected two row labels separated by a comma")
     _require_files(args.files)
     check_writable(args.out, "--out", directory=True)
+    if args.show and not args.html:
+        raise UsageError("--show: expected --html too (the animations are inlined into the page)")
     try:
-        written = write_report(args.files, args.out, formats, compare)
+        shows = [(folder, load_manifest(folder)) for folder in args.show or []]
+        written = write_report(args.files, args.out, formats, compare, html=args.html, shows=shows)
     except ValueError as error:
         raise UsageError(str(error)) from None
     for path in written:
@@ -1011,6 +1015,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--compare", metavar="LABEL,LABEL",
                         help="two row labels for the per-class IoU figure (default: the per-frame row and the "
                              "MPVSS, else another method's, row at the largest interval)")
+    report.add_argument("--html", action="store_true",
+                        help="also write report.html: one self-contained page (sortable tables, figures, per-class "
+                             "IoU, seeds' spread, provenance per row) that opens offline")
+    report.add_argument("--show", type=Path, action="append", metavar="DIR",
+                        help="with --html: inline the animations and still figures of this `bench show` folder "
+                             "(repeatable)")
     report.set_defaults(handler=command_report)
 
     show_parser = sub.add_parser(

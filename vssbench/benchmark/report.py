@@ -539,8 +539,11 @@ def default_comparison(frame: pd.DataFrame) -> tuple[str, str] | None:
 
 
 def write_report(paths: list[Path], out: Path, formats: tuple[str, ...] = FORMATS,
-                 compare: tuple[str, str] | None = None) -> list[Path]:
-    """Every table and figure for the rows in ``paths``, written under ``out``."""
+                 compare: tuple[str, str] | None = None, html: bool = False,
+                 shows: list[tuple[Path, dict]] = ()) -> list[Path]:
+    """Every table and figure for the rows in ``paths``, written under ``out``; with ``html``, also
+    ``report.html``, the page of :mod:`vssbench.benchmark.html`, inlining the ``bench show`` folders
+    ``shows`` (each with its manifest)."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown table formats {sorted(unknown)}; expected some of {', '.join(FORMATS)}")
@@ -552,6 +555,13 @@ def write_report(paths: list[Path], out: Path, formats: tuple[str, ...] = FORMAT
                              f"{', '.join(sorted(set(frame['label'])))}")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (title, table) in tables(frame).items():
+    filled = tables(frame)
+    for name, (title, table) in filled.items():
         written += write_table(name, title, table, out, formats)
-    return written + plot_all(frame, out, compare)
+    figures = plot_all(frame, out, compare)
+    written += figures
+    if html:
+        from vssbench.benchmark.html import write_page
+
+        written.append(write_page(paths, frame, filled, figures, out, _number, list(shows)))
+    return written
