@@ -8,6 +8,8 @@
 #   make baseline  regenerate the full synthetic sweep, the reports made from it and the tables of
 #                  reports/synthetic/findings.md
 #   make quickstart-docs  the README's quick-start table and figure (reports/quickstart/)
+#   make synthetic-page   reports/synthetic/report.html (with its screenshot) and the qualitative figures
+#                         of reports/synthetic/qualitative/ (shipped weights; needs chromium for the screenshot)
 #   make shipped-weights         retrain the weights shipped in vssbench/weights/synthetic/ from scratch
 #                                (about 30 minutes on 2 cores) and check them tensor for tensor
 #   make shipped-weights-update  the same, then ship the retrained ones (rewrites the manifest)
@@ -25,7 +27,7 @@ SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,co
 SHIPPED_DIR := .cache/shipped
 SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa
 
-.PHONY: setup run quickstart-docs test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
+.PHONY: setup run quickstart-docs synthetic-page test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
 
 setup: $(VENV)/.installed
 
@@ -66,6 +68,15 @@ baseline: setup
 	$(BIN)/bench run --methods $(SWEEP_METHODS) --variants all --intervals 1,2,5,10 --output results/baselines/synthetic-cpu.jsonl
 	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic
 	$(BIN)/python scripts/findings.py
+	$(MAKE) synthetic-page
+
+# The qualitative figures (perframe, copy and MPVSS at k = 5 on the first validation video, shipped
+# weights) and the report page of the committed baseline with them inlined.
+synthetic-page: setup
+	rm -rf reports/synthetic/qualitative
+	$(BIN)/bench show --methods perframe,copy,mpvss --intervals 5 --shipped-weights --frames 0:10 --format webp --out reports/synthetic/qualitative
+	$(BIN)/bench report results/baselines/synthetic-cpu.jsonl --out reports/synthetic --html --show reports/synthetic/qualitative
+	$(BIN)/python scripts/browser.py reports/synthetic/report.html --screenshot reports/synthetic/report.png
 
 # Two threads, as the shipped weights were trained: on a CPU the thread count changes the sums.
 shipped-weights-train: setup
