@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from vssbench.methods.base import VideoMethod
 
 log = logging.getLogger("vssbench")
-DATASETS = ("synthetic", "vspw", "cityscapes")
+DATASETS = ("synthetic", "vspw", "cityscapes", "camvid")
 EXIT_ROWS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 ITERATIONS_EXPECTED = "a positive number of iterations"
 ROUNDS_EXPECTED = "a number of rounds >= 0"
@@ -126,7 +126,7 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) 
     parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
                         help="dataset to use (default: synthetic, generated on first use into the cache)")
     parser.add_argument("--data-root", type=Path,
-                        help="dataset root folder (required for vspw and cityscapes; for synthetic, a folder "
+                        help="dataset root folder (required for vspw, cityscapes and camvid; for synthetic, a folder "
                              "written by `bench data synthetic` instead of the cached default)")
     parser.add_argument("--split", default=split_default, help=f"split to use (default: {split_default})")
     parser.add_argument("--max-videos", type=int, help="use only the first N videos of the split")
@@ -147,6 +147,10 @@ def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True
         from vssbench.datasets.vspw import VSPWDataset
 
         dataset = VSPWDataset.from_root(args.data_root, split)
+    elif args.dataset == "camvid":
+        from vssbench.datasets.camvid import CamVidDataset
+
+        dataset = CamVidDataset.from_root(args.data_root, split)
     else:
         from vssbench.datasets.cityscapes import CityscapesDataset
 
@@ -862,11 +866,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "schedule, e.g. to compare variants at a longer schedule (default: --train-iters, "
                           "else each method's synthetic schedule)")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device to run on (default: cpu)")
-    run.add_argument("--miou-mode", choices=("vspw", "mmseg"),
+    run.add_argument("--miou-mode", choices=("vspw", "mmseg", "all"),
                      help="vspw: mean over classes present in the ground truth (VSPW's evaluation); mmseg: "
-                          "over classes with a non-empty union (mmsegmentation's and cityscapesscripts') "
-                          "(default: the dataset's official evaluation: vspw for vspw and synthetic, mmseg "
-                          "for cityscapes)")
+                          "over classes with a non-empty union (mmsegmentation's and cityscapesscripts'); all: "
+                          "over every class, an empty union counting 0 (DCFM's CamVid evaluation) (default: the "
+                          "dataset's official evaluation: vspw for vspw and synthetic, mmseg for cityscapes, all "
+                          "for camvid)")
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")

@@ -34,9 +34,9 @@ import torch
 from vssbench.benchmark import native
 from vssbench.datasets.base import IGNORE_INDEX
 
-MiouMode = Literal["vspw", "mmseg"]
+MiouMode = Literal["vspw", "mmseg", "all"]
 VcProtocol = Literal["vspw", "paper"]
-MIOU_MODES = ("vspw", "mmseg")
+MIOU_MODES = ("vspw", "mmseg", "all")
 VC_PROTOCOLS = ("vspw", "paper")
 VSPW_MIN_VIDEO_LENGTH = 17  # VC_perclip.py skips videos with at most 16 labelled frames
 
@@ -105,6 +105,8 @@ class ConfusionMatrix:
             keep = self.matrix.sum(1) > 0
         elif mode == "mmseg":
             keep = ~torch.isnan(iou)
+        elif mode == "all":  # DCFM's CamVid mIoU: every class, one with an empty union counting 0
+            return float(torch.nan_to_num(iou, nan=0.0).mean())
         else:
             raise ValueError(f"unknown mIoU mode {mode!r}; expected one of {MIOU_MODES}")
         return float(iou[keep].mean()) if keep.any() else math.nan

@@ -11,6 +11,8 @@ that ``palette[labels]`` colours a label map in one step:
   look, kept rather than improved so that figures match the dataset's own.
 * ``cityscapes``: the 19 train-id colours of ``cityscapesscripts.helpers.labels``; ignore is black,
   the colour of "unlabeled" there.
+* ``camvid``: the colours of the original CamVid labels for the 11 classes (pavement is its
+  "Sidewalk"); ignore is black, CamVid's "Void".
 * ``synthetic`` (and its variants ``synthetic-<fingerprint>``): one colour per class of
   :data:`~vssbench.datasets.synthetic.CLASS_NAMES`, chosen to look like the Cityscapes colour of the
   nearest class (sky, vegetation, road, person, vehicle, sign) and distinct hues for water and
@@ -36,6 +38,11 @@ _CITYSCAPES = (
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+# CamVid's own colours of the 11 classes (sky .. bicyclist; pavement is its "Sidewalk").
+_CAMVID = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0), (192, 128, 128),
+    (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
 )
 # synthetic CLASS_NAMES: sky, vegetation, road, water, vehicle, person, animal, sign.
 _SYNTHETIC = (
@@ -76,6 +83,8 @@ def palette_for(dataset_name: str) -> np.ndarray:
         return vspw_palette()
     if dataset_name == "cityscapes":
         return _table(_CITYSCAPES, (0, 0, 0))
+    if dataset_name == "camvid":
+        return _table(_CAMVID, (0, 0, 0))
     if dataset_name == "synthetic" or dataset_name.startswith("synthetic-"):
         return _table(_SYNTHETIC, (0, 0, 0))
     return voc_palette()
