@@ -22,7 +22,7 @@ def test_key_schedule():
 def test_spec_parsing_and_errors():
     assert parse_spec("perframe") == ("perframe", "segformer-tiny")
     assert parse_spec("copy:mask2former-tiny") == ("copy", "mask2former-tiny")
-    with pytest.raises(SpecError, match="unknown method 'nope'.*valid methods: accel, cffm, copy, dff, mpvss, mrcfa, perframe, stt, tfc"):
+    with pytest.raises(SpecError, match="unknown method 'nope'.*valid methods: accel, cffm, copy, dcfm, dff, mpvss, mrcfa, perframe, stt, tfc"):
         parse_spec("nope:tiny")
     with pytest.raises(SpecError, match="unknown preset 'segformer-b9'.*segformer-b0"):
         parse_spec("perframe:segformer-b9")

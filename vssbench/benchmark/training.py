@@ -128,11 +128,14 @@ class TrainingClips(torch.utils.data.Dataset):
             return [int(rng.integers(count))] if self.dense else [_labelled(video)]
         low, high = int(self.recipe.sampling.get("min_gap", 0)), int(self.recipe.sampling["max_gap"])
         gap = int(rng.integers(low, high + 1))
+        # either_side: the reference is as likely after the labelled frame as before it (DCFM's
+        # ref_id = image_id +- R); the pair stays (reference, labelled).
+        after = bool(self.recipe.sampling.get("either_side")) and bool(rng.integers(2))
         if self.dense:
             start = int(rng.integers(count - gap))
-            return [start, start + gap]
+            return [start + gap, start] if after else [start, start + gap]
         current = _labelled(video)
-        return [max(0, current - gap), current]
+        return [min(count - 1, current + gap), current] if after else [max(0, current - gap), current]
 
 
 def _labelled(video) -> int:

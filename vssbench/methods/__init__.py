@@ -5,4 +5,4 @@ register through the ``vssbench.methods`` entry-point group or ``bench --plugin 
 (docs/your-method.md).
 """
 
-from vssbench.methods import accel, cffm, dff, mpvss, mrcfa, perframe, stt, tfc  # noqa: F401  (each registers itself)
+from vssbench.methods import accel, cffm, dcfm, dff, mpvss, mrcfa, perframe, stt, tfc  # noqa: F401  (each registers itself)

@@ -102,6 +102,9 @@ def read_source(path: str | Path) -> SourceFile:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"weights {path} do not exist")
+    pair = _dcfm_pair(path)
+    if pair is not None:
+        return _read_dcfm_pair(*pair)
     if path.is_dir():
         return _read_hf_directory(path)
     check_regular_file(path, "weights", CheckpointError)
@@ -115,6 +118,51 @@ def read_source(path: str | Path) -> SourceFile:
         return source
     source.tensors, source.info = _unwrap(tensors_or_object, path)
     return source
+
+
+_DCFM_FILE = re.compile(r"^(encoder|decoder)_epoch_(\d+)\.pth$")
+
+
+def _dcfm_pair(path: Path) -> tuple[Path, Path] | None:
+    """DCFM's released weights are two files of one iteration, ``encoder_epoch_N.pth`` and
+    ``decoder_epoch_N.pth`` (``tools/utils.py`` ``load_ckpt``): ``path`` names either file, or a folder (its
+    ``logs/``, or itself) holding one iteration's pair. None when ``path`` is neither."""
+    if path.is_file():
+        match = _DCFM_FILE.match(path.name)
+        if match is None:
+            return None
+        pair = tuple(path.with_name(f"{part}_epoch_{match[2]}.pth") for part in ("encoder", "decoder"))
+        missing = [p for p in pair if not p.is_file()]
+        if missing:
+            raise CheckpointError(f"{path} is one of DCFM's two weight files; expected {missing[0]} beside it")
+        return pair
+    folder = path / "logs" if (path / "logs").is_dir() and not (path / "config.json").exists() else path
+    if not folder.is_dir() or (folder / "config.json").exists():
+        return None
+    found: dict[str, dict[str, Path]] = {}
+    for file in folder.iterdir():
+        match = _DCFM_FILE.match(file.name)
+        if match:
+            found.setdefault(match[2], {})[match[1]] = file
+    if not found:
+        return None
+    complete = [iteration for iteration, parts in found.items() if len(parts) == 2]
+    if len(complete) != 1:
+        raise CheckpointError(f"{folder} holds DCFM weights of iterations {sorted(found, key=int)} "
+                              f"({len(complete) or 'none'} with both files); expected one pair, or name one file: "
+                              "FOLDER/encoder_epoch_N.pth")
+    return found[complete[0]]["encoder"], found[complete[0]]["decoder"]
+
+
+def _read_dcfm_pair(encoder: Path, decoder: Path) -> SourceFile:
+    """Both files' tensors as ``encoder.*`` and ``decoder.*``, DistributedDataParallel's ``module.`` removed."""
+    tensors, read = {}, []
+    for part, file in (("encoder", encoder), ("decoder", decoder)):
+        check_regular_file(file, "weights", CheckpointError)
+        state, _ = _unwrap(_read_file(file), file)
+        tensors.update({f"{part}.{k[len('module.'):] if k.startswith('module.') else k}": v for k, v in state.items()})
+        read.append({"file": str(file), "sha256": file_sha256(file)})
+    return SourceFile(encoder.parent, tensors, sha256=_folder_digest(read), files=read)
 
 
 def _read_file(path: Path) -> object:
@@ -521,6 +569,8 @@ FORMATS = (
                  _has(r"^decode_head\.decoder_focal\.", r"^backbone\.block1\.0\.attn\.kv\.")),
     WeightFormat("mrcfa", "GuoleiSun/VSS-MRCFA MRCFA (EncoderDecoder_clips, hypercorrelation head)", "video",
                  _has(r"^decode_head\.hypercorre_module\.", r"^backbone\.block1\.0\.attn\.kv\.")),
+    WeightFormat("dcfm", "BUAAHugeGun/DCFM DCFM (logs/encoder_epoch_N.pth and decoder_epoch_N.pth)", "video",
+                 _has(r"^encoder\.backbone\.encoder\.block1\.0\.attn\.kv\.", r"^decoder\.ffm\.convblk\.")),
     WeightFormat("nvlabs-segformer", "NVlabs / CFFM / MRCFA SegFormer (mmseg 0.x)", "segmentor",
                  _has(r"^backbone\.block1\.0\.attn\.kv\.", r"^decode_head\.linear_c4\.")),
     WeightFormat("mmseg-segformer", "mmsegmentation 1.x SegFormer", "segmentor",
@@ -645,9 +695,10 @@ def _segmentor_converters() -> dict[str, tuple[type, Callable[[SourceFile], Conv
 def _video_converters() -> dict[str, tuple[type, Callable[[SourceFile], Converted], str]]:
     """Video-method format -> (the method class it fills whole, its key map, the segmentor format of its
     per-frame branch, which any other method with that segmentor takes)."""
-    from vssbench.methods import cffm, mrcfa
+    from vssbench.methods import cffm, dcfm, mrcfa
 
     return {"cffm": (cffm.CFFM, lambda source: cffm.from_official(source.tensors), "nvlabs-segformer"),
+            "dcfm": (dcfm.DCFM, lambda source: dcfm.from_official(source.tensors), "nvlabs-segformer"),
             "mrcfa": (mrcfa.MRCFA, lambda source: mrcfa.from_official(source.tensors), "nvlabs-segformer")}
 
 

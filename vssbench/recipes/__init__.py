@@ -37,7 +37,8 @@ FIELDS = {
     "devices": "the paper's device count: batch_size / devices frames go through the network at a time",
     "crop_size": "(H, W) of the augmentation's random crop, or null for none (checked against the pipeline)",
     "augmentation": "the pipeline (vssbench.datasets.augment)",
-    "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs, {frames: T} clips "
+    "sampling": "{frames: 1} single frames, {frames: 2, min_gap, max_gap} (key, current) pairs (either_side: true: "
+                "the key as likely after the current frame as before), {frames: T} clips "
                 "of consecutive frames, {frames: T, offsets: [T-1 negative offsets]} a target and its references",
     "loss_weights": "{TERM: weight} for every term the method's loss() returns (training multiplies each by it)",
     "grad_clip": "{max_norm, norm_type} or null",
