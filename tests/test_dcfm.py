@@ -155,3 +155,25 @@ def test_training_reduces_the_loss_and_reaches_encoder_and_decoder():
         optimizer.step()
         history.append(float(loss))
     assert history[-1] < 0.7 * history[0], history
+
+
+@pytest.mark.parametrize("either_side", [True, False])
+def test_pairs_draw_the_reference_on_either_side_only_when_the_recipe_says(small_synthetic, either_side):
+    import dataclasses
+
+    import numpy as np
+
+    from vssbench.benchmark.training import TrainingClips
+    from vssbench.datasets.synthetic import load_synthetic
+    from vssbench.recipes import recipe_for
+
+    dataset = load_synthetic(small_synthetic, "train")
+    recipe = recipe_for(build_method("dcfm:tiny", 8), dataset.name, "synthetic")
+    assert recipe.sampling["either_side"] is True
+    recipe = dataclasses.replace(recipe, sampling={**recipe.sampling, "either_side": either_side})
+    clips = TrainingClips(dataset, recipe, length=64, seed=0)
+    gaps = [int(np.diff(clips._frame_indices(clips.videos[i % len(clips.videos)], np.random.default_rng([0, i])))[0])
+            for i in range(64)]
+    assert all(1 <= abs(gap) <= 9 for gap in gaps)  # (reference, labelled), 1 to 9 frames apart
+    assert any(gap < 0 for gap in gaps) == either_side  # a reference after the labelled frame
+    assert any(gap > 0 for gap in gaps)
