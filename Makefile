@@ -25,7 +25,7 @@ GATE_DIR := .cache/gate
 SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,copy:mask2former-tiny,mpvss,tfc,dff,accel,stt
 
 SHIPPED_DIR := .cache/shipped
-SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa
+SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa,dcfm
 
 .PHONY: setup run quickstart-docs synthetic-page test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
 

@@ -26,7 +26,7 @@ from vssbench.datasets.synthetic import SyntheticSpec, ensure_generated, load_sy
 from vssbench.methods.base import build_method
 from vssbench.methods.weights import file_sha256
 
-METHODS = "perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa"
+METHODS = "perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa,dcfm"
 COMMAND = ("make shipped-weights (OMP_NUM_THREADS=2 bench run --methods " + METHODS
            + " --intervals 1 --memory 0 --max-videos 1 --speed-rounds 0 --cache-dir .cache/shipped)")
 

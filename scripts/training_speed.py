@@ -1,7 +1,7 @@
 """Measure seconds per training iteration of each synthetic training a sweep needs, and this machine's
 calibration time, into vssbench/benchmark/training_speed.json (what ``bench run`` estimates from).
 
-    python scripts/training_speed.py --methods perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa \\
+    python scripts/training_speed.py --methods perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa,dcfm \\
         --machine "2-core CI machine" > vssbench/benchmark/training_speed.json
 
 Each training (as ``bench run`` would plan it on an empty cache) runs its synthetic recipe for 2 and
