@@ -116,3 +116,12 @@ def test_bench_run_reads_a_camvid_folder(tmp_path, capsys):
     assert main(["run", "--methods", "copy", "--dataset", "camvid", "--data-root", str(root), "--split", "test",
                  "--random-weights", "--output", str(tmp_path / "other.jsonl")]) == 2
     assert "0016E5_07961_L.png is missing" in capsys.readouterr().err
+
+
+def test_clip_length_is_a_dataset_setting(tmp_path):
+    root = write_camvid(tmp_path / "camvid")
+    alone = CamVidDataset.from_root(root, "test", frames_before=0, frames_after=0)
+    assert [len(v.frames) for v in alone.videos] == [1, 1, 1]
+    assert all(v.frames[0].mask is not None for v in alone.videos)
+    with pytest.raises(DatasetError, match="0016E5_007957.png is missing"):
+        CamVidDataset.from_root(root, "test", frames_before=2)

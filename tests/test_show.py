@@ -198,3 +198,28 @@ def test_show_refuses_two_rows_of_one_label(shown, small_synthetic, tmp_path, ca
     assert main(["show", str(tmp_path / "twice.jsonl"), "--data-root", str(small_synthetic), "--out",
                  str(tmp_path / "o")]) == 2
     assert "two rows labelled perframe_segformer-tiny_k1" in capsys.readouterr().err
+
+
+def test_show_passes_the_run_options_to_the_run_it_makes(tmp_path):
+    from vssbench.cli import _show_run_arguments, build_parser
+
+    args = build_parser().parse_args(["show", "--methods", "mpvss,stt", "--intervals", "2,10", "--memory", "3",
+                                      "--variants", "all", "--checkpoint", "mpvss=m.pt", "--shipped-weights",
+                                      "--videos", "val_0002", "--data-root", "d", "--cache-dir", "c", "--out",
+                                      str(tmp_path)])
+    run = _show_run_arguments(args, tmp_path / "rows.jsonl")
+    parsed = build_parser().parse_args(run)
+    assert (parsed.methods, parsed.intervals, parsed.memory, parsed.variants) == ("mpvss,stt", "2,10", "3", "all")
+    assert parsed.checkpoint == ["mpvss=m.pt"] and parsed.shipped_weights and not parsed.random_weights
+    assert (parsed.videos, str(parsed.data_root), str(parsed.cache_dir)) == ("val_0002", "d", "c")
+    assert parsed.save_predictions == tmp_path / "predictions" and parsed.speed_rounds == 0
+    assert parsed.max_videos is None  # named videos: no cut to the first one
+    default = _show_run_arguments(build_parser().parse_args(["show", "--methods", "copy", "--out", str(tmp_path)]),
+                                  tmp_path / "rows.jsonl")
+    assert build_parser().parse_args(default).max_videos == 1  # the first video, which show draws
+
+
+def test_report_show_needs_html(shown, tmp_path, capsys):
+    _, first = shown
+    assert main(["report", str(first / "rows.jsonl"), "--out", str(tmp_path / "r"), "--show", str(first)]) == 2
+    assert "--show: expected --html too" in capsys.readouterr().err

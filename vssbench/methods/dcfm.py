@@ -15,8 +15,9 @@ stage, at 1/4; its first ``stage1_ch`` channels are used). Both are L2-normalise
   frame's own shallow feature what is not.
 
 Head (``final``, ``make_seg_head``): ``head_nums`` 0 is dropout and a 1x1 conv without bias (the VSPW
-configs); 1 adds a 1x1 conv, batch norm and ReLU before them (Cityscapes). ``bot_ch`` > 0 puts a 1x1
-conv (no bias) on F before the normalisation (the ResNet configs); -1 leaves it out (MiT).
+configs); 1 adds a 1x1 conv, batch norm and ReLU before them (Cityscapes). The MiT configs set
+``bot_ch: -1`` (no bottleneck on F); the ResNet configs' 1x1 bottleneck comes with their presets,
+which are not built.
 
 Test-time protocol: ``default`` is the official code with ``val_pos: False``: a non-key frame uses the
 previous key frame only, the key frames at t = 0, k, 2k, ... of each video, the runner's causal
@@ -62,7 +63,6 @@ class Head:
     stage1_ch: int  # channels of S used by the fusion
     head_nums: int = 0  # 0: dropout, 1x1 conv; 1: 1x1 conv, batch norm, ReLU first
     dropout: float = 0.1
-    bot_ch: int = -1  # > 0: a 1x1 conv on F before the normalisation
 
 
 class FeatureFusion(nn.Module):
@@ -81,12 +81,11 @@ class FeatureFusion(nn.Module):
 
 
 class DCFMDecoder(nn.Module):
-    """The bottleneck on F, the fusion module and the segmentation head."""
+    """The fusion module and the segmentation head."""
 
     def __init__(self, high: int, num_classes: int, head: Head) -> None:
         super().__init__()
-        self.bottleneck = nn.Conv2d(high, head.bot_ch, 1, bias=False) if head.bot_ch > 0 else nn.Identity()
-        width = head.bot_ch if head.bot_ch > 0 else high
+        width = high  # bot_ch -1, as every MiT config: F enters the fusion as the SegFormer gives it
         self.fusion = FeatureFusion(width, head.stage1_ch)
         layers: list[nn.Module] = []
         if head.head_nums == 1:
@@ -97,8 +96,8 @@ class DCFMDecoder(nn.Module):
         self.final = nn.Sequential(*layers)
 
     def common(self, high: torch.Tensor) -> torch.Tensor:
-        """The common feature kept from a key frame: norm(bottleneck(F))."""
-        return l2_normalise(self.bottleneck(high))
+        """The common feature kept from a key frame: norm(F)."""
+        return l2_normalise(high)
 
     def fused(self, common: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
         """norm(FFM(common, S)), S already normalised."""
@@ -213,8 +212,8 @@ def from_official(state: dict[str, torch.Tensor]) -> Converted:
     ``decoder_epoch_N.pth`` as ``encoder.*`` and ``decoder.*``, ``module.`` removed) -> this method's names.
 
     The encoder is NVlabs's SegFormer (``backbone.encoder`` the MiT, ``backbone.decoder`` its head, whose
-    unused ``conv_seg`` is dropped); the decoder's ``ffm.convblk`` is the fusion module, ``final`` the head
-    and ``bot_aspp`` the bottleneck."""
+    unused ``conv_seg`` is dropped); the decoder's ``ffm.convblk`` is the fusion module and ``final`` the
+    head. A ``bot_aspp`` (the ResNet configs') has no counterpart and is reported as such."""
     encoder = {k.replace("backbone.encoder.", "backbone.", 1).replace("backbone.decoder.", "decode_head.", 1): v
                for k, v in strip_prefix(state, "encoder.").items()}
     converted = from_nvlabs(encoder)
@@ -223,7 +222,6 @@ def from_official(state: dict[str, torch.Tensor]) -> Converted:
         (r"^ffm\.convblk\.conv\.", "decoder.fusion.conv."),
         (r"^ffm\.convblk\.norm\.", "decoder.fusion.norm."),
         (r"^final\.", "decoder.final."),
-        (r"^bot_aspp\.", "decoder.bottleneck."),
     ])
     converted.state.update(decoder.state)
     for reason, keys in decoder.dropped.items():
