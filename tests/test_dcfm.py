@@ -177,3 +177,21 @@ def test_pairs_draw_the_reference_on_either_side_only_when_the_recipe_says(small
     assert all(1 <= abs(gap) <= 9 for gap in gaps)  # (reference, labelled), 1 to 9 frames apart
     assert any(gap < 0 for gap in gaps) == either_side  # a reference after the labelled frame
     assert any(gap > 0 for gap in gaps)
+
+
+def test_a_trained_segformer_starts_dcfm_its_classifier_dropped_with_the_reason(tmp_path):
+    from vssbench.methods.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    perframe = build_method("perframe:segformer-tiny", 8)
+    save_checkpoint(perframe, tmp_path / "segformer.pt")
+    method = build_method("dcfm:tiny", 8)
+    record = load_weights(method, tmp_path / "segformer.pt", component="segmentor", purpose="train")
+    assert record.dropped == {"the segmentor's classifier, which DCFM's own head replaces": 2}
+    assert torch.equal(method.segmentor.model.decode_head.linear_fuse.weight,
+                       perframe.segmentor.model.decode_head.linear_fuse.weight)
+    with pytest.raises(CheckpointError, match="tensors the target lacks"):  # only that tensor is excused
+        state = torch.load(tmp_path / "segformer.pt", weights_only=False)
+        state["state_dict"]["segmentor.model.decode_head.extra.weight"] = torch.zeros(1)
+        torch.save(state, tmp_path / "extra.pt")
+        load_weights(build_method("dcfm:tiny", 8), tmp_path / "extra.pt", component="segmentor", purpose="train")

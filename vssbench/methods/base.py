@@ -68,6 +68,9 @@ class VideoMethod(nn.Module, abc.ABC):
     has_own_training_stage: ClassVar[bool] = True  # False: training it is training its segmentor
     # A method of another package with a training stage ships its recipes (vssbench/recipes' format) here.
     recipe_path: ClassVar[str | None] = None
+    # Tensors a source may hold that this method lacks on purpose (a regular expression on the key relative
+    # to the method -> why): dropped with that reason when loaded, where any other extra tensor is an error.
+    unused_weights: ClassVar[dict[str, str]] = {}
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:
         super().__init__()

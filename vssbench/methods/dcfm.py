@@ -118,6 +118,8 @@ class DCFM(VideoMethod):
         "mitb5": dict(segmentor="segformer-b5-d256", head=Head(stage1_ch=32)),
     }
     default_preset = "tiny"
+    unused_weights = {r"^segmentor\.model\.decode_head\.classifier\.":
+                      "the segmentor's classifier, which DCFM's own head replaces"}
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, head: Head) -> None:
         super().__init__(preset, variant, num_classes)

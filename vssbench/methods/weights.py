@@ -1003,6 +1003,11 @@ def _load_converted(method: nn.Module, module_path: str, component: str, convert
                         dropped={reason: len(keys) for reason, keys in converted.dropped.items()},
                         notes=list(converted.notes), files=list(source.files),
                         declared=dict((source.payload or {}).get("metadata") or {}))
+    prefix = f"{module_path}." if module_path else ""
+    for pattern, why in getattr(method, "unused_weights", {}).items():  # left out on purpose, as the method says
+        for key in [k for k in provided if k not in expected and re.search(pattern, prefix + k)]:
+            del provided[key]
+            record.dropped[why] = record.dropped.get(why, 0) + 1
     unexpected = sorted(set(provided) - set(expected))
     classifier = _classifier_prefixes(target)
     mismatched = sorted(k for k in set(provided) & set(expected) if provided[k].shape != expected[k].shape)
@@ -1038,7 +1043,6 @@ def _load_converted(method: nn.Module, module_path: str, component: str, convert
         _set_conventions(target, converted.conventions, source.path)
     record.mapped = len(provided)
     record.missing = sorted(set(expected) - set(provided) - set(class_mismatch))
-    prefix = f"{module_path}." if module_path else ""
     record.loaded_keys = [prefix + k for k in provided]
     log.info("loaded %s", record.summary())
     return record
