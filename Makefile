@@ -11,7 +11,7 @@
 #   make synthetic-page   reports/synthetic/report.html (with its screenshot) and the qualitative figures
 #                         of reports/synthetic/qualitative/ (shipped weights; needs chromium for the screenshot)
 #   make shipped-weights         retrain the weights shipped in vssbench/weights/synthetic/ from scratch
-#                                (about 30 minutes on 2 cores) and check them tensor for tensor
+#                                (about 40 minutes on 2 cores) and check them tensor for tensor
 #   make shipped-weights-update  the same, then ship the retrained ones (rewrites the manifest)
 # torch is pinned here only (a local CPU build); the package itself asks for torch>=2.4.
 
