@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def test_page_is_one_file_with_every_table_figure_and_row(page):
     for figure in ("accuracy_vs_gflops", "accuracy_vs_interval", "mvc8_vs_miou"):
         assert f'id="figure-{figure}"' in text
     assert text.count('<details id="row-') == len(rows)
+    # Rows of two seeds share labels: each one's provenance is its own record, not the other seed's.
+    seeds = re.findall(r'<details id="row-\d+"><summary>([^<]+)</summary>.*?&quot;seed&quot;: (\d)', text, re.S)
+    assert sorted(seeds) == sorted((row["label"], str(row["env"]["seed"])) for row in rows)
 
 
 @needs_chromium

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vssbench.benchmark.results import declared_training, load_rows
+from vssbench.benchmark.results import declared_training
 from vssbench.files import atomic_path
 
 _CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -193,11 +193,7 @@ def _qualitative(shows: list[tuple[Path, dict]]) -> str:
 def write_page(paths: list[Path], frame: pd.DataFrame, tables: dict[str, tuple[str, pd.DataFrame]],
                figures: list[Path], out: Path, number, shows: list[tuple[Path, dict]] = ()) -> Path:
     """Write ``out/report.html`` for the rows of ``frame`` (read from ``paths``) and return its path."""
-    raw = {}
-    for path in paths:
-        for row in load_rows(path):
-            raw[(str(path), row["label"])] = row
-    rows = {index: raw[(r["file"], r["label"])] for index, r in frame.iterrows()}
+    rows = dict(frame["record"].items())
     commits = sorted({str((row.get("env") or {}).get("git_commit")) for row in rows.values()})
     random = frame["random"].any()
     sections = [("tables", "Tables"), ("per-class", "Per-class IoU"), ("figures", "Figures")]

@@ -103,6 +103,7 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "seed": (row.get("env") or {}).get("seed"),
                 "training": training_text(declared_training(row)),
                 "configuration": row_key(row) + (" random weights" if random else ""),
+                "record": row,  # the row as read, for what the tables leave out (the HTML page's provenance)
             })
     if not records:
         raise ValueError(f"no finished result rows in {', '.join(map(str, paths))}")
