@@ -646,7 +646,7 @@ def command_report(args: argparse.Namespace) -> int:
 def command_show(args: argparse.Namespace) -> int:
     """Draw rows' saved predictions (from result files, or from a run of ``--methods`` made here)."""
     from vssbench.benchmark.qualitative import ShowError, ShowSettings, columns_from_rows, show
-    from vssbench.benchmark.report import is_default_variant
+    from vssbench.benchmark.report import method_name
     from vssbench.benchmark.results import load_rows
     from vssbench.methods.base import registered_methods
 
@@ -688,18 +688,17 @@ def command_show(args: argparse.Namespace) -> int:
     dataset = load_dataset(args, args.split or "val", limit_videos=False)
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
     classes = registered_methods()
-    names = {row["label"]: (row["method"] if is_default_variant(row["method"], row["variant"])
-                            else f"{row['method']} ({row['variant']})") + f":{row['preset']}" for row in rows}
+    names = {row["label"]: f"{method_name(row)}:{row['preset']}" for row in rows}  # the random mark comes later
     try:
         columns = columns_from_rows(rows, labels, {m: cls.uses_key_frames for m, cls in classes.items()}, names)
-        other = sorted({row["dataset"] for row in rows if row["label"] in {c.label for c in columns}} - {dataset.name})
+        other = sorted({c.row["dataset"] for c in columns} - {dataset.name})
         if other:
             raise ShowError(f"the rows were scored on {', '.join(other)}, the dataset loaded is {dataset.name}; "
                             "expected --dataset/--data-root naming the rows' dataset")
         settings = ShowSettings(out=args.out, videos=args.videos.split(",") if args.videos else None,
                                 first_frame=first, last_frame=last, still_frames=still,
                                 animation_format=args.format, fps=args.fps, panel_width=args.panel_width)
-        manifest = show(rows, columns, dataset, settings, progress=print)
+        manifest = show(columns, dataset, settings, progress=print)
     except ShowError as error:
         raise UsageError(str(error)) from None
     count = sum(len(v["animations"]) + len(v["still"]["files"]) for v in manifest["videos"].values())

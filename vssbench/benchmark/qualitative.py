@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vssbench.benchmark.report import RANDOM_MARK
 from vssbench.datasets.base import IGNORE_INDEX, Video, VideoDataset, read_image
 from vssbench.datasets.palettes import palette_for
 from vssbench.files import atomic_path
@@ -144,6 +145,7 @@ class Column:
     predictions: Path  # <predictions_dir>; a frame's file is <predictions>/<video>/<stem>.png
     key_interval: int | None  # None: no key frames (every frame computed alike, or a memory schedule)
     offset: int = 0
+    row: dict = field(default_factory=dict, compare=False, repr=False)  # the result row drawn
 
     def frame_note(self, frame_index: int) -> str:
         """"KEY frame", "non-key: key + 3" (three frames after the last key frame), or "every frame"."""
@@ -192,10 +194,10 @@ def columns_from_rows(rows: list[dict], labels: Sequence[str] | None, uses_key_f
         schedule = row["schedule"]
         interval = schedule.get("key_interval") if uses_key_frames.get(row["method"], True) else None
         when = f"M={schedule['memory_frames']}" if schedule.get("type") == "memory" else f"k={schedule.get('key_interval')}"
-        random = " [random weights]" if row.get("weights") == "random" else ""
+        random = RANDOM_MARK if row.get("weights") == "random" else ""
         columns.append(Column(label=row["label"], title=f"{names[row['label']]} {when}{random}",
                               predictions=Path(row["predictions_dir"]), key_interval=interval,
-                              offset=schedule.get("offset", 0)))
+                              offset=schedule.get("offset", 0), row=row))
     return columns
 
 
@@ -314,7 +316,7 @@ class ShowSettings:
     panel_width: int = 256
 
 
-def show(rows: list[dict], columns: list[Column], dataset: VideoDataset, settings: ShowSettings,
+def show(columns: list[Column], dataset: VideoDataset, settings: ShowSettings,
          progress: Callable[[Path], object] | None = None) -> dict:
     """Draw every output of :mod:`this module <vssbench.benchmark.qualitative>` for the chosen videos;
     returns the manifest written to ``<out>/show.json``."""
@@ -329,9 +331,8 @@ def show(rows: list[dict], columns: list[Column], dataset: VideoDataset, setting
     palette = palette_for(dataset.name)
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
-    drawn = {row["label"]: row for row in rows if row.get("status") == "ok" and row.get("predictions_dir")}
     manifest = {"schema": SHOW_SCHEMA, "dataset": dataset.name, "split": dataset.split,
-                "rows": [_provenance(drawn[c.label]) for c in columns],
+                "rows": [_provenance(c.row) for c in columns],
                 "columns": [c.title for c in columns], "videos": {}}
     for name in names:
         frames = VideoFrames.load(dataset, by_name[name], settings.first_frame, settings.last_frame)
