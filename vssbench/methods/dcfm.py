@@ -56,6 +56,11 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=2, dim=1)
 
 
+def _as_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H * W, C) tokens -> a (B, C, H, W) map."""
+    return tokens.reshape(tokens.shape[0], height, width, -1).permute(0, 3, 1, 2)
+
+
 @dataclass(frozen=True)
 class Head:
     """DCFM's decoder settings (the ``decoder`` args of ``exp/*/dcfm/*/infer.yaml``)."""
@@ -146,24 +151,25 @@ class DCFM(VideoMethod):
 
     # ----------------------------------------------------------------------- the two encoder paths
 
-    def shallow(self, frame: torch.Tensor) -> torch.Tensor:
-        """S: stage 1's patch embedding and first block (``B_forward``, ``stage1: vit1``), normalised."""
+    def _first_block(self, frame: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Stage 1's patch embedding and first block: tokens (B, H/4 * W/4, C) and the grid's height, width."""
         stage = self.segmentor.model.segformer.stages[0]
         hidden, height, width = stage.patch_embeddings(frame)
-        hidden = stage.blocks[0](hidden, height, width)
-        return l2_normalise(hidden.reshape(frame.shape[0], height, width, -1).permute(0, 3, 1, 2))
+        return stage.blocks[0](hidden, height, width), height, width
+
+    def shallow(self, frame: torch.Tensor) -> torch.Tensor:
+        """S: stage 1's patch embedding and first block (``B_forward``, ``stage1: vit1``), normalised."""
+        hidden, height, width = self._first_block(frame)
+        return l2_normalise(_as_map(hidden, height, width))
 
     def encode(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F, S) of one full pass: S is taken inside stage 1, as the official forward hook takes it."""
         stage = self.segmentor.model.segformer.stages[0]
-        hidden, height, width = stage.patch_embeddings(frame)
-        shallow = None
-        for index, block in enumerate(stage.blocks):
+        hidden, height, width = self._first_block(frame)
+        shallow = _as_map(hidden, height, width)
+        for block in stage.blocks[1:]:
             hidden = block(hidden, height, width)
-            if index == 0:
-                shallow = hidden.reshape(frame.shape[0], height, width, -1).permute(0, 3, 1, 2)
-        hidden = stage.layer_norm(hidden).reshape(frame.shape[0], height, width, -1).permute(0, 3, 1, 2)
-        features = [hidden.contiguous()]
+        features = [_as_map(stage.layer_norm(hidden), height, width).contiguous()]
         for later in self.segmentor.model.segformer.stages[1:]:
             features.append(later(features[-1]))
         high = self.segmentor.fuse(features)  # SegFormerHead's fused feature, then its Dropout2d (training only)
