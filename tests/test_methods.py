@@ -14,6 +14,11 @@ def test_key_schedule():
     assert [t for t in range(12) if schedule.is_key(t)] == [0, 5, 10]
     assert [t for t in range(6) if KeySchedule(3, offset=2).is_key(t)] == [2, 5]
     assert all(KeySchedule(1).is_key(t) for t in range(4))
+    rotating = KeySchedule(3, rotate=True)  # DCFM's official test: the v-th video starts at frame v mod k
+    assert [[t for t in range(7) if rotating.is_key(t, v)] for v in range(4)] == [[0, 3, 6], [1, 4], [2, 5], [0, 3, 6]]
+    assert [t for t in range(6) if schedule.is_key(t, 3)] == [0, 5]  # without rotate the video does not matter
+    assert KeySchedule(5).record() == {"type": "interval", "key_interval": 5, "offset": 0}  # rows' hashes kept
+    assert rotating.record() == {"type": "interval", "key_interval": 3, "offset": 0, "rotate_offset": True}
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="positive integer"):
             KeySchedule(bad)

@@ -21,11 +21,12 @@ from vssbench.benchmark.runner import (
     _variants_for,
     prefetched,
     run_sweep,
+    stepped,
 )
 from vssbench.cli import main
 from vssbench.datasets.base import DatasetError, FrameStream
 from vssbench.datasets.synthetic import CLASS_NAMES, load_synthetic
-from vssbench.methods.base import SpecError, build_method
+from vssbench.methods.base import KeySchedule, SpecError, build_method
 from vssbench.methods.weights import save_checkpoint
 
 
@@ -287,3 +288,52 @@ def test_rows_name_the_commit_read_when_the_process_started(monkeypatch):
     first = results.environment("cpu", 0)["git_commit"]
     monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: pytest.fail("git was read a second time"))
     assert results.environment("cpu", 1)["git_commit"] == first
+
+
+class _Recorder:
+    """A stand-in method that records the order it is stepped in and returns the frame as its scores."""
+
+    uses_key_frames = True
+
+    def __init__(self, lookahead: bool) -> None:
+        self.key_lookahead, self.calls = lookahead, []
+
+    def reset(self) -> None:
+        self.calls.append("reset")
+
+    def no_next_key(self) -> None:
+        self.calls.append("no next key")
+
+    def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
+        self.calls.append(("key" if is_key else "") + str(int(frame)))
+        return frame
+
+
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_lookahead_method_gets_each_key_frame_first_and_scores_come_back_in_display_order(lookahead):
+    method = _Recorder(lookahead)
+    items = [{"image": torch.tensor(float(t)), "frame_index": t, "video_index": 0, "is_first": t == 0,
+              "is_last": t == 6} for t in range(7)]
+    out = list(stepped(method, KeySchedule(3), items, torch.device("cpu")))
+    assert [int(item["frame_index"]) for item, *_ in out] == list(range(7))
+    assert all(int(scores) == item["frame_index"] for item, scores, *_ in out)
+    assert [is_key for _, _, is_key, _ in out] == [t % 3 == 0 for t in range(7)]
+    if lookahead:
+        assert method.calls == ["reset", "key0", "key3", "1", "2", "key6", "4", "5"]
+    else:
+        assert method.calls == ["reset", "key0", "1", "2", "key3", "4", "5", "key6"]
+    items[-1]["is_last"] = False  # an eighth frame after the last key frame: it has no next key frame
+    items.append({**items[0], "image": torch.tensor(7.0), "frame_index": 7, "is_first": False, "is_last": True})
+    method.calls = []
+    assert [item["frame_index"] for item, *_ in stepped(method, KeySchedule(3), items, torch.device("cpu"))] == \
+        list(range(8))
+    if lookahead:
+        assert method.calls == ["reset", "key0", "key3", "1", "2", "key6", "4", "5", "no next key", "7"]
+
+
+def test_a_rotating_schedule_reads_the_videos_index_in_the_dataset_not_in_the_shard():
+    method = _Recorder(False)
+    items = [{"image": torch.tensor(float(t)), "frame_index": t, "video_index": v, "is_first": t == 0,
+              "is_last": t == 2} for v in range(2) for t in range(3)]
+    out = list(stepped(method, KeySchedule(3, rotate=True), items, torch.device("cpu"), {0: 1, 1: 3}))
+    assert [(item["video_index"], item["frame_index"]) for item, _, is_key, _ in out if is_key] == [(0, 1), (1, 0)]

@@ -109,6 +109,18 @@ def test_still_figure_has_a_row_per_prediction_under_frame_and_truth_and_tags_ke
     assert tagged == {(3, 1), (4, 1)}  # frame 5 is a key frame of both k=5 rows; perframe has no key frames
 
 
+def test_a_rotating_schedule_marks_each_videos_own_key_frames(tmp_path):
+    column = Column("d", "dcfm (official) k=5", tmp_path, 5, rotate=True)
+    assert [t for t in range(12) if column.is_key(t, video_index=2)] == [2, 7]
+    assert column.frame_note(4, video_index=2) == "non-key: key + 2"
+    assert [t for t in range(12) if Column("c", "copy k=5", tmp_path, 5).is_key(t, video_index=2)] == [0, 5, 10]
+    frames = _frames()
+    frames.number = 4  # the fifth video of its dataset: key frames at 4, 9, ...
+    figure = still_figure(frames, [column], [list(frames.labels)], palette_for("synthetic"), [4, 5])
+    grid = np.array(figure.axes).reshape(-1, 2)
+    assert [any(t.get_text() == "key" for t in grid[2, c].texts) for c in range(2)] == [True, False]
+
+
 @pytest.fixture(scope="module")
 def shown(small_synthetic, tmp_path_factory):
     """`bench show --methods perframe,copy --intervals 5 --random-weights` on the small synthetic set."""

@@ -145,17 +145,22 @@ class Column:
     predictions: Path  # <predictions_dir>; a frame's file is <predictions>/<video>/<stem>.png
     key_interval: int | None  # None: no key frames (every frame computed alike, or a memory schedule)
     offset: int = 0
+    rotate: bool = False  # the schedule's ``rotate_offset``: the v-th video's offset is (offset + v) % k
     row: dict = field(default_factory=dict, compare=False, repr=False)  # the result row drawn
 
-    def frame_note(self, frame_index: int) -> str:
+    def _since_key(self, frame_index: int, video_index: int) -> int:
+        offset = (self.offset + video_index) % self.key_interval if self.rotate else self.offset
+        return (frame_index - offset) % self.key_interval
+
+    def frame_note(self, frame_index: int, video_index: int = 0) -> str:
         """"KEY frame", "non-key: key + 3" (three frames after the last key frame), or "every frame"."""
         if self.key_interval is None or self.key_interval == 1:
             return "every frame"
-        since = (frame_index - self.offset) % self.key_interval
+        since = self._since_key(frame_index, video_index)
         return "KEY frame" if since == 0 else f"non-key: key + {since}"
 
-    def is_key(self, frame_index: int) -> bool:
-        return self.key_interval is not None and (frame_index - self.offset) % self.key_interval == 0
+    def is_key(self, frame_index: int, video_index: int = 0) -> bool:
+        return self.key_interval is not None and self._since_key(frame_index, video_index) == 0
 
     def prediction(self, video: str, stem: str) -> np.ndarray:
         path = self.predictions / video / f"{stem}.png"
@@ -197,18 +202,21 @@ def columns_from_rows(rows: list[dict], labels: Sequence[str] | None, uses_key_f
         random = RANDOM_MARK if row.get("weights") == "random" else ""
         columns.append(Column(label=row["label"], title=f"{names[row['label']]} {when}{random}",
                               predictions=Path(row["predictions_dir"]), key_interval=interval,
-                              offset=schedule.get("offset", 0), row=row))
+                              offset=schedule.get("offset", 0), rotate=schedule.get("rotate_offset", False),
+                              row=row))
     return columns
 
 
 @dataclass
 class VideoFrames:
-    """The labelled frames of one video that are drawn: their index in the video, images and labels."""
+    """The labelled frames of one video that are drawn: their index in the video, images and labels, and
+    the video's index in the dataset (``number``, which a rotating key-frame schedule reads)."""
 
     video: Video
     indices: list[int]
     images: list[np.ndarray]
     labels: list[np.ndarray]
+    number: int = 0
 
     @classmethod
     def load(cls, dataset: VideoDataset, video: Video, first: int, last: int | None) -> VideoFrames:
@@ -225,7 +233,8 @@ class VideoFrames:
                 image = np.asarray(Image.fromarray(image).resize(label.shape[::-1], Image.Resampling.BILINEAR))
             images.append(image)
             labels.append(label)
-        return cls(video, indices, images, labels)
+        number = [v.name for v in dataset.videos].index(video.name)
+        return cls(video, indices, images, labels, number)
 
 
 def _panels(frames: VideoFrames, columns: list[Column], palette: np.ndarray, width: int, position: int,
@@ -249,7 +258,7 @@ def _panels(frames: VideoFrames, columns: list[Column], palette: np.ndarray, wid
                     if consecutive else np.zeros(label.shape, dtype=bool))
             panel, extra = marked(truth, mask, FLICKER_COLOUR), f", {100 * mask.mean():.1f}% flicker"
         panels.append(_scaled(panel, width, True))
-        titles.append([column.title, column.frame_note(index) + extra])
+        titles.append([column.title, column.frame_note(index, frames.number) + extra])
     return panels, titles
 
 
@@ -259,7 +268,7 @@ def default_still_frames(frames: VideoFrames, columns: list[Column]) -> list[int
     intervals = [c for c in columns if c.key_interval]
     if intervals:
         widest = max(intervals, key=lambda c: c.key_interval)
-        keys = [i for i in frames.indices if widest.is_key(i)]
+        keys = [i for i in frames.indices if widest.is_key(i, frames.number)]
         start = keys[0] if keys else frames.indices[0]
         count = widest.key_interval
     else:
@@ -294,7 +303,7 @@ def still_figure(frames: VideoFrames, columns: list[Column], predictions: list[l
                 axis.set_title(f"t = {index}", fontsize=8)
             if c == 0:
                 axis.set_ylabel(row_names[r], fontsize=7, rotation=0, ha="right", va="center")
-            if r >= 2 and columns[r - 2].is_key(index) and columns[r - 2].key_interval != 1:
+            if r >= 2 and columns[r - 2].is_key(index, frames.number) and columns[r - 2].key_interval != 1:
                 axis.text(0.02, 0.96, "key", transform=axis.transAxes, fontsize=6, va="top", color="white",
                           bbox={"facecolor": "black", "pad": 1, "linewidth": 0})
     figure.subplots_adjust(wspace=0.03, hspace=0.05)

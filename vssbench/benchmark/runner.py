@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,17 +100,10 @@ def evaluate(
     description = (f"{method.spec} k={schedule.interval}" if method.uses_key_frames
                    else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
     progress = Progress(len(stream), description, unit="frame", enabled=options.progress and distributed.is_main_process())
-    for item in progress.track(loader):
-        if item["is_first"]:
-            method.reset()
-        frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
-        sample_frame = frame if sample_frame is None else sample_frame
-        is_key = schedule.is_key(item["frame_index"]) or not method.uses_key_frames
-        synchronize(device)
-        started = time.perf_counter()
-        scores = method.step(frame, is_key)
-        synchronize(device)
-        (key_ms if is_key else nonkey_ms).append((time.perf_counter() - started) * 1000.0)
+    global_index = dict(enumerate(video_indices))  # the stream's video -> its index in the dataset
+    for item, scores, is_key, ms in stepped(method, schedule, progress.track(loader), device, global_index):
+        sample_frame = item["image"].unsqueeze(0).to(device) if sample_frame is None else sample_frame
+        (key_ms if is_key else nonkey_ms).append(ms)
         label = item["label"]
         if label.numel():
             prediction = predict_labels(scores, tuple(label.shape), method, item)
@@ -138,6 +131,54 @@ def evaluate(
         sample_frame=sample_frame,
         metric_code=metrics.per_pixel_code,
     )
+
+
+def stepped(
+    method: VideoMethod,
+    schedule: KeySchedule,
+    items: Iterable[dict],
+    device: torch.device,
+    global_index: dict[int, int] | None = None,
+) -> Iterator[tuple[dict, torch.Tensor, bool, float]]:
+    """Each item of ``items`` (videos in turn, frames in display order) with the method's scores for it,
+    whether it was a key frame and the milliseconds ``step`` took, yielded in display order.
+
+    A method with ``key_lookahead`` is stepped out of display order, as DCFM's official test runs: each key
+    frame first, then the non-key frames before it (back to the last key frame), whose scores may use both;
+    the non-key frames after a video's last key frame follow ``no_next_key``. The frames held meanwhile are
+    at most one key interval. ``global_index`` maps an item's ``video_index`` to the video's index in the
+    dataset (a shard's videos are every N-th), which a rotating schedule reads.
+    """
+    def step(item: dict, is_key: bool) -> tuple[dict, torch.Tensor, bool, float]:
+        frame = item["image"].unsqueeze(0).to(device, non_blocking=True)
+        synchronize(device)
+        started = time.perf_counter()
+        scores = method.step(frame, is_key)
+        synchronize(device)
+        return item, scores, is_key, (time.perf_counter() - started) * 1000.0
+
+    pending: list[dict] = []  # non-key frames waiting for the next key frame
+    for item in items:
+        if item["is_first"]:
+            method.reset()
+        video = (global_index or {}).get(item.get("video_index", 0), item.get("video_index", 0))
+        is_key = schedule.is_key(item["frame_index"], video) or not method.uses_key_frames
+        if not method.key_lookahead:
+            yield step(item, is_key)
+            continue
+        if is_key:
+            key = step(item, True)
+            for waiting in pending:
+                yield step(waiting, False)
+            pending = []
+            yield key
+        else:
+            pending.append(item)
+        if item["is_last"] and pending:
+            method.no_next_key()
+            for waiting in pending:
+                yield step(waiting, False)
+            pending = []
 
 
 PREFETCH_BYTES = 256 * 2**20  # frames a CPU run loads ahead: the whole synthetic val split, ~50 VSPW frames
@@ -454,7 +495,8 @@ def sweep_points(method: VideoMethod | type[VideoMethod], settings: SweepSetting
     if method.sweep_axis == "memory_frames":
         return [(KeySchedule(1), {"type": "memory", "memory_frames": m}, f"m{m}") for m in settings.memory_frames]
     intervals = settings.intervals if method.uses_key_frames else [1]
-    return [(KeySchedule(k), {"type": "interval", "key_interval": k, "offset": 0}, f"k{k}") for k in intervals]
+    schedules = [method.key_schedule(k) if isinstance(method, VideoMethod) else KeySchedule(k) for k in intervals]
+    return [(schedule, schedule.record(), f"k{schedule.interval}") for schedule in schedules]
 
 
 def _resolution(dataset: VideoDataset) -> list[int] | str:

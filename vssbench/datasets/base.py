@@ -173,6 +173,7 @@ class FrameStream(torch.utils.data.Dataset):
         image = resize_image(image, self.dataset.target_size(*image.shape[:2]))
         return {
             "video": video.name,
+            "video_index": video_index,  # in this stream's videos
             "frame_index": frame_index,
             "stem": record.stem,
             "is_first": frame_index == 0,

@@ -29,14 +29,17 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class KeySchedule:
-    """Fixed-interval key frames: frame t is a key frame iff (t - offset) % interval == 0.
+    """Fixed-interval key frames: frame t of video v is a key frame iff (t - offset_v) % interval == 0.
 
     ``interval = 1`` runs the segmentor on every frame. ``offset`` shifts the key frames,
-    used by the Cityscapes protocol to place the labelled frame anywhere in a key interval.
+    used by the Cityscapes protocol to place the labelled frame anywhere in a key interval;
+    with ``rotate`` the offset of the v-th video of the dataset is (offset + v) % interval, as
+    DCFM's official test moves its first key frame one frame later for each video.
     """
 
     interval: int = 1
     offset: int = 0
+    rotate: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or self.interval < 1:
@@ -44,8 +47,14 @@ class KeySchedule:
         if not 0 <= self.offset < self.interval:
             raise ValueError(f"key-frame offset must be in 0..{self.interval - 1}, got {self.offset}")
 
-    def is_key(self, t: int) -> bool:
-        return (t - self.offset) % self.interval == 0
+    def is_key(self, t: int, video: int = 0) -> bool:
+        offset = (self.offset + video) % self.interval if self.rotate else self.offset
+        return (t - offset) % self.interval == 0
+
+    def record(self) -> dict:
+        """The row's ``schedule`` object (``rotate`` appears only when set, so rows without it keep their hash)."""
+        record = {"type": "interval", "key_interval": self.interval, "offset": self.offset}
+        return {**record, "rotate_offset": True} if self.rotate else record
 
 
 class VideoMethod(nn.Module, abc.ABC):
@@ -129,6 +138,22 @@ class VideoMethod(nn.Module, abc.ABC):
                 if every and not any(p.requires_grad for p in every):
                     module.eval()
         return self
+
+    @property
+    def key_lookahead(self) -> bool:
+        """Whether this method reads the next key frame before the frames that precede it (DCFM's official
+        test): the runner then steps each key frame before the non-key frames between it and the last key
+        frame, and scores every frame in display order all the same."""
+        return False
+
+    def key_schedule(self, interval: int) -> KeySchedule:
+        """The key frames this method's protocol uses at ``interval`` (the same frames for every video unless
+        the protocol says otherwise)."""
+        return KeySchedule(interval)
+
+    def no_next_key(self) -> None:
+        """For a ``key_lookahead`` method: the non-key frames stepped next have no key frame after them (they
+        end the video)."""
 
     def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
         """Callables that run one key and one non-key step on ``frame``, for FLOP counting.
