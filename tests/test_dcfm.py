@@ -14,31 +14,47 @@ from pathlib import Path
 import pytest
 import torch
 
+from vssbench.benchmark.runner import stepped
 from vssbench.methods.base import build_method
 from vssbench.methods.dcfm import DCFM, Head
 from vssbench.methods.segmentors import SEGMENTORS, SegFormer
 from vssbench.methods.weights import CheckpointError, load_weights
+from vssbench.recipes import RecipeError, recipe_for
 
 GOLDEN = Path(__file__).parent / "golden" / "dcfm_tiny"
 TOLERANCE = 1e-10
 MIT = dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 1, 1, 1], num_attention_heads=[1, 2, 5, 8],
            mlp_ratios=[1, 1, 1, 1], decoder_hidden_size=64)
-HEADS = {"head0": Head(stage1_ch=16), "head1": Head(stage1_ch=16, head_nums=1)}
+EIGHTH = dict(widths=[8, 16, 32, 64])  # the ResNets of exp/cityscapes/dcfm/resnet18, resnet50 at an eighth of their widths
+CASES = {  # golden folder -> the preset it was made with
+    "head0": dict(segmentor="golden-mit-b0", head=Head(stage1_ch=16)),
+    "head1": dict(segmentor="golden-mit-b0", head=Head(stage1_ch=16, head_nums=1)),
+    "pspnet18": dict(resnet=dict(block="basic", depths=[2, 2, 2, 2], stem_width=8, stem="7x7", **EIGHTH),
+                     head=Head(stage1_ch=4, head_nums=1, bot_ch=40)),
+    "pspnet50": dict(resnet=dict(block="bottleneck", depths=[3, 4, 6, 3], stem_width=16, **EIGHTH),
+                     head=Head(stage1_ch=16, head_nums=1, bot_ch=160)),
+}
 
 
-@pytest.fixture(params=sorted(HEADS))
-def golden(request, monkeypatch, tmp_path):
-    """(the method with the official weights loaded, the load record, the references) for one head form."""
+def _golden_method(monkeypatch, tmp_path: Path, case: str, variant: str = "default") -> tuple:
+    """(the method with the official weights of ``case`` loaded, float64, the load record, the references)."""
     monkeypatch.setitem(SEGMENTORS, "golden-mit-b0", (SegFormer, MIT))
-    monkeypatch.setitem(DCFM.presets, "golden", dict(segmentor="golden-mit-b0", head=HEADS[request.param]))
+    monkeypatch.setitem(DCFM.presets, "golden", CASES[case])
     logs = tmp_path / "exp" / "logs"
     logs.mkdir(parents=True)
-    shutil.copy(GOLDEN / "encoder_epoch_1.pth", logs)
-    shutil.copy(GOLDEN / request.param / "decoder_epoch_1.pth", logs)
+    folder = GOLDEN / case if case.startswith("pspnet") else GOLDEN  # the MiT heads share one encoder file
+    shutil.copy(folder / "encoder_epoch_1.pth", logs)
+    shutil.copy(GOLDEN / case / "decoder_epoch_1.pth", logs)
     torch.manual_seed(0)
-    method = build_method("dcfm:golden", 5)
+    method = build_method("dcfm:golden", 5, variant)
     record = load_weights(method, tmp_path / "exp")
-    return method.double().eval(), record, torch.load(GOLDEN / request.param / "reference.pt", weights_only=True)
+    return method.double().eval(), record, torch.load(GOLDEN / case / "reference.pt", weights_only=True)
+
+
+@pytest.fixture(params=sorted(CASES))
+def golden(request, monkeypatch, tmp_path):
+    """(the method with the official weights loaded, the load record, the references) for one golden case."""
+    return _golden_method(monkeypatch, tmp_path, request.param)
 
 
 def _paths(method: DCFM, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +68,8 @@ def _paths(method: DCFM, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def test_the_released_layout_loads_whole_and_computes_what_dcfm_computes(golden):
     method, record, reference = golden
     assert record.format == "dcfm" and not record.missing
-    assert set(record.dropped) == {"mmseg 0.x BaseDecodeHead's conv_seg, which SegFormerHead never calls"}
+    assert set(record.dropped) <= {"mmseg 0.x BaseDecodeHead's conv_seg, which SegFormerHead never calls"}
+    assert bool(record.dropped) == (method.encoder is None)  # a PSPNet encoder's file has nothing to drop
     key, nonkey = _paths(method, reference["frames"])
     assert (key - reference["key_logits"]).abs().max() < TOLERANCE
     assert (nonkey - reference["nonkey_logits"]).abs().max() < TOLERANCE
@@ -62,13 +79,9 @@ def test_the_training_forward_computes_the_official_features_and_predictions(gol
     method, _, reference = golden
     frames = reference["frames"].double()
     with torch.no_grad():
-        high, shallow = method.encode(torch.cat([frames[0], frames[1]]))  # [U, L], as DCFMEncoder batches them
-        common = method.decoder.common(high)
-        key_l = method.decoder.fused(common[1:], shallow[1:])
-        nonkey_l = method.decoder.fused(common[:1], shallow[1:])
-        key_u = method.decoder.fused(common[:1], shallow[:1])
-        pred_key_l = method.decoder.classify(key_l, (32, 64))
-        pred_nonkey_l = method.decoder.classify(nonkey_l, (32, 64))
+        key_l, nonkey_l, key_u = method.training_features(frames[0], frames[1])
+        pred_key_l = method.decoder.classify(key_l, frames.shape[-2:])
+        pred_nonkey_l = method.decoder.classify(nonkey_l, frames.shape[-2:])
         agree = (method.decoder.final(key_l).argmax(1) == method.decoder.final(key_u).argmax(1)).unsqueeze(1)
     ours = [pred_key_l, pred_nonkey_l, key_l, nonkey_l, key_l * agree, key_u * agree]
     for name, mine, theirs in zip(("pred_L_t", "pred_L_hat", "feat_L_t", "feat_L_hat", "mf_L", "mf_U"), ours,
@@ -78,17 +91,46 @@ def test_the_training_forward_computes_the_official_features_and_predictions(gol
 
 @pytest.mark.parametrize("name", ["segmentor.model.segformer.stages.0.blocks.0.mlp.fc1.weight",
                                   "segmentor.model.segformer.stages.3.blocks.0.attention.q_proj.weight",
-                                  "decoder.fusion.conv.weight", "decoder.final.1.weight"])
+                                  "encoder.resnet.stem.0.0.weight", "encoder.resnet.stages.0.0.conv1.weight",
+                                  "encoder.resnet.stages.3.1.conv2.weight", "encoder.ppm.branches.3.1.0.weight",
+                                  "decoder.bottleneck.weight", "decoder.fusion.conv.weight", "decoder.final.1.weight"])
 def test_a_perturbed_weight_is_seen(golden, name):
     method, _, reference = golden
     parameter = dict(method.named_parameters()).get(name)
-    if parameter is None:  # head1's classifier sits at final.4
-        pytest.skip(f"{name} is not a parameter of this head form")
+    if parameter is None:  # head1's classifier sits at final.4; each encoder has its own names
+        pytest.skip(f"{name} is not a parameter of this case")
     with torch.no_grad():
         parameter.add_(0.01 * torch.randn_like(parameter))
     key, nonkey = _paths(method, reference["frames"])
     error = max((key - reference["key_logits"]).abs().max(), (nonkey - reference["nonkey_logits"]).abs().max())
     assert error > 100 * TOLERANCE  # the golden comparison would fail
+
+
+@pytest.mark.parametrize("variant", ["official", "default"])
+def test_the_runner_steps_it_as_the_official_test_loop_does(monkeypatch, tmp_path, variant):
+    """``infer()`` of ``process/video_test.py`` on three videos at K = 3 (``val_pos`` True: the next key
+    frame first, logits of both key frames summed, the first key frame at v mod 3), and on the first
+    with ``val_pos`` False: the runner's order and the method's paths give every frame's prediction."""
+    method, _, reference = _golden_method(monkeypatch, tmp_path, "head0", variant)
+    protocol = reference["protocol"]
+    videos = protocol["videos"] if variant == "official" else protocol["videos"][:1]
+    expected = protocol["official"] if variant == "official" else protocol["default"][None]
+    items = [{"image": frame.double(), "frame_index": t, "video_index": v, "is_first": t == 0,
+              "is_last": t == len(video) - 1} for v, video in enumerate(videos) for t, frame in enumerate(video)]
+    keys = []
+    step = method.step
+    monkeypatch.setattr(method, "step", lambda frame, is_key: keys.append(is_key) or step(frame, is_key))
+    with torch.no_grad():
+        out = list(stepped(method, method.key_schedule(protocol["k"]), items, torch.device("cpu")))
+    assert [(o[0]["video_index"], o[0]["frame_index"]) for o in out] == [(i["video_index"], i["frame_index"])
+                                                                         for i in items]  # display order
+    scores = torch.stack([o[1][0] for o in out]).reshape(expected.shape)
+    assert (scores - expected).abs().max() < TOLERANCE
+    key_frames = [[i["frame_index"] for i, _, is_key, _ in out if is_key and i["video_index"] == v]
+                  for v in range(len(videos))]
+    assert key_frames == ([[0, 3], [1, 4], [2, 5]] if variant == "official" else [[0, 3]])
+    if variant == "official":  # the second key frame is stepped before frames 1 and 2
+        assert keys[:4] == [True, True, False, False]
 
 
 def test_a_folder_of_two_iterations_names_them(tmp_path):
@@ -130,9 +172,21 @@ def test_non_key_frames_run_stage_one_alone_and_reuse_the_key_frames_common_feat
         assert torch.equal(method.step(frames[0], True), key)  # deterministic
 
 
-def test_training_reduces_the_loss_and_reaches_encoder_and_decoder():
+REACHED = {  # what the gradient of the first step must reach, per encoder
+    "tiny": ("segmentor.model.segformer.stages.0.patch_embeddings.proj.weight",
+             "segmentor.model.segformer.stages.3.blocks.0.mlp.fc1.weight",
+             "segmentor.model.decode_head.linear_fuse.weight", "decoder.fusion.conv.weight", "decoder.final.1.weight"),
+    "golden": ("encoder.resnet.stem.0.0.weight", "encoder.resnet.stages.3.1.conv2.weight",
+               "encoder.ppm.branches.0.1.0.weight", "decoder.bottleneck.weight", "decoder.fusion.conv.weight",
+               "decoder.final.4.weight"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(REACHED))
+def test_training_reduces_the_loss_and_reaches_encoder_and_decoder(monkeypatch, preset):
+    monkeypatch.setitem(DCFM.presets, "golden", CASES["pspnet18"])  # a ResNet-18 encoder at an eighth of its widths
     torch.manual_seed(0)
-    method = build_method("dcfm:tiny", 8).train()
+    method = build_method(f"dcfm:{preset}", 8).train()
     frames = _frames().reshape(2, 2, 3, 64, 96)
     labels = torch.zeros(2, 2, 64, 96, dtype=torch.long)
     labels[..., 48:] = 3  # the right half is another class, and brighter: learnable from the pixels
@@ -147,14 +201,35 @@ def test_training_reduces_the_loss_and_reaches_encoder_and_decoder():
         optimizer.zero_grad()
         loss.backward()
         if step == 0:
-            for name in ("segmentor.model.segformer.stages.0.patch_embeddings.proj.weight",
-                         "segmentor.model.segformer.stages.3.blocks.0.mlp.fc1.weight",
-                         "segmentor.model.decode_head.linear_fuse.weight", "decoder.fusion.conv.weight",
-                         "decoder.final.1.weight"):
+            for name in REACHED[preset]:
                 assert dict(method.named_parameters())[name].grad.abs().sum() > 0, name
         optimizer.step()
         history.append(float(loss))
     assert history[-1] < 0.7 * history[0], history
+
+
+def test_the_resnet_presets_take_their_configs_recipes():
+    """exp/cityscapes/dcfm/resnet*/config.yaml and exp/camvid/dcfm/resnet50: SGD, not the MiT configs' AdamW."""
+    r18, r101, mit = (build_method(f"dcfm:{p}", 19) for p in ("resnet18", "resnet101", "mitb1"))
+    assert recipe_for(r18, "cityscapes", "paper").optimizer == "sgd"
+    assert (recipe_for(r18, "cityscapes", "paper").batch_size, recipe_for(r101, "cityscapes", "paper").batch_size) == \
+        (32, 16)  # resnet101's config: 4 a process, not 8
+    assert recipe_for(mit, "cityscapes", "paper").optimizer == "adamw"
+    camvid = recipe_for(build_method("dcfm:resnet50", 11), "camvid", "paper")
+    assert (camvid.learning_rate, camvid.iterations, camvid.crop_size, camvid.warmup["iterations"]) == \
+        (0.02, 40000, (640, 640), 0)
+    with pytest.raises(RecipeError, match="no dcfm recipe for synthetic \\(pspnet\\)"):
+        recipe_for(r18, "synthetic", "synthetic")
+
+
+def test_resnet_presets_count_the_configs_parameters():
+    """semseg's PSPNet-18 without its classifier is 11.5M parameters (ResNet-18 without fc 11.18M, pyramid
+    pooling 4 x 512 x 128 + batch norms 0.26M); DCFM adds bot_aspp, the fusion module and the head."""
+    method = build_method("dcfm:resnet18", 19)
+    encoder = sum(p.numel() for p in method.encoder.parameters())
+    assert encoder == 11_176_512 + 4 * (512 * 128 + 2 * 128)
+    decoder = sum(p.numel() for p in method.decoder.parameters())
+    assert decoder == 1024 * 320 + (352 * 320 + 320) + 2 * 320 + (320 * 320 + 2 * 320) + 320 * 19
 
 
 @pytest.mark.parametrize("either_side", [True, False])

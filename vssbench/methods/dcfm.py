@@ -14,17 +14,28 @@ stage, at 1/4; its first ``stage1_ch`` channels are used). Both are L2-normalise
   S_t; norm(FFM(F_k, S_t)) is classified. The key frame's common feature carries what is shared, the
   frame's own shallow feature what is not.
 
-Head (``final``, ``make_seg_head``): ``head_nums`` 0 is dropout and a 1x1 conv without bias (the VSPW
-configs); 1 adds a 1x1 conv, batch norm and ReLU before them (Cityscapes). The MiT configs set
-``bot_ch: -1`` (no bottleneck on F); the ResNet configs' 1x1 bottleneck comes with their presets,
-which are not built.
+The ResNet configs (``backbone: pspnet18/50/101``) use hszhao/semseg's PSPNet without its classifier
+as the encoder (:class:`PSPEncoder`): F is the pyramid pooling's output (twice the last stage's
+channels, at 1/8) and S the output of ResNet's first stage (``layer1``, at 1/4, resized to F's size
+before the fusion); a non-key frame runs the stem and that stage only. Their ``bot_ch`` 1x1 conv
+(``bot_aspp``, no bias) narrows F before it is normalised; the MiT configs set ``bot_ch: -1`` (none).
 
-Test-time protocol: ``default`` is the official code with ``val_pos: False``: a non-key frame uses the
-previous key frame only, the key frames at t = 0, k, 2k, ... of each video, the runner's causal
-schedule shared by every method. The official test's default (``val_pos: True``) also runs the next
-key frame before the frames between and sums the two predictions' logits, and it moves the first key
-frame one frame later for each successive video; that bidirectional order needs the runner to feed
-frames out of display order, which it does not yet do (docs/methods.md).
+Head (``final``, ``make_seg_head``): ``head_nums`` 0 is dropout and a 1x1 conv without bias (the VSPW
+configs); 1 adds a 1x1 conv, batch norm and ReLU before them (Cityscapes, CamVid).
+
+Test-time protocol (variants, data: :class:`Protocol`), as ``process/video_test.py`` runs:
+
+* ``default``: its ``val_pos: False``: a non-key frame uses the previous key frame only; key frames at
+  t = 0, k, 2k, ... of every video, the runner's causal schedule shared by every method.
+* ``official``: its default, ``val_pos: True``: each key frame is computed before the frames between it
+  and the previous one (the runner's ``key_lookahead`` order), and a non-key frame sums the logits of its
+  fusion with the previous and with the next key frame's common feature (``merge``), each upsampled to
+  the frame first; frames before a video's first key frame have only the next, frames after its last
+  only the previous. The first key frame of the v-th video is frame v mod k (``self.st``).
+
+Both share their weights. Resize and scoring are the dataset's: logits upsampled bilinearly to the
+label; the official mIoU averaging is ``--miou-mode all``; docs/methods.md says where the official
+test resizes otherwise.
 
 Training (``loss``, DCFMDecoder's forward and the losses of ``exp/*/dcfm/*/config.yaml``): a labelled
 frame L and a reference frame U. ``cross_entropy_key``: the cross-entropy of L's key-path prediction
@@ -32,23 +43,27 @@ norm(FFM(F_L, S_L)); ``cross_entropy_nonkey``: of L predicted through U's common
 norm(FFM(F_U, S_L)), the non-key path; ``feature``: the MSE between the two features (weight 0 in
 every official config); ``consistency``: the MSE between L's and U's key-path features where their
 predicted classes agree (weight 10). The recipes weight the four terms as the configs do (1, 0.4, 0,
-10).
+10). Training resizes S to F's size before normalising it, the test paths after (a ResNet's S is at
+1/4, F at 1/8; for MiT they coincide).
 
-Presets: ``mitb1`` (Cityscapes), ``mitb2`` and ``mitb5`` (VSPW) as the released configs, and ``tiny``
-(SegFormer-tiny, head 64 wide, 8 channels of S) for the synthetic set.
+Presets, as the released configs: ``mitb1``, ``resnet18``, ``resnet50``, ``resnet101`` (Cityscapes;
+``resnet50`` is also CamVid's), ``mitb2`` and ``mitb5`` (VSPW); and ``tiny`` (SegFormer-tiny, head 64
+wide, 8 channels of S) for the synthetic set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.base import VideoMethod, register_method
+from vssbench.methods.base import KeySchedule, VideoMethod, register_method
 from vssbench.methods.keymap import Converted, rename, strip_prefix
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
+from vssbench.methods.segmentors.pspnet import DilatedResNet, PyramidPooling
 from vssbench.methods.segmentors.segformer import from_nvlabs
 
 
@@ -62,12 +77,59 @@ def _as_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """Which key frames a non-key frame fuses with (``val_pos``) and where each video's first key frame is."""
+
+    next_key: bool  # also the next key frame, the logits summed (val_pos: True)
+    rotate_start: bool  # the v-th video's first key frame is frame v mod k
+
+
+PROTOCOLS = {"default": Protocol(next_key=False, rotate_start=False),
+             "official": Protocol(next_key=True, rotate_start=True)}
+
+
+@dataclass(frozen=True)
 class Head:
     """DCFM's decoder settings (the ``decoder`` args of ``exp/*/dcfm/*/infer.yaml``)."""
 
     stage1_ch: int  # channels of S used by the fusion
     head_nums: int = 0  # 0: dropout, 1x1 conv; 1: 1x1 conv, batch norm, ReLU first
     dropout: float = 0.1
+    bot_ch: int = -1  # the 1x1 conv narrowing F to this width (bot_aspp); -1: none
+
+
+# DCFM's ``pspnet*`` encoders: hszhao/semseg's dilated ResNets (nets/pspnet/resnet.py; ResNet-18 with the
+# 7x7 stem, ``deep_base=False``; 50 and 101 with the deep stem, 64, 64, 128 wide).
+RESNETS = {
+    "r18": dict(block="basic", depths=[2, 2, 2, 2], widths=[64, 128, 256, 512], stem_width=64, stem="7x7"),
+    "r50": dict(block="bottleneck", depths=[3, 4, 6, 3], widths=[64, 128, 256, 512], stem_width=128),
+    "r101": dict(block="bottleneck", depths=[3, 4, 23, 3], widths=[64, 128, 256, 512], stem_width=128),
+}
+
+
+class PSPEncoder(nn.Module):
+    """semseg's PSPNet without its classifier (``nets/pspnet/main.py``, ``use_ppm`` True): a dilated ResNet
+    at output stride 8 and pyramid pooling at bins 1, 2, 3, 6 (each branch a quarter of the map's width,
+    upsampled with aligned corners), concatenated with the map."""
+
+    def __init__(self, resnet: dict) -> None:
+        super().__init__()
+        self.resnet = DilatedResNet(**resnet, output_stride=8, style="semseg")
+        width = self.resnet.out_channels
+        self.ppm = PyramidPooling(width, width // 4, align_corners=True)
+        self.out_channels = 2 * width
+        self.stage1_channels = resnet["widths"][0] * (4 if resnet["block"] == "bottleneck" else 1)
+
+    def stage1(self, frame: torch.Tensor) -> torch.Tensor:
+        """``layer0`` and ``layer1``: the stem and the first stage, at 1/4 (S, and ``B_forward``)."""
+        return self.resnet.stages[0](self.resnet.stem(frame))
+
+    def rest(self, stage1: torch.Tensor) -> torch.Tensor:
+        """Stages 2-4 and the pyramid pooling: F at 1/8."""
+        x = stage1
+        for stage in self.resnet.stages[1:]:
+            x = stage(x)
+        return self.ppm(x)
 
 
 class FeatureFusion(nn.Module):
@@ -79,9 +141,15 @@ class FeatureFusion(nn.Module):
         self.conv = nn.Conv2d(high + stage1_ch, high, 1)
         self.norm = nn.BatchNorm2d(high)
 
+    @staticmethod
+    def aligned(shallow: torch.Tensor, common: torch.Tensor) -> torch.Tensor:
+        """S resized (bilinear) to F's size where they differ (``align_shape``; a ResNet's S is at 1/4, F at 1/8)."""
+        if shallow.shape[-2:] == common.shape[-2:]:
+            return shallow
+        return F.interpolate(shallow, size=common.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward(self, common: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
-        if shallow.shape[-2:] != common.shape[-2:]:  # video_test.py align_shape
-            shallow = F.interpolate(shallow, size=common.shape[-2:], mode="bilinear", align_corners=False)
+        shallow = self.aligned(shallow, common)
         return F.relu(self.norm(self.conv(torch.cat([common, shallow[:, : self.stage1_ch]], dim=1))))
 
 
@@ -90,7 +158,9 @@ class DCFMDecoder(nn.Module):
 
     def __init__(self, high: int, num_classes: int, head: Head) -> None:
         super().__init__()
-        width = high  # bot_ch -1, as every MiT config: F enters the fusion as the SegFormer gives it
+        # bot_aspp: the ResNet configs narrow F; the MiT configs (bot_ch -1) use F as the SegFormer gives it.
+        width = head.bot_ch if head.bot_ch > 0 else high
+        self.bottleneck = nn.Conv2d(high, width, 1, bias=False) if head.bot_ch > 0 else nn.Identity()
         self.fusion = FeatureFusion(width, head.stage1_ch)
         layers: list[nn.Module] = []
         if head.head_nums == 1:
@@ -101,8 +171,8 @@ class DCFMDecoder(nn.Module):
         self.final = nn.Sequential(*layers)
 
     def common(self, high: torch.Tensor) -> torch.Tensor:
-        """The common feature kept from a key frame: norm(F)."""
-        return l2_normalise(high)
+        """The common feature kept from a key frame: norm(F), F narrowed first where the config says."""
+        return l2_normalise(self.bottleneck(high))
 
     def fused(self, common: torch.Tensor, shallow: torch.Tensor) -> torch.Tensor:
         """norm(FFM(common, S)), S already normalised."""
@@ -116,38 +186,72 @@ class DCFMDecoder(nn.Module):
 class DCFM(VideoMethod):
     """Common features from key frames, fused with every frame's own shallow feature."""
 
-    presets = {
+    presets = {  # exp/<dataset>/dcfm/<preset>/infer.yaml; stage1_ch 128 where a config leaves DCFMDecoder's default
         "tiny": dict(segmentor="segformer-tiny", head=Head(stage1_ch=8)),
         "mitb1": dict(segmentor="segformer-b1", head=Head(stage1_ch=32, head_nums=1)),
         "mitb2": dict(segmentor="segformer-b2-d256", head=Head(stage1_ch=32)),
         "mitb5": dict(segmentor="segformer-b5-d256", head=Head(stage1_ch=32)),
+        "resnet18": dict(resnet="r18", head=Head(stage1_ch=32, head_nums=1, bot_ch=320)),
+        "resnet50": dict(resnet="r50", head=Head(stage1_ch=128, head_nums=1, bot_ch=1280)),
+        "resnet101": dict(resnet="r101", head=Head(stage1_ch=128, head_nums=1, bot_ch=1280)),
     }
     default_preset = "tiny"
+    variants = tuple(PROTOCOLS)
     unused_weights = {r"^segmentor\.model\.decode_head\.classifier\.":
                       "the segmentor's classifier, which DCFM's own head replaces"}
 
-    def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, head: Head) -> None:
+    def __init__(self, preset: str, variant: str, num_classes: int, head: Head, segmentor: str | None = None,
+                 resnet: str | None = None) -> None:
         super().__init__(preset, variant, num_classes)
-        self._segmentor_preset = segmentor
-        self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)
-        if head.stage1_ch > self.segmentor.feature_channels[0]:
-            raise ValueError(f"stage1_ch {head.stage1_ch} exceeds the first stage's "
-                             f"{self.segmentor.feature_channels[0]} channels")
-        # DCFM classifies with its own head: the segmentor's classifier is not part of it (nor of its weights).
-        self.segmentor.model.decode_head.classifier = nn.Identity()
-        self.decoder = DCFMDecoder(self.segmentor.config.decoder_hidden_size, num_classes, head)
-        self._common: torch.Tensor | None = None
+        self.protocol = PROTOCOLS[variant]
+        self.encoder: PSPEncoder | None = None
+        if resnet is not None:  # a PSPNet encoder; timed against the per-frame PSPNet of the same depth
+            self.encoder = PSPEncoder(resnet if isinstance(resnet, dict) else RESNETS[resnet])
+            self._segmentor_preset = f"pspnet-{resnet}" if isinstance(resnet, str) else None
+            high, stage1 = self.encoder.out_channels, self.encoder.stage1_channels
+        else:  # the SegFormer's MiT and all-MLP decoder
+            self._segmentor_preset = segmentor
+            self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)
+            # DCFM classifies with its own head: the segmentor's classifier is not part of it (nor of its weights).
+            self.segmentor.model.decode_head.classifier = nn.Identity()
+            high, stage1 = self.segmentor.config.decoder_hidden_size, self.segmentor.feature_channels[0]
+        if head.stage1_ch > stage1:
+            raise ValueError(f"stage1_ch {head.stage1_ch} exceeds the first stage's {stage1} channels")
+        self.decoder = DCFMDecoder(high, num_classes, head)
+        # The common features of the key frames before and after the frames being stepped (I_feats[pre_I],
+        # I_feats[pos_I]); ``default`` keeps only the one before.
+        self._previous: torch.Tensor | None = None
+        self._next: torch.Tensor | None = None
 
     @property
     def segmentor_preset(self) -> str:
         return self._segmentor_preset
 
+    @property
+    def checkpoint_variant(self) -> str:
+        return "default"  # the protocols differ at test time only
+
+    @property
+    def key_lookahead(self) -> bool:
+        return self.protocol.next_key
+
+    def key_schedule(self, interval: int) -> KeySchedule:
+        return KeySchedule(interval, rotate=self.protocol.rotate_start)
+
     def reset(self) -> None:
-        self._common = None
+        self._previous = self._next = None
+
+    def no_next_key(self) -> None:
+        self._previous, self._next = self._next, None
+
+    def weight_components(self) -> dict[str, str]:
+        """A ResNet preset's PSPNet encoder loads as one part; a MiT preset's SegFormer as the segmentor."""
+        return {"encoder": "encoder"} if self.encoder is not None else super().weight_components()
 
     def set_conventions(self, conventions: dict) -> None:
         """A converted checkpoint's numerical conventions (NVlabs's layer-norm epsilons) are its SegFormer's."""
-        self.segmentor.set_conventions(conventions)
+        if self.encoder is None:
+            self.segmentor.set_conventions(conventions)
 
     # ----------------------------------------------------------------------- the two encoder paths
 
@@ -158,12 +262,19 @@ class DCFM(VideoMethod):
         return stage.blocks[0](hidden, height, width), height, width
 
     def shallow(self, frame: torch.Tensor) -> torch.Tensor:
-        """S: stage 1's patch embedding and first block (``B_forward``, ``stage1: vit1``), normalised."""
+        """S alone (``B_forward``), normalised: MiT's patch embedding and first block (``stage1: vit1``), or
+        ResNet's stem and first stage."""
+        if self.encoder is not None:
+            return l2_normalise(self.encoder.stage1(frame))
         hidden, height, width = self._first_block(frame)
         return l2_normalise(_as_map(hidden, height, width))
 
     def encode(self, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(F, S) of one full pass: S is taken inside stage 1, as the official forward hook takes it."""
+        """(F, S) of one full pass, neither normalised: S is taken inside the encoder, as the official forward
+        hook takes it."""
+        if self.encoder is not None:
+            shallow = self.encoder.stage1(frame)
+            return self.encoder.rest(shallow), shallow
         stage = self.segmentor.model.segformer.stages[0]
         hidden, height, width = self._first_block(frame)
         shallow = _as_map(hidden, height, width)
@@ -174,30 +285,49 @@ class DCFM(VideoMethod):
             features.append(later(features[-1]))
         high = self.segmentor.fuse(features)  # SegFormerHead's fused feature, then its Dropout2d (training only)
         high = F.dropout2d(high, self.segmentor.config.classifier_dropout_prob, self.training)
-        return high, l2_normalise(shallow)
+        return high, shallow
 
     # ----------------------------------------------------------------------- inference
 
     def step(self, frame: torch.Tensor, is_key: bool) -> torch.Tensor:
-        if is_key or self._common is None:  # I_forward
+        size = frame.shape[-2:]
+        if is_key or (self._previous is None and self._next is None):  # I_forward
             high, shallow = self.encode(frame)
-            self._common = self.decoder.common(high)
-        else:  # B_forward, then the fusion with the previous key frame's common feature
-            shallow = self.shallow(frame)
-        return self.decoder.classify(self.decoder.fused(self._common, shallow), frame.shape[-2:])
+            common, shallow = self.decoder.common(high), l2_normalise(shallow)  # normalised, then resized by FFM
+            if self.protocol.next_key:  # stepped before the frames between it and the previous key frame
+                self._previous, self._next = self._next, common
+            else:
+                self._previous = common
+            return self.decoder.classify(self.decoder.fused(common, shallow), size)
+        shallow = self.shallow(frame)  # B_forward, fused with each key frame's common feature, logits summed
+        commons = [c for c in (self._previous, self._next) if c is not None]
+        return sum(self.decoder.classify(self.decoder.fused(c, shallow), size) for c in commons)
+
+    def cost_paths(self, frame: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+        """As the default's, after two key frames: an ``official`` non-key frame fuses with both."""
+        self.reset()
+        self.step(frame, True)
+        self.step(frame, True)
+        return {"key": lambda: self.step(frame, True), "nonkey": lambda: self.step(frame, False)}
 
     # ----------------------------------------------------------------------- training
 
+    def training_features(self, reference: torch.Tensor, labelled: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """DCFMDecoder's training forward on (U, L): feat_L_t (L's key path), feat_L_hat (L through U's common
+        feature) and feat_U_t. Unlike the test paths it resizes S to F's size before normalising it."""
+        b = labelled.shape[0]
+        high, shallow = self.encode(torch.cat([reference, labelled]))  # one batch [U, L], as DCFMEncoder runs it
+        common = self.decoder.common(high)
+        shallow = l2_normalise(self.decoder.fusion.aligned(shallow, common))
+        common_u, common_l, shallow_u, shallow_l = common[:b], common[b:], shallow[:b], shallow[b:]
+        key_l = self.decoder.fused(common_l, shallow_l)
+        nonkey_l = self.decoder.fused(common_u, shallow_l)
+        key_u = self.decoder.fused(common_u, shallow_u)
+        return key_l, nonkey_l, key_u
+
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``frames[:, 0]`` is the reference U, ``frames[:, 1]`` the labelled frame L."""
-        reference, labelled = batch["frames"][:, 0], batch["frames"][:, 1]
-        b = labelled.shape[0]
-        high, shallow = self.encode(torch.cat([reference, labelled]))  # one batch, as DCFMEncoder runs it
-        common = self.decoder.common(high)
-        common_u, common_l, shallow_u, shallow_l = common[:b], common[b:], shallow[:b], shallow[b:]
-        key_l = self.decoder.fused(common_l, shallow_l)  # feat_L_t
-        nonkey_l = self.decoder.fused(common_u, shallow_l)  # feat_L_hat
-        key_u = self.decoder.fused(common_u, shallow_u)  # feat_U_t
+        key_l, nonkey_l, key_u = self.training_features(batch["frames"][:, 0], batch["frames"][:, 1])
         pred_key_l, pred_nonkey_l = self.decoder.final(key_l), self.decoder.final(nonkey_l)
         agree = (pred_key_l.argmax(1) == self.decoder.final(key_u).argmax(1)).unsqueeze(1)
         label = batch["labels"][:, 1]
@@ -215,18 +345,38 @@ class DCFM(VideoMethod):
 # --------------------------------------------------------------------------- the released weights
 
 
+# semseg's PSPNet (``backbone.*`` of a ``pspnet*`` encoder) -> PSPEncoder: layer0 is the stem (conv, bn at 0, 1;
+# the deep stem's second and third at 3, 4 and 6, 7), layerN stage N - 1, a branch's conv and bn at 1, 2.
+_PSPNET_RULES = [
+    (r"^layer0\.0\.", "resnet.stem.0.0."), (r"^layer0\.1\.", "resnet.stem.0.1."),
+    (r"^layer0\.3\.", "resnet.stem.1.0."), (r"^layer0\.4\.", "resnet.stem.1.1."),
+    (r"^layer0\.6\.", "resnet.stem.2.0."), (r"^layer0\.7\.", "resnet.stem.2.1."),
+    (r"^layer([1-4])\.", lambda m: f"resnet.stages.{int(m.group(1)) - 1}."),
+    (r"\.downsample\.", ".shortcut."),
+    (r"^ppm\.features\.(\d)\.1\.", lambda m: f"ppm.branches.{m.group(1)}.1.0."),
+    (r"^ppm\.features\.(\d)\.2\.", lambda m: f"ppm.branches.{m.group(1)}.1.1."),
+]
+
+
 def from_official(state: dict[str, torch.Tensor]) -> Converted:
     """DCFM's two files (:func:`vssbench.methods.weights.read_source` reads ``encoder_epoch_N.pth`` and
     ``decoder_epoch_N.pth`` as ``encoder.*`` and ``decoder.*``, ``module.`` removed) -> this method's names.
 
-    The encoder is NVlabs's SegFormer (``backbone.encoder`` the MiT, ``backbone.decoder`` its head, whose
-    unused ``conv_seg`` is dropped); the decoder's ``ffm.convblk`` is the fusion module and ``final`` the
-    head. A ``bot_aspp`` (the ResNet configs') has no counterpart and is reported as such."""
-    encoder = {k.replace("backbone.encoder.", "backbone.", 1).replace("backbone.decoder.", "decode_head.", 1): v
-               for k, v in strip_prefix(state, "encoder.").items()}
-    converted = from_nvlabs(encoder)
-    converted.state = {f"segmentor.{k}": v for k, v in converted.state.items()}
+    A MiT encoder is NVlabs's SegFormer (``backbone.encoder`` the MiT, ``backbone.decoder`` its head, whose
+    unused ``conv_seg`` is dropped); a ``pspnet*`` encoder is semseg's PSPNet (``backbone.layer0..4``,
+    ``backbone.ppm``). The decoder's ``bot_aspp`` is the bottleneck, ``ffm.convblk`` the fusion module and
+    ``final`` the head."""
+    encoder_state = strip_prefix(state, "encoder.")
+    if any(k.startswith("backbone.layer0.") for k in encoder_state):
+        converted = rename(strip_prefix(encoder_state, "backbone."), _PSPNET_RULES)
+        converted.state = {f"encoder.{k}": v for k, v in converted.state.items()}
+    else:
+        encoder = {k.replace("backbone.encoder.", "backbone.", 1).replace("backbone.decoder.", "decode_head.", 1): v
+                   for k, v in encoder_state.items()}
+        converted = from_nvlabs(encoder)
+        converted.state = {f"segmentor.{k}": v for k, v in converted.state.items()}
     decoder = rename(strip_prefix(state, "decoder."), [
+        (r"^bot_aspp\.", "decoder.bottleneck."),
         (r"^ffm\.convblk\.conv\.", "decoder.fusion.conv."),
         (r"^ffm\.convblk\.norm\.", "decoder.fusion.norm."),
         (r"^final\.", "decoder.final."),

@@ -160,7 +160,7 @@ def recipe_methods() -> list[str]:
 def _entries(method: str, family: str | None) -> dict:
     document = _file(method)
     if family is None:
-        return {k: v for k, v in document.items() if k != "method"}
+        return {k: v for k, v in document.items() if k not in ("method", "segmentors")}
     segmentors = document.get("segmentors") or {}
     if family not in segmentors:
         raise RecipeError(f"no {method} recipe for segmentor family {family!r}; families: {', '.join(segmentors)}")
@@ -197,11 +197,17 @@ def _resolve(method: str, family: str | None, dataset: str, seen: tuple = ()) ->
 
 def load(method: str, dataset: str, segmentor_preset: str | None = None) -> Recipe:
     """The recipe of ``method`` (a registry name; ``copy`` trains as ``perframe``) on ``dataset``; the
-    per-frame methods take the recipe of their segmentor's family (``segformer``, ``mask2former``, ...)."""
+    per-frame methods take the recipe of their segmentor's family (``segformer``, ``mask2former``, ...).
+    A video method whose file has ``segmentors`` entries takes the one of its segmentor preset where there
+    is one (``pspnet-r101``), else of its family (``pspnet``), else its own top-level entries (DCFM: the
+    ResNet configs train otherwise than the MiT ones)."""
     from vssbench.datasets.augment import AugmentationError, check_pipeline
 
     method = "perframe" if method == "copy" else method
     family = segmentor_preset.split("-")[0] if method == "perframe" and segmentor_preset else None
+    if method != "perframe" and segmentor_preset:
+        listed = _file(method).get("segmentors") or {}
+        family = next((name for name in (segmentor_preset, segmentor_preset.split("-")[0]) if name in listed), None)
     dataset = "synthetic" if dataset.startswith("synthetic") else dataset
     fields = _resolve(method, family, dataset)
     missing = [name for name in FIELDS if name not in fields]
@@ -264,9 +270,7 @@ def all_recipes() -> list[Recipe]:
     out = []
     for method in recipe_methods():
         document = _file(method)
-        if "segmentors" in document:
-            for family, entries in document["segmentors"].items():
-                out.extend(load(method, dataset, family) for dataset in entries)
-        else:
-            out.extend(load(method, dataset) for dataset in document if dataset != "method")
+        out.extend(load(method, dataset) for dataset in document if dataset not in ("method", "segmentors"))
+        for family, entries in (document.get("segmentors") or {}).items():
+            out.extend(load(method, dataset, family) for dataset in entries)
     return out

@@ -6,7 +6,12 @@
   dilates: ``"mmseg"`` as mmsegmentation's ResNetV1c with ``contract_dilation=True`` (the first
   block of a dilated stage at half the stage's dilation; a basic block's second conv never
   dilated), so that mmseg's PSPNet weights compute what mmseg computes; ``"deeplab"`` dilates
-  every 3x3 conv of the stage fully, as DFF's ResNet-101 does in res5.
+  every 3x3 conv of the stage fully, as DFF's ResNet-101 does in res5; ``"semseg"`` as hszhao/semseg's
+  PSPNet (which DCFM's ResNet encoders are): every bottleneck's 3x3 conv fully dilated, a basic
+  block's second conv dilated and its first not. ``stem`` ``"7x7"`` is torchvision's ResNet-18 stem
+  (one 7x7 conv, as semseg's ``deep_base=False``).
+* :class:`PyramidPooling`: the map and its average pools at bins 1, 2, 3, 6 (each a 1x1 conv, batch
+  norm, ReLU, upsampled back), concatenated: PSPNet's pyramid pooling module.
 * :class:`PSPNet`: pyramid pooling with bins 1, 2, 3, 6 over the stride-8 map, a 3x3 conv and
   the classifier (mmseg's PSPHead). The auxiliary FCN head used only in training is left
   out, so cost is that of inference.
@@ -33,9 +38,8 @@ from vssbench.methods.segmentors.base import ImageSegmentor, conv_bn_relu, cross
 class _BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int, dilate_second: bool) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int, second: int) -> None:
         super().__init__()
-        second = dilation if dilate_second else 1
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, second, second, bias=False)
@@ -50,8 +54,8 @@ class _BasicBlock(nn.Module):
 class _Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int, dilate_second: bool) -> None:
-        super().__init__()
+    def __init__(self, in_channels: int, channels: int, stride: int, dilation: int, second: int) -> None:
+        super().__init__()  # ``second`` (a basic block's second conv) has no counterpart: one 3x3 conv here
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -77,25 +81,32 @@ class DilatedResNet(nn.Module):
     """A deep-stem ResNet at output stride 8 or 16 (module docstring)."""
 
     def __init__(self, block: str, depths: list[int], widths: list[int], stem_width: int,
-                 output_stride: int = 8, style: str = "mmseg") -> None:
+                 output_stride: int = 8, style: str = "mmseg", stem: str = "deep") -> None:
         super().__init__()
-        if style not in ("mmseg", "deeplab"):
-            raise ValueError(f"unknown dilation style {style!r}; expected 'mmseg' or 'deeplab'")
+        if style not in ("mmseg", "deeplab", "semseg"):
+            raise ValueError(f"unknown dilation style {style!r}; expected 'mmseg', 'deeplab' or 'semseg'")
         block_cls = {"basic": _BasicBlock, "bottleneck": _Bottleneck}[block]
-        self.stem = nn.Sequential(
-            conv_bn_relu(3, stem_width // 2, 3, 2),
-            conv_bn_relu(stem_width // 2, stem_width // 2, 3),
-            conv_bn_relu(stem_width // 2, stem_width, 3),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        if stem == "deep":
+            self.stem = nn.Sequential(
+                conv_bn_relu(3, stem_width // 2, 3, 2),
+                conv_bn_relu(stem_width // 2, stem_width // 2, 3),
+                conv_bn_relu(stem_width // 2, stem_width, 3),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        elif stem == "7x7":
+            self.stem = nn.Sequential(conv_bn_relu(3, stem_width, 7, 2), nn.MaxPool2d(3, 2, 1))
+        else:
+            raise ValueError(f"unknown stem {stem!r}; expected 'deep' or '7x7'")
         strides, dilations = {8: ((1, 2, 1, 1), (1, 1, 2, 4)), 16: ((1, 2, 2, 1), (1, 1, 1, 2))}[output_stride]
         in_channels, stages = stem_width, []
         for depth, width, stride, dilation in zip(depths, widths, strides, dilations):
             blocks = []
             for index in range(depth):
                 contract = style == "mmseg" and index == 0 and dilation > 1
-                blocks.append(block_cls(in_channels, width, stride if index == 0 else 1,
-                                        dilation // 2 if contract else dilation, dilate_second=style == "deeplab"))
+                d = dilation // 2 if contract else dilation
+                first, second = {"mmseg": (d, 1), "deeplab": (d, d),
+                                 "semseg": (1, d) if block == "basic" else (d, d)}[style]
+                blocks.append(block_cls(in_channels, width, stride if index == 0 else 1, first, second))
                 in_channels = width * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
@@ -108,22 +119,35 @@ class DilatedResNet(nn.Module):
         return x
 
 
-class PyramidPoolingHead(nn.Module):
-    """PSPNet's head: pooled context at bins (1, 2, 3, 6), concatenated, 3x3 conv, classifier."""
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling: the map and, per bin, its average pool (1x1 conv, batch norm, ReLU)
+    upsampled back, concatenated: ``in_channels + len(bins) * channels`` channels."""
 
-    def __init__(self, in_channels: int, channels: int, num_classes: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+    def __init__(self, in_channels: int, channels: int, bins: tuple[int, ...] = (1, 2, 3, 6),
+                 align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners  # mmseg's PSPHead: False; hszhao/semseg's PPM: True
         self.branches = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_relu(in_channels, channels, 1)) for b in bins
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        return torch.cat([x, *(F.interpolate(branch(x), size=size, mode="bilinear", align_corners=self.align_corners)
+                               for branch in self.branches)], 1)
+
+
+class PyramidPoolingHead(PyramidPooling):
+    """PSPNet's head (mmseg's PSPHead): pyramid pooling, a 3x3 conv, the classifier."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        super().__init__(in_channels, channels, bins)
         self.bottleneck = conv_bn_relu(in_channels + len(bins) * channels, channels, 3)
         self.dropout = nn.Dropout2d(0.1)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        pooled = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False) for branch in self.branches]
-        return self.classifier(self.dropout(self.bottleneck(torch.cat([x, *pooled], 1))))
+        return self.classifier(self.dropout(self.bottleneck(super().forward(x))))
 
 
 class SingleMapSegmentor(ImageSegmentor):
