@@ -24,6 +24,7 @@ from vssbench.files import atomic_path, check_writable
 from vssbench.limits import LimitError, check_class_count
 
 if TYPE_CHECKING:
+    from vssbench.benchmark.tc import TCSettings
     from vssbench.datasets.base import VideoDataset
     from vssbench.methods.base import VideoMethod
 
@@ -201,6 +202,7 @@ def command_run(args: argparse.Namespace) -> int:
         check_writable(args.cache_dir or default_cache_dir(), "--cache-dir" if args.cache_dir else "$VSSBENCH_CACHE",
                        directory=True)
     variants = args.variants.split(",") if args.variants else None
+    tc_settings = _tc_settings(args)
     plan = sweep_plan(specs, variants)
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
@@ -245,7 +247,7 @@ def command_run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
                                          vc_protocol=args.vc_protocol, num_workers=args.num_workers,
-                                         speed_rounds=args.speed_rounds),
+                                         speed_rounds=args.speed_rounds, tc=tc_settings),
         )
         rows += run_sweep(settings, dataset, _weights_preparer(args, checkpoints, dataset, train_set, seed))
     if not distributed.is_main_process():
@@ -258,6 +260,43 @@ def command_run(args: argparse.Namespace) -> int:
 
         print(f"figure, mIoU against GFLOPs: {accuracy_cost_figure([args.output], args.figure, finished)[0]}")
     return _exit_code(rows)
+
+
+def _tc_settings(args: argparse.Namespace) -> TCSettings | None:
+    """``--metrics tc``: RAFT from ``--tc-flow``, or a random one (seeded, marked) with ``--random-weights``."""
+    import torch
+
+    from vssbench.benchmark.tc import TCSettings
+    from vssbench.methods.raft import RAFT, RAFTWeightsError, load_raft
+
+    extra = [m for m in (args.metrics or "").split(",") if m]
+    unknown = [m for m in extra if m != "tc"]
+    if unknown:
+        raise UsageError(f"--metrics {args.metrics}: unknown {', '.join(unknown)}; expected tc (mIoU, WIoU and mVC "
+                         "are always computed)")
+    if "tc" not in extra:
+        if args.tc_flow is not None:
+            raise UsageError("--tc-flow: only with --metrics tc")
+        return None
+    _check_at_least(args.tc_iters, "--tc-iters", expected=ITERATIONS_EXPECTED)
+    videos = None if args.tc_videos == "all" else _int_list(args.tc_videos, "--tc-videos", expected="a positive "
+                                                                                    "integer or all")[0]
+    if args.tc_flow is not None:
+        try:
+            flow, weights = load_raft(args.tc_flow)
+        except RAFTWeightsError as error:
+            raise UsageError(f"--tc-flow {error}") from None
+        record = weights.as_record()
+    elif args.random_weights:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            flow = RAFT("large").eval()
+        record = {"random": True, "size": "large", "seed": args.seed}
+    else:
+        raise UsageError("--metrics tc needs RAFT weights for its flow: --tc-flow PATH (princeton-vl's raft-things.pth "
+                         "or torchvision's raft_large/raft_small weights), or --random-weights to score TC with a random "
+                         "RAFT, which rows and reports mark")
+    return TCSettings(flow, record, args.tc_iters, videos)
 
 
 def _announce_plan(args: argparse.Namespace, specs: list[str], variants: list[str] | None, seeds: list[int],
@@ -288,12 +327,17 @@ def markdown_table(rows: list[dict]) -> str:
     def fmt(value: object) -> str:
         return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
+    names = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
+    if any((row.get("metrics") or {}).get("tc_protocol") for row in rows):
+        names["tc"] = "TC"
     table = []
     for row in rows:
         metrics = row.get("metrics") or {}
+        random_flow = ((metrics.get("tc_protocol") or {}).get("flow") or {}).get("random")
         table.append([row["label"], row["method"], row["preset"], row["variant"], schedule_text(row["schedule"]),
-                      *(fmt(metrics.get(k)) for k in ("miou", "wiou", "mvc8", "mvc16")), row["status"]])
-    headers = ["label", "method", "preset", "variant", "schedule", "mIoU", "WIoU", "mVC8", "mVC16", "status"]
+                      *(fmt(metrics.get(k)) + (" (random RAFT)" if k == "tc" and random_flow else "") for k in names),
+                      row["status"]])
+    headers = ["label", "method", "preset", "variant", "schedule", *names.values(), "status"]
     return tabulate(table, headers=headers, tablefmt="github")
 
 
@@ -874,6 +918,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")
+    run.add_argument("--metrics", help="metrics beyond mIoU, WIoU and mVC: tc, VSPW's temporal consistency "
+                                       "(TC_cal.py: RAFT flow between consecutive frames, docs/metrics.md)")
+    run.add_argument("--tc-flow", type=Path, help="with --metrics tc: RAFT weights, princeton-vl's (raft-things.pth) "
+                                                  "or torchvision's, large or small, detected from the file")
+    run.add_argument("--tc-videos", default="100", help="with --metrics tc: score the first N videos of the split, "
+                                                        "or all (default: 100, as VSPW's TC_cal.py)")
+    run.add_argument("--tc-iters", type=int, default=20, help="with --metrics tc: RAFT iterations (default: 20, as "
+                                                              "TC_cal.py)")
     run.add_argument("--num-workers", type=int, help="DataLoader workers for frame loading (default: 0 on cpu, "
                                                      "where workers would compete with the method for cores; 2 on cuda)")
     run.add_argument("--speed-rounds", type=int, default=5,

@@ -6,7 +6,8 @@ checkpoint digest and so differs whenever weights are retrained. For each row of
 that has a baseline row of its configuration:
 
 * a row whose status is not ``ok`` is a regression;
-* accuracy (mIoU, WIoU, mVC8, mVC16) may not drop by more than its tolerance, in points;
+* accuracy (mIoU, WIoU, mVC8, mVC16, and TC where the baseline row has it) may not drop by more
+  than its tolerance, in points; a TC computed with a random RAFT is not compared;
 * parameters and GFLOPs (key and non-key paths) may not change at all: they are
   properties of the architecture, so any change is a change of the method;
 * where both rows record how their weights were trained (``checkpoint.training``), the
@@ -39,9 +40,9 @@ from dataclasses import dataclass, field
 
 from vssbench.benchmark.results import declared_training, schedule_interval
 
-ACCURACY = ("miou", "wiou", "mvc8", "mvc16")
+ACCURACY = ("miou", "wiou", "mvc8", "mvc16", "tc")  # tc only where a row has it (--metrics tc)
 COST = ("params_m", "gflops_key", "gflops_nonkey")
-DEFAULT_TOLERANCES = {"miou": 0.5, "wiou": 0.5, "mvc8": 0.5, "mvc16": 0.5, "speed": 0.3}
+DEFAULT_TOLERANCES = {"miou": 0.5, "wiou": 0.5, "mvc8": 0.5, "mvc16": 0.5, "tc": 0.5, "speed": 0.3}
 
 
 def parse_tolerances(text: str | None) -> dict[str, float]:
@@ -197,7 +198,7 @@ def _compare(expected: dict, found: dict, tolerances: dict[str, float], before_r
         result.random_weights.append(f"{found['label']} (random weights in the {' and the '.join(random)})")
     for metric in () if random else ACCURACY:
         before, after = expected["metrics"].get(metric), found["metrics"].get(metric)
-        if before is None:
+        if before is None or (metric == "tc" and (_random_flow(expected) or _random_flow(found))):
             continue
         if after is None or after < before - tolerances[metric]:
             shown = "none" if after is None else f"{after:.2f} ({after - before:+.2f})"
@@ -220,7 +221,12 @@ TRAINING_FIELDS = ("dataset", "split", "iterations", "seed")
 TRAINING_FIELDS_IF_RECORDED = ("threads",)
 
 
-SCORING_FIELDS = ("miou_mode", "vc_protocol")  # the metrics' definitions a row records
+SCORING_FIELDS = ("miou_mode", "vc_protocol", "tc_protocol")  # the metrics' definitions a row records
+
+
+def _random_flow(row: dict) -> bool:
+    """Whether the row's TC was computed with a random RAFT (not compared, as random weights never are)."""
+    return bool((((row.get("metrics") or {}).get("tc_protocol") or {}).get("flow") or {}).get("random"))
 
 
 def scoring_difference(before: dict, after: dict) -> str | None:

@@ -56,6 +56,7 @@ from vssbench.methods.base import registered_methods  # noqa: E402
 FORMATS = ("md", "tex", "csv")
 METRICS = ("miou", "wiou", "mvc8", "mvc16")
 METRIC_NAMES = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
+RANDOM_FLOW_MARK = " (random RAFT)"  # a TC whose flow network had random weights
 SPEED_COLUMN = "Speed vs per-frame"
 # Columns that tell apart runs of one configuration: their table headers and how legends print them.
 RUN_COLUMNS = {"seed": "Seed", "training": "Training (iterations)"}
@@ -88,6 +89,8 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "k": None if memory is not None else interval,
                 "M": memory,
                 **{name: metrics.get(name) for name in METRICS},
+                "tc": metrics.get("tc"),
+                "tc_random_flow": bool(((metrics.get("tc_protocol") or {}).get("flow") or {}).get("random")),
                 "gflops": (cost.get("gflops_avg") or {}).get(str(interval)),
                 "gflops_key": cost.get("gflops_key"),
                 "gflops_nonkey": cost.get("gflops_nonkey"),
@@ -181,9 +184,14 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         rows = rows.sort_values(["method", "variant", "preset", "k", "M", *runs], na_position="last")
         columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule", **runs,
                    **({"miou": "mIoU"} if dataset == "cityscapes" else {k: METRIC_NAMES[k] for k in METRICS}),
+                   **({"tc": "TC"} if rows["tc"].notna().any() else {}),
                    "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS", "speed": SPEED_COLUMN}
         title = ("Cityscapes comparison (MPVSS Table 2 layout)" if dataset == "cityscapes"
                  else f"Comparison on {dataset} (MPVSS Table 1 / TFC Table 1 layout)")
+        if rows["tc_random_flow"].any():
+            title += f"; a TC marked{RANDOM_FLOW_MARK} is computed with a random RAFT (--random-weights), not a result"
+            rows = rows.assign(tc=[f"{v:.2f}{RANDOM_FLOW_MARK}" if r and pd.notna(v) else v
+                                   for v, r in zip(rows["tc"], rows["tc_random_flow"])])
         out[f"comparison_{dataset}"] = (caption(rows, title, speed=True), rows[list(columns)].rename(columns=columns))
     for method, title in (("mpvss", "MPVSS ablation (Table 3)"), ("tfc", "TFC ablation (Table 2)")):
         rows = frame[frame["method"] == method].sort_values(["variant", "k", *runs])

@@ -28,6 +28,7 @@ from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary, paired_speed_ratio
 from vssbench.benchmark.results import ResultFile, config_hash, environment
+from vssbench.benchmark.tc import TCSettings, TemporalConsistency, raft_flow
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.limits import plain_name
 from vssbench.methods.base import METHODS, KeySchedule, SpecError, VideoMethod, build_method, parse_spec
@@ -53,6 +54,7 @@ class EvaluationOptions:
     # Rounds of paired timing of each video-method row against its per-frame segmentor
     # (:func:`paired_speed_ratio`, the ratio ``bench check`` compares); 0 skips it.
     speed_rounds: int = 5
+    tc: TCSettings | None = None  # --metrics tc: VSPW's temporal consistency with this flow network
 
 
 @dataclass
@@ -91,9 +93,11 @@ def evaluate(
             plain_name(video.name, f"dataset {dataset.root}", DatasetError)
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
+    tc = (TemporalConsistency(dataset.num_classes, raft_flow(options.tc.flow, options.tc.iterations, device),
+                              options.tc.videos) if options.tc else None)
     workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
     videos, video_indices = distributed.shard(dataset.videos)
-    stream = FrameStream(dataset, videos)
+    stream = FrameStream(dataset, videos, raw=tc is not None)
     loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
               if workers else prefetched(stream))
     key_ms, nonkey_ms, sample_frame, wall_start = [], [], None, time.perf_counter()
@@ -101,6 +105,7 @@ def evaluate(
                    else f"{method.spec} M={method.memory_frames}" if method.sweep_axis == "memory_frames" else method.spec)
     progress = Progress(len(stream), description, unit="frame", enabled=options.progress and distributed.is_main_process())
     global_index = dict(enumerate(video_indices))  # the stream's video -> its index in the dataset
+    frame_size = None  # the size TC's frames are scored at
     for item, scores, is_key, ms in stepped(method, schedule, progress.track(loader), device, global_index):
         sample_frame = item["image"].unsqueeze(0).to(device) if sample_frame is None else sample_frame
         (key_ms if is_key else nonkey_ms).append(ms)
@@ -108,21 +113,30 @@ def evaluate(
         if label.numel():
             prediction = predict_labels(scores, tuple(label.shape), method, item)
             metrics.update(prediction, label.to(device))
+            if tc is not None and tc.counts(global_index[item["video_index"]]):
+                tc.update(item["raw"], prediction, global_index[item["video_index"]], item["frame_index"])
+                frame_size = frame_size or tuple(label.shape)
             if predictions_dir is not None:
                 save_prediction(prediction, predictions_dir / item["video"] / f"{item['stem']}.png")
         if item["is_last"]:
             metrics.end_video()
+            if tc is not None:
+                tc.end_video()
     progress.close()
     shards = distributed.gather({"metrics": metrics.state(), "videos": video_indices, "key_ms": key_ms,
-                                 "nonkey_ms": nonkey_ms})
+                                 "nonkey_ms": nonkey_ms, "tc": tc and tc.state(), "frame_size": frame_size})
     if len(shards) > 1:
         metrics = SegmentationMetrics.merged([s["metrics"] for s in shards], [s["videos"] for s in shards], metrics)
+        if tc is not None:
+            tc.merge([s["tc"] for s in shards])
+            frame_size = next((s["frame_size"] for s in shards if s["frame_size"]), None)
         key_ms = [ms for s in shards for ms in s["key_ms"]]
         nonkey_ms = [ms for s in shards for ms in s["nonkey_ms"]]
     if sample_frame is None:  # a process with no video (more processes than videos) still counts FLOPs
         sample_frame = FrameStream(dataset)[0]["image"].unsqueeze(0).to(device)
     return Evaluation(
-        metrics=metrics.summary(dataset.class_names),
+        metrics={**metrics.summary(dataset.class_names),
+                 **(tc.summary(options.tc, frame_size) if tc is not None else {})},
         step_seconds=(sum(key_ms) + sum(nonkey_ms)) / 1000.0,
         wall_seconds=time.perf_counter() - wall_start,
         frames=len(key_ms) + len(nonkey_ms),
@@ -237,7 +251,7 @@ def prefetched(stream: FrameStream, max_bytes: int = PREFETCH_BYTES) -> Iterator
 
 
 def _item_bytes(item: dict) -> int:
-    return item["image"].nbytes + item["label"].nbytes
+    return item["image"].nbytes + item["label"].nbytes + (item["raw"].nbytes if "raw" in item else 0)
 
 
 def predict_labels(scores: torch.Tensor, size: tuple[int, int], method: VideoMethod, item: dict) -> torch.Tensor:
@@ -399,6 +413,8 @@ def _run_method(
         "miou_mode": settings.evaluation.miou_mode,
         "vc_protocol": settings.evaluation.vc_protocol,
         "seed": settings.seed,
+        # only with --metrics tc, so that the rows of runs without it keep their hashes
+        **({"tc": settings.evaluation.tc.row_block()} if settings.evaluation.tc else {}),
     }
     weights, prepare_error = PreparedWeights(), None
     try:

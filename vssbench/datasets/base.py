@@ -139,12 +139,14 @@ class FrameStream(torch.utils.data.Dataset):
 
     Items are dicts with the video name, frame index and stem, the normalised
     image at the dataset's input size, and the label map at its own resolution
-    (uint8; an empty tensor for unlabelled frames).
+    (uint8; an empty tensor for unlabelled frames); with ``raw``, also the frame as
+    decoded (``raw``: uint8 RGB at its own size).
     """
 
-    def __init__(self, dataset: VideoDataset, videos: list[Video] | None = None) -> None:
+    def __init__(self, dataset: VideoDataset, videos: list[Video] | None = None, raw: bool = False) -> None:
         self.dataset = dataset
         self.videos = dataset.videos if videos is None else videos
+        self.raw = raw  # also the frame as decoded (uint8 RGB, its own size), for TC's flow
         self.index = [(v, f) for v, video in enumerate(self.videos) for f in range(len(video.frames))]
 
     def __len__(self) -> int:
@@ -170,8 +172,10 @@ class FrameStream(torch.utils.data.Dataset):
             label = label.astype(np.uint8, copy=False)
         else:
             label = np.empty(0, dtype=np.uint8)
+        raw = image if self.raw else None
         image = resize_image(image, self.dataset.target_size(*image.shape[:2]))
         return {
+            **({"raw": raw} if raw is not None else {}),
             "video": video.name,
             "video_index": video_index,  # in this stream's videos
             "frame_index": frame_index,
@@ -185,7 +189,11 @@ class FrameStream(torch.utils.data.Dataset):
 
 def as_tensors(item: dict) -> dict:
     """A loaded item with its image and label as tensors sharing the arrays' memory."""
-    return {**item, "image": torch.from_numpy(item["image"]), "label": torch.from_numpy(item["label"])}
+    out = {**item, "image": torch.from_numpy(item["image"]), "label": torch.from_numpy(item["label"])}
+    if "raw" in item:
+        raw = np.ascontiguousarray(item["raw"])
+        out["raw"] = torch.from_numpy(raw if raw.flags.writeable else raw.copy())  # a decoded image may be read-only
+    return out
 
 
 def read_split_list(root: Path, split: str) -> list[str]:
