@@ -9,6 +9,7 @@ from vssbench.benchmark.profiler import count_flops
 from vssbench.benchmark.training import TrainingClips
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import METHODS, build_method
+from vssbench.methods.weights import CheckpointError
 from vssbench.methods.msda import MultiScaleDeformableAttention, pixel_centres
 from vssbench.datasets.base import IGNORE_INDEX
 from vssbench.methods import tfc as tfc_module
@@ -103,7 +104,7 @@ def test_every_variant_runs_deterministically_with_full_size_scores(variant):
             scores.append([method.step(frames[t], t == 0) for t in range(3)])
     assert all(s.shape == (1, 8, 64, 96) for s in scores[0])
     assert all(torch.equal(a, b) for a, b in zip(*scores))
-    if variant != "flow-warp":  # the other variants' non-key path differs from a fresh key frame
+    if VARIANTS[variant].mixing != "flow-warp":  # the other variants' non-key path differs from a fresh key frame
         assert not torch.allclose(scores[0][1], method.step(frames[1], True))
 
 
@@ -303,3 +304,53 @@ def test_b2_to_b5_refine_at_256_on_mmsegs_segformer_and_their_key_path_is_it():
     with torch.no_grad():
         torch.testing.assert_close(method.step(frame, True), per_frame.step(frame, True), rtol=0, atol=1e-5)
         assert method.step(frame, False).shape == (1, 8, 64, 96)
+
+
+@pytest.mark.parametrize("layout", ["princeton_small", "torchvision_small"])
+def test_flow_warp_raft_loads_raft_weights_of_either_layout_and_warps_with_raft_flow(layout, tmp_path):
+    """The paper's "Flow-guided Warping" row cites RAFT: tfc:tiny's flow-warp-raft takes RAFT-small weights
+    (--init flow=PATH), computes RAFT's flow on the frames with the ImageNet normalisation undone, and warps
+    the key frame's levels 3-4 with it; the FlowNetS variant stays ``flow-warp``."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from vssbench.methods.raft import RAFT, frame_flow, load_raft
+    from vssbench.methods.weights import load_weights
+
+    spec = importlib.util.spec_from_file_location("golden_raft", Path(__file__).parents[1] / "scripts" / "golden_raft.py")
+    golden_raft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden_raft)
+    keys = json.loads((Path(__file__).parent / "golden" / "raft" / layout / "keys.json").read_text())
+    path = tmp_path / "raft.pth"
+    torch.save({k: v.float() if v.is_floating_point() else v
+                for k, v in golden_raft.golden_state(keys, golden_raft.SEED[layout]).items()}, path)
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8, "flow-warp-raft").eval()
+    record = load_weights(method, path, component="flow", purpose="train")
+    assert record.format == ("raft" if layout.startswith("princeton") else "torchvision-raft")
+    assert isinstance(method.flownet, RAFT) and method.weight_components()["flow"] == "flownet"
+    frames = torch.randn(2, 1, 3, 128, 160)
+    reference = load_raft(path)[0]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours = method.flownet(frames[1], frames[0])
+        expected = frame_flow(reference, *((f * std + mean) * 255.0 for f in (frames[1], frames[0])), iters=12)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
+        key = method.step(frames[0], True)
+        warped = method.step(frames[1], False)
+        flownets = build_method("tfc:tiny", 8, "flow-warp")
+        assert not isinstance(flownets.flownet, RAFT)
+    assert torch.isfinite(warped).all() and not torch.allclose(key, warped)
+    with pytest.raises(CheckpointError, match="RAFT-small weights .*the flow network here is RAFT-large"):
+        load_weights(build_method("tfc:b0", 8, "flow-warp-raft"), path, component="flow", purpose="train")
+
+
+def test_flow_warp_raft_trains_raft_through_the_warp(small_synthetic):
+    torch.manual_seed(0)
+    method = build_method("tfc:tiny", 8, "flow-warp-raft").train()
+    frames = torch.randn(1, 2, 3, 64, 96)
+    terms = method.loss({"frames": frames, "labels": torch.randint(0, 8, (1, 2, 64, 96))})
+    sum(terms.values()).backward()
+    for name in ("flownet.update_block.flow_head.conv2.weight", "flownet.fnet.conv1.weight"):
+        assert method.get_parameter(name).grad.abs().sum() > 0, name

@@ -38,11 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vssbench.methods.raft import RAFT, InputPadder
+from vssbench.methods.raft import RAFT, flow_size, frame_flow
 
 TC_VIDEOS = 100  # TC_cal.py: for video in list_[:100]
 TC_ITERATIONS = 20  # TC_cal.py: model_raft(image1, image2, iters=20, test_mode=True)
-MIN_FLOW_SIDE = 128  # below it RAFT's coarsest correlation level is one pixel wide (module docstring)
 
 FlowFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (H, W, 3) uint8 frames -> (1, 2, H, W)
 
@@ -62,31 +61,16 @@ def warp_back(prediction: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return warped[0, 0].int().long()
 
 
-def flow_size(height: int, width: int) -> tuple[int, int]:
-    """The size RAFT sees a frame of this size at: its own, or scaled up to a short side of 128 (multiples of 8)."""
-    scale = max(1.0, MIN_FLOW_SIDE / min(height, width))
-    return (height, width) if scale == 1.0 else (math.ceil(height * scale / 8) * 8, math.ceil(width * scale / 8) * 8)
-
-
 def raft_flow(model: RAFT, iterations: int = TC_ITERATIONS, device: str | torch.device = "cpu") -> FlowFunction:
     """The flow TC_cal.py computes: RAFT on the raw frames padded with zeros to multiples of 8 (split evenly),
-    ``iterations`` updates, the full-resolution flow unpadded (frames under 128 pixels a side: at
-    :func:`flow_size`, the flow resized back)."""
+    ``iterations`` updates, the full-resolution flow unpadded (:func:`~vssbench.methods.raft.frame_flow`,
+    which scales frames under 128 pixels a side up for the flow)."""
     model = model.to(device).eval()
 
     @torch.inference_mode()
     def flow(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        height, width = first.shape[:2]
-        size = flow_size(height, width)
-        images = [frame.permute(2, 0, 1)[None].to(device) for frame in (first, second)]
-        if size != (height, width):
-            images = [F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False) for image in images]
-        padder = InputPadder(*size)
-        out = padder.unpad(model(*(padder(image).float() for image in images), iters=iterations)[1]).float()
-        if size != (height, width):
-            out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
-            out = out * torch.tensor([width / size[1], height / size[0]], device=out.device).view(1, 2, 1, 1)
-        return out
+        images = [frame.permute(2, 0, 1)[None].to(device).float() for frame in (first, second)]
+        return frame_flow(model, *images, iters=iterations).float()
 
     return flow
 

@@ -27,6 +27,8 @@ stays float64, which the golden tests use).
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssbench.methods.keymap import rename
+from vssbench.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vssbench.methods.keymap import Converted, rename
 
 
 @dataclass(frozen=True)
@@ -293,11 +296,60 @@ class RAFT(nn.Module):
         coords1 = coords0 if flow_init is None else coords0 + flow_init
         mask = None
         for _ in range(iters):
+            coords1 = coords1.detach()  # as the official loop: no gradient through earlier lookups
             corr = pyramid.lookup(coords1)
             net, mask, delta = self.update_block(net, inp, corr, coords1 - coords0)
             coords1 = coords1 + delta  # f_{k+1} = f_k + Delta f
         flow = coords1 - coords0
         return flow, (convex_upsample(flow, mask) if mask is not None else upflow8(flow))
+
+
+class ImageNetRAFT(RAFT):
+    """RAFT on frames normalised with ImageNet's mean and std, as vssbench's datasets give them (TFC's
+    ``flow-warp-raft``): the normalisation is undone to RGB 0..255, the frames zero-padded to multiples of 8
+    (:class:`InputPadder`), and ``forward(frame1, frame2)`` returns the full-resolution flow from ``frame1``
+    to ``frame2`` after ``iterations`` updates. Its tensors are RAFT's, so RAFT's weights load into it."""
+
+    def __init__(self, size: str = "large", iterations: int = 12) -> None:
+        super().__init__(size)
+        self.iterations = iterations
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        images = [(frame * self.std + self.mean) * 255.0 for frame in (frame1, frame2)]
+        return frame_flow(super().forward, *images, iters=self.iterations)
+
+
+MIN_SIDE = 128  # below it the coarsest of the four correlation levels is one pixel wide (frame_flow)
+
+
+def flow_size(height: int, width: int) -> tuple[int, int]:
+    """The size RAFT sees a frame of this size at: its own, or scaled up to a short side of 128 (multiples of 8)."""
+    scale = max(1.0, MIN_SIDE / min(height, width))
+    return (height, width) if scale == 1.0 else (math.ceil(height * scale / 8) * 8, math.ceil(width * scale / 8) * 8)
+
+
+def frame_flow(raft: Callable[..., tuple[torch.Tensor, torch.Tensor]], image1: torch.Tensor, image2: torch.Tensor,
+               iters: int) -> torch.Tensor:
+    """The full-resolution flow from ``image1`` to ``image2`` ((B, 3, H, W), RGB 0..255, any size), as the
+    official demo and VSPW's TC_cal.py compute it: zero-padded to multiples of 8 (:class:`InputPadder`),
+    the padding removed from the flow. RAFT's four-level correlation pyramid needs at least 128 pixels a
+    side: below it the coarsest level is one pixel wide, the lookup divides by W - 1 = 0 and every flow is
+    NaN (in princeton-vl's code too; torchvision states a minimum of 128 x 128). Such frames are scaled up
+    bilinearly to :func:`flow_size` and the flow brought back to their size and scale."""
+    height, width = image1.shape[-2:]
+    size = flow_size(height, width)
+    if size != (height, width):
+        image1, image2 = (F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+                          for image in (image1, image2))
+    padder = InputPadder(*size)
+    flow = padder.unpad(raft(padder(image1), padder(image2), iters=iters)[1])
+    if size != (height, width):
+        flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
+        flow = flow * torch.tensor([width / size[1], height / size[0]], dtype=flow.dtype,
+                                   device=flow.device).view(1, 2, 1, 1)
+    return flow
 
 
 class InputPadder:
@@ -335,6 +387,29 @@ _TORCHVISION_RULES = [
     (r"^update_block\.flow_head\.", "update_block.flow_head."),
     (r"^mask_predictor\.convrelu\.0\.", "update_block.mask.0."), (r"^mask_predictor\.conv\.", "update_block.mask.2."),
 ]
+
+
+def from_source(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, str]:
+    """Either layout's state dict (``module.`` removed) -> (the official names, the layout, the size)."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if "fnet.conv1.weight" in state:
+        layout, stem = "princeton-vl", state["fnet.conv1.weight"]
+    elif "feature_encoder.convnormrelu.0.weight" in state:
+        layout, stem = "torchvision", state["feature_encoder.convnormrelu.0.weight"]
+    else:
+        raise RAFTWeightsError("neither princeton-vl's RAFT (fnet.*, update_block.*) nor torchvision's "
+                               "(feature_encoder.*, update_block.*); expected RAFT weights")
+    size = "large" if stem.shape[0] == 64 else "small"
+    return (from_torchvision(state, size) if layout == "torchvision" else state), layout, size
+
+
+def converted(state: dict[str, torch.Tensor], target: RAFT) -> Converted:
+    """RAFT weights of either layout for ``target`` (a flow component: TFC's ``flow-warp-raft``); a size
+    other than the target's is an error naming both."""
+    official, layout, size = from_source(state)
+    if size != target.size:
+        raise RAFTWeightsError(f"RAFT-{size} weights ({layout}); the flow network here is RAFT-{target.size}")
+    return Converted(official)
 
 
 def from_torchvision(state: dict[str, torch.Tensor], size: str) -> dict[str, torch.Tensor]:
@@ -381,17 +456,10 @@ def load_raft(path: str | Path) -> tuple[RAFT, RAFTWeights]:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RAFTWeightsError(f"{path}: not a state dict of tensors; expected RAFT weights")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    if "fnet.conv1.weight" in state:
-        layout, stem = "princeton-vl", state["fnet.conv1.weight"]
-    elif "feature_encoder.convnormrelu.0.weight" in state:
-        layout, stem = "torchvision", state["feature_encoder.convnormrelu.0.weight"]
-    else:
-        raise RAFTWeightsError(f"{path}: neither princeton-vl's RAFT (fnet.*, update_block.*) nor torchvision's "
-                               "(feature_encoder.*, update_block.*); expected RAFT weights")
-    size = "large" if stem.shape[0] == 64 else "small"
-    if layout == "torchvision":
-        state = from_torchvision(state, size)
+    try:
+        state, layout, size = from_source(state)
+    except RAFTWeightsError as error:
+        raise RAFTWeightsError(f"{path}: {error}") from None
     model = RAFT(size)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -58,10 +58,12 @@ variant asks for it first. ``sparse-msda-0.8-attention`` and ``sparse-msda-0.8-c
 the two choices above. The interpolation ablations run
 without the refinement: ``linear-interp`` (Eq. 7), ``hard-interp`` (key feature where
 w_t >= 0.8, current feature elsewhere), ``fixed-interp`` (key weight 0.9 everywhere),
-``feature-reuse`` (no mixing: z_t of Eq. 4's pyramid) and ``flow-warp`` (the key's levels 3-4
-warped to the current frame with FlowNetS flow, as DFF does, instead of reused; the paper's row
-uses RAFT). Variants without a similarity map (``feature-reuse``, ``fixed-interp``,
-``flow-warp``) have no consistency term to train.
+``feature-reuse`` (no mixing: z_t of Eq. 4's pyramid), ``flow-warp-raft`` (the key's levels 3-4
+warped to the current frame with RAFT's flow instead of reused, the paper's "Flow-guided Warping"
+row, which cites RAFT: RAFT-large for the paper presets, RAFT-small for ``tiny``, 12 iterations,
+RAFT's own default, since the paper states none) and ``flow-warp`` (the same with FlowNetS flow, as
+DFF warps). Variants without a similarity map (``feature-reuse``, ``fixed-interp``, the two
+flow warps) have no consistency term to train.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from vssbench.datasets.base import IGNORE_INDEX
 from vssbench.methods.base import VideoMethod, register_method
 from vssbench.methods.flownet import FLOWNETS_FULL, FLOWNETS_TINY, FlowNetS
 from vssbench.methods.msda import DeformableAttentionBlock, DeformableRefinement, pixel_centres
+from vssbench.methods.raft import ImageNetRAFT
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
 from vssbench.methods.warp import flow_warp
 
@@ -92,6 +95,7 @@ class Variant:
     refinement: Literal["layer", "attention"] = "layer"
     consistency_target: Literal["nearest", "cell"] = "nearest"  # Eq. 12's target (label_consistency)
     trained_at: str | None = None  # the variant whose trained weights it uses (None: its own)
+    flow: Literal["flownets", "raft"] = "flownets"  # the flow network of mixing "flow-warp"
 
 
 VARIANTS = {
@@ -105,6 +109,7 @@ VARIANTS = {
     "fixed-interp": Variant("fixed"),
     "feature-reuse": Variant("none"),
     "flow-warp": Variant("flow-warp"),
+    "flow-warp-raft": Variant("flow-warp", flow="raft"),
 }
 HARD_INTERP_THRESHOLD = 0.8
 FIXED_INTERP_KEY_WEIGHT = 0.9  # "0.1" of the changing (current) features; see the module docstring
@@ -172,17 +177,17 @@ class TFC(VideoMethod):
     presets = {
         # B0/B1: SegFormer's 256-wide decoder; B2-B5: mmseg's, 256 wide too, whose counts TFC Table 1 reports.
         **{f"b{i}": dict(segmentor=f"segformer-b{i}" if i < 2 else f"segformer-b{i}-mmseg", heads=8, points=4,
-                         flownet=FLOWNETS_FULL) for i in range(6)},
+                         flownet=FLOWNETS_FULL, raft="large") for i in range(6)},
         # B2-B5 over SegFormer's own 768-wide decoder (NVlabs' and CFFM's weights), refining at D = 768.
-        **{f"b{i}-768": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=FLOWNETS_FULL)
+        **{f"b{i}-768": dict(segmentor=f"segformer-b{i}", heads=8, points=4, flownet=FLOWNETS_FULL, raft="large")
            for i in range(2, 6)},
-        "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=FLOWNETS_TINY),
+        "tiny": dict(segmentor="segformer-tiny", heads=4, points=4, flownet=FLOWNETS_TINY, raft="small"),
     }
     default_preset = "tiny"
     variants = tuple(VARIANTS)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, heads: int, points: int,
-                 flownet: dict) -> None:
+                 flownet: dict, raft: str = "large") -> None:
         super().__init__(preset, variant, num_classes)
         self._segmentor_preset = segmentor
         self.segmentor: SegFormer = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
@@ -194,7 +199,7 @@ class TFC(VideoMethod):
         elif self.threshold is not None:
             self.refinement = DeformableAttentionBlock(width, heads, levels=4, points=points)
         if self.settings.mixing == "flow-warp":
-            self.flownet = FlowNetS(**flownet)
+            self.flownet = ImageNetRAFT(raft) if self.settings.flow == "raft" else FlowNetS(**flownet)
         self._key: KeyFrameState | None = None
 
     @property

@@ -584,6 +584,10 @@ FORMATS = (
                  _has(r"^conv3_1\.0\.weight$", r"^predict_flow6\.weight$")),
     WeightFormat("mmtracking-flownet", "mmtracking FlowNetSimple (flownet_simple.pth, MPVSS's motion encoder)",
                  "flow", _has(r"(^|\.)conv3\.1\.conv\.weight$", r"(^|\.)conv6\.0\.conv\.weight$")),
+    WeightFormat("raft", "princeton-vl RAFT (raft-things.pth etc.)", "flow",
+                 _has(r"^(module\.)?fnet\.conv1\.weight$", r"^(module\.)?update_block\.encoder\.convc1\.weight$")),
+    WeightFormat("torchvision-raft", "torchvision RAFT (raft_large_*.pth, raft_small_*.pth)", "flow",
+                 _has(r"^feature_encoder\.convnormrelu\.0\.weight$", r"^update_block\.motion_encoder\.")),
     WeightFormat("hf-mit", "Hugging Face MiT (SegformerForImageClassification / SegformerModel)", "backbone",
                  _has_not(_has(r"^(segformer\.)?encoder\.(block|patch_embeddings)\.|^(segformer\.)?stages\."),
                           r"^decode_head\.")),
@@ -742,8 +746,15 @@ def _prefixed(converted: Converted, prefix: str) -> Converted:
 
 
 def _flow_converter(source: SourceFile, fmt: WeightFormat, target: nn.Module) -> Converted:
-    from vssbench.methods import flownet
+    from vssbench.methods import flownet, raft
 
+    if fmt.name in ("raft", "torchvision-raft"):
+        if not isinstance(target, raft.RAFT):
+            raise CheckpointError(f"{source.path} is {fmt.title}; the flow network here is a {type(target).__name__}")
+        try:
+            return raft.converted(source.tensors, target)
+        except raft.RAFTWeightsError as error:
+            raise CheckpointError(f"{source.path}: {error}") from None
     try:
         converted = (flownet.from_flownetpytorch(source.tensors, float(source.info.get("div_flow", 20.0)))
                      if fmt.name == "flownetpytorch" else flownet.from_mmtracking(source.tensors))
