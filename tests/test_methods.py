@@ -74,7 +74,7 @@ def test_mask2former_outputs_and_semantic_inference():
 
 
 def test_paper_presets_match_published_parameter_counts():
-    # DESIGN.md section 4: Mask2Former R50 44.0M, Swin-T 47.4M (124 classes); SegFormer MiT-B0 3.8M.
+    # Published: Mask2Former R50 44.0M, Swin-T 47.4M (124 classes, MPVSS Table 1); SegFormer MiT-B0 3.8M.
     def millions(preset):
         return sum(p.numel() for p in build_segmentor(preset, 124).parameters()) / 1e6
 

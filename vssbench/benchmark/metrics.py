@@ -1,6 +1,6 @@
 """Accuracy (mIoU, WIoU) and temporal consistency (mVC_n), accumulated frame by frame.
 
-Semantics follow DESIGN.md section 5 exactly:
+Semantics (docs/metrics.md):
 
 * A confusion matrix over all evaluated pixels, 255 ignored.
   IoU_c = TP / (TP + FP + FN). mIoU in ``vspw`` mode averages over classes that have

@@ -9,7 +9,7 @@ bilinear). Every other operator fvcore reports as unsupported must be on
 :data:`IGNORED_OPERATORS`, which says why it carries no multiply-adds under this
 convention; anything else fails the measurement with the operator's name.
 
-Per-frame average at interval k (DESIGN.md section 6): over a 15-frame clip with key
+Per-frame average at interval k (docs/cost.md): over a 15-frame clip with key
 frames at t % k == 0, (n_key * F_key + n_nonkey * F_nonkey) / 15.
 
 Latency: batch 1, inference mode, warm-up cycles first, then whole key-interval cycles

@@ -17,7 +17,7 @@ Tables (each written as Markdown, LaTeX and CSV):
   its method's default variant, marked "inside the spread" where the seed ranges overlap.
 
 GFLOPs in the comparison and ablation tables are the per-frame average over a 15-frame
-clip at the row's interval (DESIGN.md section 6). Every table's caption names the devices
+clip at the row's interval (docs/cost.md). Every table's caption names the devices
 FPS was measured on and the metric modes of its rows. Rows of one configuration from
 several runs (seeds, training schedules) stay apart in the tables: a seed column and a training
 column (iterations down the chain of checkpoints) appear when the rows differ in them. In the

@@ -82,7 +82,7 @@ def evaluate(
     options: EvaluationOptions,
     predictions_dir: Path | None = None,
 ) -> Evaluation:
-    """Run ``method`` over every video of ``dataset`` and return its metrics (DESIGN.md section 5).
+    """Run ``method`` over every video of ``dataset`` and return its metrics (docs/metrics.md).
 
     Under torchrun each process evaluates its share of the videos and every process returns
     the merged result, equal to a single process's.

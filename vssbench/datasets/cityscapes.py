@@ -8,8 +8,9 @@ Layout read here::
 A snippet is the 30 consecutive frames ending 10 frames after the labelled one
 (the labelled frame is the 20th, index 19). Methods run over the whole snippet and
 are scored on the labelled frame only; temporal consistency is therefore undefined
-on Cityscapes and reported as NaN. The key-frame offset protocol (worst case and
-average over offsets, DESIGN.md section 5) is the runner's concern.
+on Cityscapes and reported as NaN. Key frames are the runner's concern: its schedule
+puts them at 0, k, 2k, ... of the snippet, so the labelled frame lies 19 mod k frames
+after its key frame; averaging over every offset is not implemented.
 
 Labels: ``labelTrainIds`` (0..18, 255) are used as they are; ``labelIds`` are mapped
 to train ids with the official table. Frames are evaluated at full 1024x2048.
