@@ -35,6 +35,9 @@ def test_the_example_runs_and_reports_like_a_built_in(example_on_path, small_syn
     assert main(["report", str(output), "--out", str(tmp_path / "report"), "--format", "md"]) == 0
     (table,) = (tmp_path / "report").glob("comparison_synthetic*.md")
     assert "| smooth" in table.read_text()
+    ablation = (tmp_path / "report" / "ablation_smooth.md").read_text()  # a plug-in's variants, as a built-in's
+    assert "smooth: its variants" in ablation and "ema-0.5" in ablation and "ema-0.8" in ablation
+    assert (tmp_path / "report" / "ablation_smooth.png").is_file()
     assert main(["check", str(output), "--baseline", str(output)]) == 0
     profile = tmp_path / "profile.jsonl"
     assert main(["--plugin", "vssbench_smoothing.method", "profile", "--methods", "smooth:pspnet-tiny",

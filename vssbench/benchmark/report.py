@@ -7,8 +7,10 @@ Tables (each written as Markdown, LaTeX and CSV):
   per-frame segmentor timed in alternation (``cost.speed_vs_per_frame``), which unlike the
   FPS of rows timed minutes apart a drifting machine does not skew; for Cityscapes the
   MPVSS Table 2 layout (no VC: its validation frames are single labelled frames).
-* ``ablation_mpvss`` and ``ablation_tfc``: MPVSS Table 3 and TFC Table 2, every variant at
-  every interval that was run.
+* ``ablation_<method>`` for every method whose rows hold more than one variant, plug-ins included,
+  and for ``mpvss`` and ``tfc`` whenever they have rows (the layout of MPVSS Table 3 and TFC Table
+  2): every variant at every interval that was run, and a figure of the same,
+  ``ablation_<method>.png``.
 * ``memory_stt``: STT's sweep over the memory length M (its supplementary Figure 1 data).
 * ``per_frame_cost``: MPVSS supplementary Table III: parameters and GFLOPs of the key and
   non-key paths of every method, at the resolution they were counted at.
@@ -148,6 +150,17 @@ def run_columns(frame: pd.DataFrame) -> list[str]:
     return [column for column in RUN_COLUMNS if (groups[column].nunique() > 1).any()]
 
 
+ABLATION_TITLES = {"mpvss": "MPVSS ablation (Table 3)", "tfc": "TFC ablation (Table 2)"}
+
+
+def ablation_methods(frame: pd.DataFrame) -> list[str]:
+    """The methods whose rows hold more than one variant, built-in or plug-in alike, and ``mpvss`` and
+    ``tfc`` whenever they have rows (titled after the paper tables they reproduce): each gets an ablation
+    table and figure."""
+    counts = frame[frame["k"].notna()].groupby("method")["variant"].nunique()
+    return sorted(set(counts[counts > 1].index) | (set(counts.index) & set(ABLATION_TITLES)))
+
+
 def is_default_variant(method: str, variant: str) -> bool:
     cls = registered_methods().get(method)
     return variant == (cls.variants[0] if cls else "default")
@@ -193,7 +206,8 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
             rows = rows.assign(tc=[f"{v:.2f}{RANDOM_FLOW_MARK}" if r and pd.notna(v) else v
                                    for v, r in zip(rows["tc"], rows["tc_random_flow"])])
         out[f"comparison_{dataset}"] = (caption(rows, title, speed=True), rows[list(columns)].rename(columns=columns))
-    for method, title in (("mpvss", "MPVSS ablation (Table 3)"), ("tfc", "TFC ablation (Table 2)")):
+    for method in ablation_methods(frame):
+        title = ABLATION_TITLES.get(method, f"{method}: its variants")
         rows = frame[frame["method"] == method].sort_values(["variant", "k", *runs])
         if len(rows):
             columns = {"variant": "Variant", "preset": "Backbone", "k": "k", **runs,
@@ -497,6 +511,20 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
     for metric_y, name in (("miou", "accuracy_vs_gflops"), ("mvc8", "mvc8_vs_miou")):
         figure = scatter_figure(frame, metric_y)
         written += _save(figure, out, name, legend_axis=figure.axes[0])
+
+    for method in ablation_methods(frame):  # every variant of the method against k
+        rows_of = frame[(frame["method"] == method) & frame["k"].notna()]
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for _, rows in rows_of.groupby(["variant", "preset", "random", *runs], sort=True, dropna=False):
+            rows = rows.sort_values("k")
+            for axis, metric in zip(axes, ("miou", "mvc8")):
+                _plot_spread(axis, rows, "k", metric, _series_name(rows, runs), _style(rows.iloc[0], presets))
+        for axis, metric in zip(axes, ("miou", "mvc8")):
+            axis.set(xlabel="key-frame interval k", ylabel=f"{METRIC_NAMES[metric]} (%)",
+                     title=f"{ABLATION_TITLES.get(method, method)}: {METRIC_NAMES[metric]}")
+            _honest_limits(axis, rows_of[metric])
+            axis.grid(alpha=0.3)
+        written += _save(figure, out, f"ablation_{method}", legend_axis=axes[0])
 
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):
