@@ -42,6 +42,8 @@ included, stay in evaluation mode); a recipe's ``trainable`` rules may change th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,13 +63,23 @@ from vssbench.methods.segmentors import Mask2Former, Mask2FormerOutput, build_se
 from vssbench.methods.segmentors.base import pad_to_multiple
 from vssbench.methods.warp import flow_warp
 
-VARIANTS = ("query-based-flow", "copy", "optical-flow", "query-random", "query-learned", "query-for-pf")
-# Table 3b's flow designs: where the flow queries start, and which flow warps the masks.
-FLOW_DESIGNS = {
-    "query-random": dict(query_source="learned", output="query"),
-    "query-learned": dict(query_source="key-frame", output="query"),
-    "query-for-pf": dict(query_source="key-frame", output="pixel"),
-    "query-based-flow": dict(query_source="key-frame", output="fused"),
+@dataclass(frozen=True)
+class Variant:
+    """One row of MPVSS Table 3: what moves a key frame's masks to a non-key frame."""
+
+    flow: Literal["query", "optical", "none"]  # the query-based flow module, FlowNetS flow, or nothing (copy)
+    # Table 3b's flow designs (flow "query"): where the flow queries start, and which flow warps the masks.
+    query_source: Literal["learned", "key-frame"] | None = None
+    output: Literal["query", "pixel", "fused"] | None = None
+
+
+VARIANTS = {
+    "query-based-flow": Variant("query", "key-frame", "fused"),
+    "copy": Variant("none"),
+    "optical-flow": Variant("optical"),
+    "query-random": Variant("query", "learned", "query"),
+    "query-learned": Variant("query", "key-frame", "query"),
+    "query-for-pf": Variant("query", "key-frame", "pixel"),
 }
 FINETUNED_SEGMENTOR_PARTS = ("class_predictor", "mask_embedder")
 
@@ -224,7 +236,7 @@ class MPVSS(VideoMethod):
         "tiny": dict(segmentor="mask2former-tiny", motion=_MOTION_TINY, flownet=FLOWNETS_TINY),
     }
     default_preset = "tiny"
-    variants = VARIANTS
+    variants = tuple(VARIANTS)
 
     def __init__(self, preset: str, variant: str, num_classes: int, segmentor: str, motion: dict,
                  flownet: dict) -> None:
@@ -232,10 +244,12 @@ class MPVSS(VideoMethod):
         self._segmentor_preset = segmentor
         self.segmentor: Mask2Former = build_segmentor(segmentor, num_classes)  # type: ignore[assignment]
         num_queries = self.segmentor.config.num_queries
-        if variant == "optical-flow":
+        self.settings = VARIANTS[variant]
+        if self.settings.flow == "optical":
             self.flownet = FlowNetS(**flownet)
-        elif variant != "copy":
-            self.flow_module = QueryFlowModule(num_queries=num_queries, **FLOW_DESIGNS[variant], **motion)
+        elif self.settings.flow == "query":
+            self.flow_module = QueryFlowModule(num_queries=num_queries, query_source=self.settings.query_source,
+                                               output=self.settings.output, **motion)
         for name, parameter in self.segmentor.named_parameters():
             parameter.requires_grad = any(part in name for part in FINETUNED_SEGMENTOR_PARTS)
         self._key: tuple[torch.Tensor, Mask2FormerOutput] | None = None
@@ -247,7 +261,7 @@ class MPVSS(VideoMethod):
     def weight_components(self) -> dict[str, str]:
         """The FlowNetS of ``optical-flow``, else the motion encoder (FlowNetS's encoder, which MPVSS
         initialises from FlyingChairs)."""
-        flow = {"optical-flow": "flownet", "copy": None}.get(self.variant, "flow_module.encoder")
+        flow = {"optical": "flownet", "none": None, "query": "flow_module.encoder"}[self.settings.flow]
         return {"segmentor": "segmentor", **({"flow": flow} if flow else {})}
 
     def reset(self) -> None:
@@ -258,7 +272,7 @@ class MPVSS(VideoMethod):
         # The frames padded as Mask2Former pads its input (official code: the padded images feed both).
         current = pad_to_multiple(current, self.segmentor.size_divisibility)
         key = pad_to_multiple(key, self.segmentor.size_divisibility)
-        if self.variant == "optical-flow":
+        if self.settings.flow == "optical":
             flow = self.flownet(current, key)
             return flow[:, None].expand(-1, key_output.mask_logits.shape[1], -1, -1, -1)
         return self.flow_module(current, key, key_output.query_embeddings)
@@ -270,7 +284,7 @@ class MPVSS(VideoMethod):
             self._key = (frame, output)
             return output.semantic
         key_frame, key_output = self._key
-        if self.variant == "copy":
+        if self.settings.flow == "none":
             return key_output.semantic
         warped = warp_masks(key_output.mask_logits, self.mask_flows(frame, key_frame, key_output))
         # The class probabilities are the key frame's; only the masks move.
@@ -279,7 +293,7 @@ class MPVSS(VideoMethod):
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key, current = batch["frames"][:, 0], batch["frames"][:, 1]
         output = self.segmentor.decode_queries(self.segmentor.extract(key), key.shape[-2:])
-        if self.variant == "copy":
+        if self.settings.flow == "none":
             warped_layers = output.mask_logits_per_layer
         else:
             flows = self.mask_flows(current, key, output)

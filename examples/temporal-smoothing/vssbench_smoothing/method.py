@@ -24,14 +24,16 @@ class TemporalSmoothing(VideoMethod):
 
     presets = {name: {} for name in SEGMENTORS}  # any segmentor vssbench has
     default_preset = "segformer-tiny"
-    variants = ("ema-0.5", "ema-0.8")  # the weight of the current frame; the first is the default
+    # Variants are data: each name maps to the weight of the current frame; the first is the default.
+    weights = {"ema-0.5": 0.5, "ema-0.8": 0.8}
+    variants = tuple(weights)
     uses_key_frames = False
     has_own_training_stage = False
 
     def __init__(self, preset: str, variant: str, num_classes: int) -> None:
         super().__init__(preset, variant, num_classes)
         self.segmentor = build_segmentor(preset, num_classes)
-        self.weight = float(variant.split("-")[1])
+        self.weight = self.weights[variant]
         self._smoothed: torch.Tensor | None = None
 
     @property
