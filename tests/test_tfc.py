@@ -346,6 +346,18 @@ def test_flow_warp_raft_loads_raft_weights_of_either_layout_and_warps_with_raft_
         load_weights(build_method("tfc:b0", 8, "flow-warp-raft"), path, component="flow", purpose="train")
 
 
+def test_flow_warp_raft_costs_are_counted_and_exceed_feature_reuses():
+    """RAFT's pyramid pools by averaging (no multiply-add under the convention, as max pooling); its
+    convolutions and correlation are counted, so the non-key path costs more than feature reuse."""
+    costs = {}
+    for variant in ("flow-warp-raft", "feature-reuse"):
+        torch.manual_seed(0)
+        method = build_method("tfc:tiny", 8, variant).eval()
+        paths = method.cost_paths(torch.randn(1, 3, 128, 224))
+        costs[variant] = count_flops(method, paths["nonkey"])[0]
+    assert costs["flow-warp-raft"] > 5 * costs["feature-reuse"]
+
+
 def test_flow_warp_raft_trains_raft_through_the_warp(small_synthetic):
     torch.manual_seed(0)
     method = build_method("tfc:tiny", 8, "flow-warp-raft").train()

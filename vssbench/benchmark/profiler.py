@@ -82,6 +82,7 @@ IGNORED_OPERATORS: dict[str, str] = {
         "aten::dropout", "aten::feature_dropout", "aten::normalize")},
     **{op: _REDUCTION for op in (
         "aten::sum", "aten::mean", "aten::max", "aten::min", "aten::amax", "aten::argmax", "aten::max_pool2d",
+        "aten::avg_pool2d",
         "aten::topk", "aten::cumsum", "aten::norm", "aten::linalg_vector_norm", "aten::lt", "aten::gt", "aten::le",
         "aten::ge", "aten::eq", "aten::ne", "aten::all", "aten::any", "aten::logical_and", "aten::logical_or",
         "aten::logical_not", "aten::sort", "aten::argsort")},
