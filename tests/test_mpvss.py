@@ -55,13 +55,17 @@ def test_paper_preset_parameter_counts():
 # MPVSS Table 3b: parameters of the flow module of each flow design, R50 on VSPW (124 classes).
 TABLE_3B_FLOW_PARAMS_M = {"optical-flow": 38.68, "query-random": 37.56, "query-learned": 37.56,
                           "query-for-pf": 40.08, "query-based-flow": 40.08}
+# query-random starts its flow queries from learned embeddings (100 queries x 256): 0.0256M that Table 3b's
+# count leaves out (it prints 37.56 for both query-random and query-learned); ours counts them.
+LEARNED_QUERY_PARAMS_M = 100 * 256 / 1e6
 
 
 @pytest.mark.parametrize("variant", sorted(TABLE_3B_FLOW_PARAMS_M))
 def test_flow_designs_have_table_3b_parameter_counts(variant):
     method = build_method("mpvss:r50", 124, variant)
     flow = method.flownet if variant == "optical-flow" else method.flow_module
-    assert sum(p.numel() for p in flow.parameters()) / 1e6 == pytest.approx(TABLE_3B_FLOW_PARAMS_M[variant], rel=0.03)
+    expected = TABLE_3B_FLOW_PARAMS_M[variant] + (LEARNED_QUERY_PARAMS_M if variant == "query-random" else 0.0)
+    assert sum(p.numel() for p in flow.parameters()) / 1e6 == pytest.approx(expected, abs=0.01)
     if variant.startswith("query-"):
         pixel_branch = {"pixel_decoder", "predict_flow"} <= {name for name, _ in flow.named_children()}
         assert pixel_branch == (variant in ("query-for-pf", "query-based-flow"))
