@@ -179,12 +179,19 @@ def test_version_and_a_list_that_fits_80_columns(capsys):
 
 
 def test_result_files_and_checkpoints_get_the_users_umask(tmp_path):
+    """Both are written atomically (a temporary file renamed), which must not leave them 0600."""
+    from vssbench.methods.base import build_method
+    from vssbench.methods.weights import save_checkpoint
+
+    method = build_method("perframe:segformer-tiny", 3)
     previous = os.umask(0o027)
     try:
         ResultFile(tmp_path / "rows.jsonl").put({"label": "a", "config_hash": "a", "status": "ok"})
+        save_checkpoint(method, tmp_path / "weights.pt")
     finally:
         os.umask(previous)
     assert (tmp_path / "rows.jsonl").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "weights.pt").stat().st_mode & 0o777 == 0o640
 
 
 def test_help_does_not_import_torch():

@@ -64,14 +64,8 @@ def test_frame_stream_items(small_synthetic):
     assert first["image"].shape == (3, 64, 96) and first["label"].shape == (64, 96)
 
 
-def _vspw_root(tmp_path: Path, small_synthetic: Path) -> Path:
-    root = tmp_path / "vspw"
-    shutil.copytree(small_synthetic, root)
-    return root
-
-
-def test_vspw_label_shift(tmp_path, small_synthetic):
-    root = _vspw_root(tmp_path, small_synthetic)
+def test_vspw_label_shift(vspw_copy, tmp_path, small_synthetic):
+    root = vspw_copy
     mask = root / "data" / "val_0000" / "mask" / "00000000.png"
     Image.fromarray(np.array([[0, 1, 2], [124, 255, 3]], np.uint8)).save(mask)
     dataset = VSPWDataset.from_root(root, "val")
@@ -94,8 +88,8 @@ def test_keep_ratio_resize_matches_mmseg_rule():
         (lambda r: (r / "val.txt").unlink(), "val.txt not found"),
     ],
 )
-def test_vspw_structure_errors_name_the_path(tmp_path, small_synthetic, break_it, message):
-    root = _vspw_root(tmp_path, small_synthetic)
+def test_vspw_structure_errors_name_the_path(vspw_copy, tmp_path, small_synthetic, break_it, message):
+    root = vspw_copy
     break_it(root)
     with pytest.raises(DatasetError, match=message):
         VSPWDataset.from_root(root, "val", num_classes=8)
@@ -106,8 +100,8 @@ def test_missing_root_is_named(tmp_path):
         VSPWDataset.from_root(tmp_path / "nope")
 
 
-def test_out_of_range_label_and_corrupt_frame_name_the_file(tmp_path, small_synthetic):
-    root = _vspw_root(tmp_path, small_synthetic)
+def test_out_of_range_label_and_corrupt_frame_name_the_file(vspw_copy, tmp_path, small_synthetic):
+    root = vspw_copy
     mask = root / "data/val_0000/mask/00000003.png"
     Image.fromarray(np.full((64, 96), 42, np.uint8)).save(mask)
     frame = root / "data/val_0001/origin/00000004.jpg"
@@ -120,8 +114,8 @@ def test_out_of_range_label_and_corrupt_frame_name_the_file(tmp_path, small_synt
         stream[20 + 4]
 
 
-def test_mask_of_other_size_is_rejected(tmp_path, small_synthetic):
-    root = _vspw_root(tmp_path, small_synthetic)
+def test_mask_of_other_size_is_rejected(vspw_copy, tmp_path, small_synthetic):
+    root = vspw_copy
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "data/val_0000/mask/00000001.png")
     stream = FrameStream(VSPWDataset.from_root(root, "val", num_classes=8, keep_ratio_scale=None))
     with pytest.raises(DatasetError, match="00000001.png is 10x10 but its frame"):

@@ -171,12 +171,6 @@ def test_checkpoint_of_another_architecture_is_bad_input_before_any_row(small_sy
     assert not (tmp_path / "rows.jsonl").exists()
 
 
-def _vspw_copy(small_synthetic, tmp_path):
-    root = tmp_path / "vspw"
-    shutil.copytree(small_synthetic, root)
-    return root
-
-
 @pytest.mark.parametrize(
     "break_it,named",
     [
@@ -187,8 +181,8 @@ def _vspw_copy(small_synthetic, tmp_path):
     ],
     ids=["missing-mask", "label-out-of-range", "unreadable-frame"],
 )
-def test_bad_vspw_input_exits_non_zero_naming_the_file(small_synthetic, tmp_path, capsys, break_it, named):
-    root = _vspw_copy(small_synthetic, tmp_path)
+def test_bad_vspw_input_exits_non_zero_naming_the_file(vspw_copy, small_synthetic, tmp_path, capsys, break_it, named):
+    root = vspw_copy
     break_it(root)
     output = tmp_path / "rows.jsonl"
     finished = {"label": "earlier_row", "config_hash": "0123456789abcdef", "status": "ok"}
@@ -233,9 +227,14 @@ def test_variant_selection_across_methods():
 
 
 def test_list_and_data_commands(tmp_path, capsys):
+    from vssbench.methods.base import METHODS
+
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert "perframe  segformer-tiny* +29" in out and "copy" in out
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name, cls in METHODS.items():  # each method: its default preset marked, the others counted
+        assert rows[name][0] == f"{cls.default_preset}*"
+        assert rows[name][1] == f"+{len(cls.presets) - 1}"
+    assert rows["perframe"][0] == "segformer-tiny*" and rows["tfc"][2] == "sparse-msda-0.8*"
     assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--train-videos", "1", "--val-videos", "1",
                  "--frames", "3", "--size", "32x48"]) == 0
     assert len(list((tmp_path / "d/data/val_0000/mask").glob("*.png"))) == 3
@@ -243,8 +242,8 @@ def test_list_and_data_commands(tmp_path, capsys):
     assert meta["spec"]["height"] == 32
 
 
-def test_vspw_run_resizes_inputs_and_scores_at_label_resolution(small_synthetic, tmp_path):
-    root = _vspw_copy(small_synthetic, tmp_path)
+def test_vspw_run_resizes_inputs_and_scores_at_label_resolution(vspw_copy, small_synthetic, tmp_path):
+    root = vspw_copy
     weights = save_checkpoint(build_method("perframe:segformer-tiny", 124), tmp_path / "w.pt")
     output = tmp_path / "rows.jsonl"
     assert main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),

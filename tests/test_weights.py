@@ -367,17 +367,10 @@ def test_bench_convert_writes_a_checkpoint_that_runs_and_says_where_it_came_from
     assert "feature_flow" in capsys.readouterr().err and not (tmp_path / "d.pt").exists()
 
 
-def _vspw(small_synthetic: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    root = tmp_path / "vspw"
-    shutil.copytree(small_synthetic, root)
-    return root
-
-
-def test_off_the_synthetic_set_random_weights_are_refused_unless_asked_and_then_marked(small_synthetic, tmp_path,
+def test_off_the_synthetic_set_random_weights_are_refused_unless_asked_and_then_marked(vspw_copy, small_synthetic,
+                                                                                        tmp_path,
                                                                                         capsys):
-    root = _vspw(small_synthetic, tmp_path)
+    root = vspw_copy
     common = ["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(root),
               "--max-videos", "1", "--output", str(tmp_path / "rows.jsonl"), "--num-workers", "0",
               "--speed-rounds", "0"]
