@@ -13,6 +13,9 @@
 #   make shipped-weights         retrain the weights shipped in vssbench/weights/synthetic/ from scratch
 #                                (about 40 minutes on 2 cores) and check them tensor for tensor
 #   make shipped-weights-update  the same, then ship the retrained ones (rewrites the manifest)
+#   make gpu-check        every paper preset timed on a CUDA device, fp32 and AMP (reports/gpu-check.md);
+#                         needs a CUDA build of torch in the venv, else it says it skipped (docs/cost.md)
+#   make harness-report   what the harness alone sustains per core at VSPW scale (reports/harness.md)
 # torch is pinned here only (a local CPU build); the package itself asks for torch>=2.4.
 
 VENV ?= .venv
@@ -27,7 +30,7 @@ SWEEP_METHODS := perframe,perframe:mask2former-tiny,perframe:pspnet-tiny,copy,co
 SHIPPED_DIR := .cache/shipped
 SHIPPED_METHODS := perframe,copy,mpvss,tfc,dff,accel,stt,cffm,mrcfa,dcfm
 
-.PHONY: setup run quickstart-docs synthetic-page test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train
+.PHONY: setup run quickstart-docs synthetic-page test gate gate-baseline baseline shipped-weights shipped-weights-update shipped-weights-train gpu-check harness-report
 
 setup: $(VENV)/.installed
 
@@ -51,6 +54,12 @@ quickstart-docs: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py --out reports/gpu-check.md
+
+harness-report: setup
+	$(BIN)/python scripts/harness_scale.py --out reports/harness.md
 
 # Its own cache, so that the gate always trains from scratch exactly as the baseline was made.
 gate: setup

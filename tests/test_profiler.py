@@ -172,3 +172,25 @@ def test_a_method_without_key_frames_is_timed_once_for_every_interval():
     ratios = paired_speed_ratios(stt, per_frame_reference(stt, "cpu"), torch.randn(1, 3, 64, 96), [1, 5], rounds=2)
     assert ratios["1"] is ratios["5"] and ratios["1"]["reference"] == "perframe:pspnet-tiny"
     assert ratios["1"]["ratio"] > 0
+
+
+def test_the_gpu_check_skips_without_cuda_and_runs_its_code_on_a_cpu(tmp_path, monkeypatch, capsys):
+    """scripts/gpu_check.py: exit 0 and no report where no CUDA device is; with --device cpu every step but the
+    CUDA events and AMP runs (tiny presets), one row per preset, a failing preset a row of its own."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu-check.md"
+    assert gpu_check.main(["--out", str(out)]) == 0
+    assert "skipped: no CUDA device here" in capsys.readouterr().out and not out.exists()
+    assert gpu_check.main(["--device", "cpu", "--presets", "dcfm:tiny:2,tfc:tiny:4,nosuch:tiny:2", "--resolution",
+                           "64x96", "--rounds", "1", "--out", str(out)]) == 0
+    table = [line for line in out.read_text().splitlines() if line.startswith("| ") and "preset" not in line]
+    assert [line.split("|")[1].strip() for line in table] == ["dcfm:tiny", "tfc:tiny", "nosuch:tiny"]
+    assert table[0].endswith("| ok |") and table[1].endswith("| ok |") and "SpecError" in table[2]
+    cells = table[0].split("|")
+    assert float(cells[3]) > 0 and float(cells[9]) > 0  # key ms fp32, and a speed ratio against segformer-tiny
