@@ -194,3 +194,25 @@ def test_the_gpu_check_skips_without_cuda_and_runs_its_code_on_a_cpu(tmp_path, m
     assert table[0].endswith("| ok |") and table[1].endswith("| ok |") and "SpecError" in table[2]
     cells = table[0].split("|")
     assert float(cells[3]) > 0 and float(cells[9]) > 0  # key ms fp32, and a speed ratio against segformer-tiny
+
+
+def test_the_harness_report_times_each_piece_at_vspw_scale(tmp_path, monkeypatch):
+    """scripts/harness_scale.py on one generated 480 x 853 video of 3 frames: the report's pieces, its
+    frames per second and the workers 8 GPUs at TFC-B0's rate would need."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    monkeypatch.setenv("VSSBENCH_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("harness", Path(__file__).parents[1] / "scripts" / "harness_scale.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    out = tmp_path / "harness.md"
+    harness.main(["--out", str(out), "--videos", "1", "--frames", "3", "--rounds", "1"])
+    text = out.read_text()
+    assert "3 frames of 853 x 480" in text and "124 classes" in text
+    fps = float(re.search(r"\*\*the whole harness on one core\*\* \| \*\*[\d.]+\*\* \| \*\*([\d.]+)\*\*", text)[1])
+    loading = float(re.search(r"one worker loads ([\d.]+) frames/s", text)[1])
+    workers = int(re.search(r"need (\d+) loading worker", text)[1])
+    assert 0 < fps <= loading and workers == -(-8 * 38.2 // loading)
+    assert not (tmp_path / "harness.rows.tmp.jsonl").exists()
