@@ -257,6 +257,33 @@ def test_vspw_run_resizes_inputs_and_scores_at_label_resolution(vspw_copy, small
     assert png.shape == (64, 96) and png.max() < 124
 
 
+def test_vspw_exact_resize_scores_frames_and_labels_at_480x853_as_dcfms_test(vspw_copy, small_synthetic, tmp_path,
+                                                                            capsys):
+    """--resize exact: frames resized (bilinear) and labels (nearest) to exactly 480x853, scored there; the
+    row's resolution says so. Without it the label keeps its size (the test above)."""
+    from vssbench.datasets.transforms import resize_label
+    from vssbench.datasets.vspw import VSPWDataset
+
+    weights = save_checkpoint(build_method("perframe:segformer-tiny", 124), tmp_path / "w.pt")
+    output = tmp_path / "rows.jsonl"
+    assert main(["run", "--methods", "perframe:segformer-tiny", "--dataset", "vspw", "--data-root", str(vspw_copy),
+                 "--resize", "exact", "--max-videos", "1", "--checkpoint", str(weights), "--output", str(output),
+                 "--save-predictions", str(tmp_path / "pred"), "--num-workers", "0", "--speed-rounds", "0"]) == 0
+    (row,) = load_rows(output)
+    assert row["resolution"] == "exact 480x853, labels resized to 480x853 (nearest)"
+    assert row["cost"]["flop_resolution"] == [480, 853]
+    png = np.asarray(Image.open(tmp_path / "pred" / row["label"] / "val_0000" / "00000000.png"))
+    assert png.shape == (480, 853)
+    dataset = VSPWDataset.from_root(vspw_copy, "val")
+    plain = FrameStream(dataset).load(0)["label"]
+    dataset.keep_ratio_scale, dataset.input_size, dataset.label_size = None, (480, 853), (480, 853)
+    exact = FrameStream(dataset).load(0)
+    assert exact["image"].shape == (3, 480, 853) and np.array_equal(exact["label"], resize_label(plain, (480, 853)))
+    assert main(["run", "--methods", "copy", "--resize", "exact", "--random-weights", "--data-root",
+                 str(small_synthetic), "--output", str(tmp_path / "x.jsonl")]) == 2
+    assert "--resize exact: only with --dataset vspw" in capsys.readouterr().err
+
+
 def test_each_method_starts_from_its_seed_whatever_the_sweep_built_before(small_synthetic, tmp_path):
     dataset = load_synthetic(small_synthetic, "val")
     initial_weights = []

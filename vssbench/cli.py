@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vssbench")
 DATASETS = ("synthetic", "vspw", "cityscapes", "camvid")
+EXACT_VSPW_SIZE = (480, 853)  # --resize exact: DCFM's datasets/vspw.py test resize of frames and labels
 EXIT_ROWS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 ITERATIONS_EXPECTED = "a positive number of iterations"
 ROUNDS_EXPECTED = "a number of rounds >= 0"
@@ -139,6 +140,8 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) 
 def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True) -> VideoDataset:
     """The dataset named by --dataset/--data-root/--split; ``--max-videos`` cuts it where ``limit_videos``
     (the split scored or trained on by name, never the training split ``bench run`` trains on by itself)."""
+    if getattr(args, "resize", None) == "exact" and args.dataset != "vspw":
+        raise UsageError(f"--resize exact: only with --dataset vspw (DCFM's VSPW test); got --dataset {args.dataset}")
     if args.dataset == "synthetic":
         root = args.data_root or ensure_generated(SyntheticSpec(), args.cache_dir)
         dataset = load_synthetic(root, split)
@@ -148,6 +151,9 @@ def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True
         from vssbench.datasets.vspw import VSPWDataset
 
         dataset = VSPWDataset.from_root(args.data_root, split)
+        if getattr(args, "resize", None) == "exact":  # DCFM's test: frames and labels at exactly 480 x 853
+            dataset.keep_ratio_scale, dataset.input_size = None, EXACT_VSPW_SIZE
+            dataset.label_size = EXACT_VSPW_SIZE
     elif args.dataset == "camvid":
         from vssbench.datasets.camvid import CamVidDataset
 
@@ -915,6 +921,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "over every class, an empty union counting 0 (DCFM's CamVid evaluation) (default: the "
                           "dataset's official evaluation: vspw for vspw and synthetic, mmseg for cityscapes, all "
                           "for camvid)")
+    run.add_argument("--resize", choices=("keep-ratio", "exact"), default="keep-ratio",
+                     help="with --dataset vspw: keep-ratio fits each frame into 480x853 and scores at the label's "
+                          "resolution (the default, VSPW's and mmseg's evaluation); exact resizes frames (bilinear) "
+                          "and labels (nearest) to exactly 480x853 and scores there, as DCFM's test does; the row's "
+                          "resolution records it")
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")

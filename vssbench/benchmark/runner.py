@@ -516,6 +516,9 @@ def sweep_points(method: VideoMethod | type[VideoMethod], settings: SweepSetting
 
 
 def _resolution(dataset: VideoDataset) -> list[int] | str:
+    if dataset.label_size is not None:  # only then, so that the rows of other runs keep their hashes
+        return (f"exact {dataset.input_size[0]}x{dataset.input_size[1]}, labels resized to "
+                f"{dataset.label_size[0]}x{dataset.label_size[1]} (nearest)")
     if dataset.input_size is not None:
         return list(dataset.input_size)
     scale = getattr(dataset, "keep_ratio_scale", None)

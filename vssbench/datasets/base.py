@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vssbench.datasets import DatasetError
-from vssbench.datasets.transforms import normalize_image, resize_image
+from vssbench.datasets.transforms import normalize_image, resize_image, resize_label
 from vssbench.limits import check_image_size, check_inside, plain_name
 
 IGNORE_INDEX = 255
@@ -58,6 +58,8 @@ class VideoDataset(abc.ABC):
     class_names: tuple[str, ...]
     input_size: tuple[int, int] | None = None  # (H, W) the methods see; None keeps the frame size
     videos: list[Video] = field(default_factory=list)
+    # (H, W) labels are resized to (nearest) and scored at, as DCFM's VSPW test does; None: their own size.
+    label_size: tuple[int, int] | None = None
 
     name: str = "dataset"
     # How the dataset's official evaluation averages IoU over classes (metrics.MIOU_MODES): the default
@@ -170,6 +172,8 @@ class FrameStream(torch.utils.data.Dataset):
                     f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
                 )
             label = label.astype(np.uint8, copy=False)
+            if self.dataset.label_size is not None:
+                label = resize_label(label, self.dataset.label_size)
         else:
             label = np.empty(0, dtype=np.uint8)
         raw = image if self.raw else None
