@@ -174,6 +174,7 @@ def test_tc_with_raft_weights_records_the_file_and_its_layout(small_synthetic, t
     (["--metrics", "flicker", "--random-weights"], "--metrics flicker: unknown flicker; expected tc"),
     (["--tc-flow", "raft.pth", "--random-weights"], "--tc-flow: only with --metrics tc"),
     (["--metrics", "tc", "--random-weights", "--tc-videos", "none"], "--tc-videos 'none'"),
+    (["--metrics", "tc", "--random-weights", "--tc-videos", "5,6"], "--tc-videos '5,6': expected one positive"),
 ])
 def test_tc_without_flow_weights_or_with_bad_arguments_exits_2(small_synthetic, tmp_path, capsys, argv, message):
     from vssbench.cli import main

@@ -285,8 +285,11 @@ def _tc_settings(args: argparse.Namespace) -> TCSettings | None:
             raise UsageError("--tc-flow: only with --metrics tc")
         return None
     _check_at_least(args.tc_iters, "--tc-iters", expected=ITERATIONS_EXPECTED)
-    videos = None if args.tc_videos == "all" else _int_list(args.tc_videos, "--tc-videos", expected="a positive "
-                                                                                    "integer or all")[0]
+    videos = None if args.tc_videos == "all" else _int_list(args.tc_videos, "--tc-videos",
+                                                            expected="one positive integer or all")
+    if videos is not None and len(videos) != 1:
+        raise UsageError(f"--tc-videos {args.tc_videos!r}: expected one positive integer or all")
+    videos = videos if videos is None else videos[0]
     if args.tc_flow is not None:
         try:
             flow, weights = load_raft(args.tc_flow)
