@@ -63,7 +63,7 @@ from torch import nn
 from vssbench.methods.base import KeySchedule, VideoMethod, register_method
 from vssbench.methods.keymap import Converted, rename, strip_prefix
 from vssbench.methods.segmentors import SegFormer, build_segmentor, cross_entropy
-from vssbench.methods.segmentors.pspnet import DilatedResNet, PyramidPooling
+from vssbench.methods.segmentors.pspnet import RESNET_V1C_RULES, DilatedResNet, PyramidPooling
 from vssbench.methods.segmentors.segformer import from_nvlabs
 
 
@@ -345,14 +345,11 @@ class DCFM(VideoMethod):
 # --------------------------------------------------------------------------- the released weights
 
 
-# semseg's PSPNet (``backbone.*`` of a ``pspnet*`` encoder) -> PSPEncoder: layer0 is the stem (conv, bn at 0, 1;
-# the deep stem's second and third at 3, 4 and 6, 7), layerN stage N - 1, a branch's conv and bn at 1, 2.
+# semseg's PSPNet (``backbone.*`` of a ``pspnet*`` encoder) -> PSPEncoder. Its ``layer0`` holds the stem as
+# mmseg's ResNetV1c ``stem`` does (conv, bn at 0, 1; a deep stem's second and third at 3, 4 and 6, 7), so
+# ResNetV1c's rules map the ResNet once ``layer0`` is renamed; a pooling branch's conv and bn sit at 1, 2.
 _PSPNET_RULES = [
-    (r"^layer0\.0\.", "resnet.stem.0.0."), (r"^layer0\.1\.", "resnet.stem.0.1."),
-    (r"^layer0\.3\.", "resnet.stem.1.0."), (r"^layer0\.4\.", "resnet.stem.1.1."),
-    (r"^layer0\.6\.", "resnet.stem.2.0."), (r"^layer0\.7\.", "resnet.stem.2.1."),
-    (r"^layer([1-4])\.", lambda m: f"resnet.stages.{int(m.group(1)) - 1}."),
-    (r"\.downsample\.", ".shortcut."),
+    (r"^layer0\.", "stem."), *RESNET_V1C_RULES, (r"^(stem|stages)\.", r"resnet.\1."),
     (r"^ppm\.features\.(\d)\.1\.", lambda m: f"ppm.branches.{m.group(1)}.1.0."),
     (r"^ppm\.features\.(\d)\.2\.", lambda m: f"ppm.branches.{m.group(1)}.1.1."),
 ]

@@ -241,7 +241,7 @@ DEEPLAB_PRESETS = {
 
 # mmseg's ResNetV1c: stem.{0,1,3,4,6,7} = conv, bn of the three stem convs; layerN.i with
 # downsample.{0,1}; ours: stem.{0,1,2}.{0,1} and stages.{N-1}.i with shortcut.{0,1}.
-_RESNET_V1C_RULES = [
+RESNET_V1C_RULES = [
     (r"^stem\.0\.", "stem.0.0."), (r"^stem\.1\.", "stem.0.1."),
     (r"^stem\.3\.", "stem.1.0."), (r"^stem\.4\.", "stem.1.1."),
     (r"^stem\.6\.", "stem.2.0."), (r"^stem\.7\.", "stem.2.1."),
@@ -252,7 +252,7 @@ _RESNET_V1C_RULES = [
 
 def backbone_from_resnet_v1c(state: dict[str, torch.Tensor]) -> Converted:
     """An mmseg/mmcls ResNetV1c state dict (``open-mmlab://resnet50_v1c``) -> :class:`DilatedResNet`."""
-    return rename(state, _RESNET_V1C_RULES, drop={r"^fc\.": "ImageNet classifier"})
+    return rename(state, RESNET_V1C_RULES, drop={r"^fc\.": "ImageNet classifier"})
 
 
 def from_mmseg(state: dict[str, torch.Tensor]) -> Converted:
