@@ -43,6 +43,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -466,6 +467,22 @@ def accuracy_cost_figure(paths: list[Path], png: Path, labels: set[str] | None =
     return _save(figure, png.parent, png.stem, legend_axis=figure.axes[0])
 
 
+def _accuracy_panels(rows: pd.DataFrame, keys: list[str], x: str, xlabel: str, title: Callable[[str], str],
+                     presets: dict[str, list[str]], runs: list[str],
+                     figsize: tuple[float, float] = (11, 4.2)) -> tuple[plt.Figure, list[plt.Axes]]:
+    """mIoU and mVC8 against ``x``, one series per group of ``keys`` (its spread over seeds drawn)."""
+    figure, axes = plt.subplots(1, 2, figsize=figsize)
+    for _, series in rows.groupby(keys, sort=True, dropna=False):
+        series = series.sort_values(x)
+        for axis, metric in zip(axes, ("miou", "mvc8")):
+            _plot_spread(axis, series, x, metric, _series_name(series, runs), _style(series.iloc[0], presets))
+    for axis, metric in zip(axes, ("miou", "mvc8")):
+        axis.set(xlabel=xlabel, ylabel=f"{METRIC_NAMES[metric]} (%)", title=title(metric))
+        _honest_limits(axis, rows[metric])
+        axis.grid(alpha=0.3)
+    return figure, list(axes)
+
+
 def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = None) -> list[Path]:
     """Write every figure the rows can fill; returns the files written."""
     written = []
@@ -514,30 +531,18 @@ def plot_all(frame: pd.DataFrame, out: Path, compare: tuple[str, str] | None = N
 
     for method in ablation_methods(frame):  # every variant of the method against k
         rows_of = frame[(frame["method"] == method) & frame["k"].notna()]
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for _, rows in rows_of.groupby(["variant", "preset", "random", *runs], sort=True, dropna=False):
-            rows = rows.sort_values("k")
-            for axis, metric in zip(axes, ("miou", "mvc8")):
-                _plot_spread(axis, rows, "k", metric, _series_name(rows, runs), _style(rows.iloc[0], presets))
-        for axis, metric in zip(axes, ("miou", "mvc8")):
-            axis.set(xlabel="key-frame interval k", ylabel=f"{METRIC_NAMES[metric]} (%)",
-                     title=f"{ABLATION_TITLES.get(method, method)}: {METRIC_NAMES[metric]}")
-            _honest_limits(axis, rows_of[metric])
-            axis.grid(alpha=0.3)
+        figure, axes = _accuracy_panels(rows_of, ["variant", "preset", "random", *runs], "k", "key-frame interval k",
+                                        lambda metric, method=method: f"{ABLATION_TITLES.get(method, method)}: "
+                                                                      f"{METRIC_NAMES[metric]}", presets, runs)
         written += _save(figure, out, f"ablation_{method}", legend_axis=axes[0])
 
     memory_rows = frame[frame["M"].notna()]
     if len(memory_rows):
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for _, rows in memory_rows.groupby(["method", "variant", "preset", "random", *runs], sort=True, dropna=False):
-            rows = rows.sort_values("M")
-            for axis, metric in zip(axes, ("miou", "mvc8")):
-                _plot_spread(axis, rows, "M", metric, _series_name(rows, runs), _style(rows.iloc[0], presets))
-        for axis, metric in zip(axes, ("miou", "mvc8")):
-            axis.set(xlabel="memory frames M (0 = PSPNet alone)", ylabel=f"{METRIC_NAMES[metric]} (%)",
-                     title=f"STT: {METRIC_NAMES[metric]} against M")
-            _honest_limits(axis, memory_rows[metric])
-            axis.grid(alpha=0.3)
+        figure, axes = _accuracy_panels(memory_rows, ["method", "variant", "preset", "random", *runs], "M",
+                                        "memory frames M (0 = PSPNet alone)",
+                                        lambda metric: f"STT: {METRIC_NAMES[metric]} against M", presets, runs,
+                                        figsize=(10, 4))
+        for axis in axes:
             axis.legend(fontsize=8)
         written += _save(figure, out, "stt_memory")
 
