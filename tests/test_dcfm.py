@@ -270,3 +270,90 @@ def test_a_trained_segformer_starts_dcfm_its_classifier_dropped_with_the_reason(
         state["state_dict"]["segmentor.model.decode_head.extra.weight"] = torch.zeros(1)
         torch.save(state, tmp_path / "extra.pt")
         load_weights(build_method("dcfm:tiny", 8), tmp_path / "extra.pt", component="segmentor", purpose="train")
+
+
+def _cityscapes_sequence(root, labelled: list[int], frames: int = 5, size: tuple[int, int] = (64, 128)):
+    """One Cityscapes sequence of ``frames`` frames with fine labels on the ``labelled`` ones."""
+    import numpy as np
+    from PIL import Image
+
+    sequence, gt = root / "leftImg8bit_sequence/val/aachen", root / "gtFine/val/aachen"
+    sequence.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for frame in range(frames):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
+            sequence / f"aachen_000001_{frame:06d}_leftImg8bit.png")
+    for frame in labelled:
+        Image.fromarray(rng.integers(0, 19, size, dtype=np.uint8)).save(
+            gt / f"aachen_000001_{frame:06d}_gtFine_labelTrainIds.png")
+    return root
+
+
+def test_cycles_run_each_clip_again_the_first_key_frame_moving_on(monkeypatch, tmp_path):
+    """DCFM's Cityscapes test (R: 1, K: 2, cicle: 2): each 3-frame clip twice, its labelled frame non-key
+    between two key frames the first time and a key frame the second, both scored."""
+    from vssbench.benchmark.runner import EvaluationOptions, evaluate
+    from vssbench.datasets.cityscapes import CityscapesDataset
+    from vssbench.methods.base import KeySchedule
+
+    dataset = CityscapesDataset.from_root(_cityscapes_sequence(tmp_path, [1, 3]), clip_radius=1)
+    assert [[f.image.name[14:20] for f in video.frames] for video in dataset.videos] == [
+        ["000000", "000001", "000002"], ["000002", "000003", "000004"]]
+    method = build_method("dcfm:tiny", 19, "official")
+    steps, step = [], method.step
+    monkeypatch.setattr(method, "step", lambda frame, is_key: steps.append(is_key) or step(frame, is_key))
+    once = evaluate(method, dataset, method.key_schedule(2), EvaluationOptions(progress=False, speed_rounds=0))
+    # once: the second clip starts one frame later (its labelled frame a key frame)
+    assert steps == [True, True, False, True, False, False] and once.metrics["frames_evaluated"] == 2
+    steps.clear()
+    twice = evaluate(method, dataset, KeySchedule(2, rotate=True, cycles=2), EvaluationOptions(progress=False))
+    # runs 0..3 start at frames 0, 1, 0, 1: keys 0 and 2 (stepped before frame 1), then key 1 first; each
+    # clip's labelled frame is scored once as a non-key frame and once as a key frame
+    assert steps == [True, True, False, True, False, False] * 2
+    assert twice.metrics["frames_evaluated"] == 4 and twice.metrics["miou"] != once.metrics["miou"]
+    with pytest.raises(ValueError, match="2 cycles"):
+        evaluate(method, dataset, KeySchedule(2, rotate=True, cycles=2), EvaluationOptions(progress=False),
+                 tmp_path / "predictions")
+
+
+def test_bench_run_takes_the_official_cityscapes_protocol_and_records_it(tmp_path, capsys):
+    import json
+
+    from vssbench.cli import main
+
+    root = _cityscapes_sequence(tmp_path / "cityscapes", [1, 3])
+    common = ["run", "--methods", "dcfm:tiny", "--dataset", "cityscapes", "--data-root", str(root), "--intervals",
+              "2", "--random-weights", "--speed-rounds", "0", "--quiet"]
+    official = ["--variants", "official", "--clip-radius", "1", "--resize", "short:32", "--cycles", "2",
+                "--miou-mode", "all"]
+    assert main([*common, *official, "--output", str(tmp_path / "official.jsonl")]) == 0
+    assert main([*common, "--clip-radius", "1", "--output", str(tmp_path / "plain.jsonl")]) == 0
+    row = json.loads((tmp_path / "official.jsonl").read_text())
+    plain = json.loads((tmp_path / "plain.jsonl").read_text())
+    assert row["schedule"] == {"type": "interval", "key_interval": 2, "offset": 0, "rotate_offset": True, "cycles": 2}
+    assert row["videos"]["clip_radius"] == 1 and row["videos"]["count"] == 2
+    assert row["resolution"] == "short side 32, labels at their own size" and plain["resolution"] == "native"
+    assert row["metrics"]["frames_evaluated"] == 4 and plain["metrics"]["frames_evaluated"] == 2
+    assert row["cost"]["gflops_key"] < plain["cost"]["gflops_key"] / 3  # 32 x 64 frames instead of 64 x 128
+    for bad, message in ((["--cycles", "0"], "--cycles 0: expected a positive integer"),
+                         (["--clip-radius", "-1"], "--clip-radius -1: expected an integer >= 0"),
+                         (["--cycles", "2", "--save-predictions", str(tmp_path / "p")], "would overwrite")):
+        assert main([*common, *bad, "--output", str(tmp_path / "bad.jsonl")]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*common, "--resize", "short:x", "--output", str(tmp_path / "bad.jsonl")])
+    assert exit_.value.code == 2 and "expected keep-ratio, exact or short:N" in capsys.readouterr().err
+    assert main(["run", "--methods", "copy", "--clip-radius", "1", "--random-weights", "--output",
+                 str(tmp_path / "bad.jsonl")]) == 2
+    assert "--clip-radius: only with --dataset cityscapes" in capsys.readouterr().err
+
+
+def test_short_side_is_torchvisions_resize_rule():
+    from vssbench.datasets.transforms import short_side_size
+
+    # torchvision's Resize(n): the shorter side n, the longer int(n * long / short)
+    assert short_side_size(1024, 2048, 512) == (512, 1024)
+    assert short_side_size(720, 960, 768) == (768, 1024)
+    assert short_side_size(480, 853, 512) == (512, 909)
+    assert short_side_size(853, 480, 512) == (909, 512)

@@ -62,6 +62,15 @@ def _memory_list(text: str) -> list[int]:
     return _int_list(text, "--memory", 0, MAX_MEMORY, f"memory lengths in 0..{MAX_MEMORY}, e.g. 0,1,7")
 
 
+def _resize(text: str) -> str | int:
+    """--resize: ``keep-ratio``, ``exact`` or ``short:N`` (returned as the int N)."""
+    if text in ("keep-ratio", "exact"):
+        return text
+    if text.startswith("short:") and text[6:].isdigit() and int(text[6:]) > 0:
+        return int(text[6:])
+    raise argparse.ArgumentTypeError(f"{text!r}: expected keep-ratio, exact or short:N with N a positive integer")
+
+
 def _size(text: str, argument: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -140,8 +149,14 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) 
 def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True) -> VideoDataset:
     """The dataset named by --dataset/--data-root/--split; ``--max-videos`` cuts it where ``limit_videos``
     (the split scored or trained on by name, never the training split ``bench run`` trains on by itself)."""
-    if getattr(args, "resize", None) == "exact" and args.dataset != "vspw":
+    resize = getattr(args, "resize", None)
+    if resize == "exact" and args.dataset != "vspw":
         raise UsageError(f"--resize exact: only with --dataset vspw (DCFM's VSPW test); got --dataset {args.dataset}")
+    clip_radius = getattr(args, "clip_radius", None)
+    if clip_radius is not None and args.dataset != "cityscapes":
+        raise UsageError(f"--clip-radius: only with --dataset cityscapes; got --dataset {args.dataset}")
+    if clip_radius is not None:
+        _check_at_least(clip_radius, "--clip-radius", low=0, expected="an integer >= 0")
     if args.dataset == "synthetic":
         root = args.data_root or ensure_generated(SyntheticSpec(), args.cache_dir)
         dataset = load_synthetic(root, split)
@@ -151,7 +166,7 @@ def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True
         from vssbench.datasets.vspw import VSPWDataset
 
         dataset = VSPWDataset.from_root(args.data_root, split)
-        if getattr(args, "resize", None) == "exact":  # DCFM's test: frames and labels at exactly 480 x 853
+        if resize == "exact":  # DCFM's test: frames and labels at exactly 480 x 853
             dataset.keep_ratio_scale, dataset.input_size = None, EXACT_VSPW_SIZE
             dataset.label_size = EXACT_VSPW_SIZE
     elif args.dataset == "camvid":
@@ -161,7 +176,9 @@ def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True
     else:
         from vssbench.datasets.cityscapes import CityscapesDataset
 
-        dataset = CityscapesDataset.from_root(args.data_root, split)
+        dataset = CityscapesDataset.from_root(args.data_root, split, clip_radius=clip_radius)
+    if isinstance(resize, int):  # --resize short:N
+        dataset.short_side = resize
     if getattr(args, "videos", None) and limit_videos:
         names = [name.strip() for name in args.videos.split(",") if name.strip()]
         by_name = {video.name: video for video in dataset.videos}
@@ -201,6 +218,10 @@ def command_run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     check_writable(args.output, "--output")
     check_writable(args.save_predictions, "--save-predictions", directory=True)
+    _check_at_least(args.cycles, "--cycles")
+    if args.cycles > 1 and args.save_predictions:
+        raise UsageError(f"--cycles {args.cycles} with --save-predictions: each cycle's predictions of a video would "
+                         "overwrite the last; expected one of them")
     if args.figure is not None and args.figure.suffix != ".png":
         raise UsageError(f"--figure {args.figure}: expected a path ending in .png (a PDF is written beside it)")
     check_writable(args.figure, "--figure")
@@ -253,7 +274,7 @@ def command_run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
                                          vc_protocol=args.vc_protocol, num_workers=args.num_workers,
-                                         speed_rounds=args.speed_rounds, tc=tc_settings),
+                                         speed_rounds=args.speed_rounds, tc=tc_settings, cycles=args.cycles),
         )
         rows += run_sweep(settings, dataset, _weights_preparer(args, checkpoints, dataset, train_set, seed))
     if not distributed.is_main_process():
@@ -924,11 +945,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "over every class, an empty union counting 0 (DCFM's CamVid evaluation) (default: the "
                           "dataset's official evaluation: vspw for vspw and synthetic, mmseg for cityscapes, all "
                           "for camvid)")
-    run.add_argument("--resize", choices=("keep-ratio", "exact"), default="keep-ratio",
-                     help="with --dataset vspw: keep-ratio fits each frame into 480x853 and scores at the label's "
-                          "resolution (the default, VSPW's and mmseg's evaluation); exact resizes frames (bilinear) "
-                          "and labels (nearest) to exactly 480x853 and scores there, as DCFM's test does; the row's "
+    run.add_argument("--resize", type=_resize, default="keep-ratio", metavar="{keep-ratio,exact,short:N}",
+                     help="keep-ratio: the dataset's own rule (vspw: fit into 480x853; cityscapes, camvid: full "
+                          "size), scored at the label's resolution (the default); exact (vspw only): frames "
+                          "(bilinear) and labels (nearest) resized to exactly 480x853 and scored there, as DCFM's "
+                          "VSPW test does; short:N: frames resized so that their shorter side is N (DCFM's "
+                          "Cityscapes test: short:512 for mitb1), scored at the label's resolution; the row's "
                           "resolution records it")
+    run.add_argument("--clip-radius", type=int, metavar="R",
+                     help="with --dataset cityscapes: clips of the labelled frame and R frames on either side "
+                          "(DCFM's test: 1) instead of the 30-frame snippets; the row's videos record it")
+    run.add_argument("--cycles", type=int, default=1,
+                     help="run and score every video this many times in a row, a rotating key schedule moving on "
+                          "each time (DCFM's test: 2, its `cicle`); the row's schedule records it (default: 1)")
     run.add_argument("--vc-protocol", choices=("vspw", "paper"), default="vspw",
                      help="vspw: VSPW's VC_perclip.py (published numbers); paper: the formula as printed "
                           "(default: vspw)")

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ class EvaluationOptions:
     # (:func:`paired_speed_ratio`, the ratio ``bench check`` compares); 0 skips it.
     speed_rounds: int = 5
     tc: TCSettings | None = None  # --metrics tc: VSPW's temporal consistency with this flow network
+    cycles: int = 1  # --cycles: every video run (and scored) this many times, DCFM's ``cicle`` (KeySchedule)
 
 
 @dataclass
@@ -88,15 +89,20 @@ def evaluate(
     the merged result, equal to a single process's.
     """
     device = torch.device(options.device)
+    if predictions_dir is not None and schedule.cycles > 1:
+        raise ValueError(f"saving predictions of {schedule.cycles} cycles of each video would keep the last only")
     if predictions_dir is not None:  # every file written lies under predictions_dir/<video>/
         for video in dataset.videos:
             plain_name(video.name, f"dataset {dataset.root}", DatasetError)
     method.to(device).eval()
     metrics = SegmentationMetrics(dataset.num_classes, device, options.miou_mode, options.vc_protocol)
+    # With schedule.cycles = c every video is run c times in a row; a run's index counts as its video's
+    # (KeySchedule), and TC's first N videos are their first N * c runs.
+    cycles = schedule.cycles
     tc = (TemporalConsistency(dataset.num_classes, raft_flow(options.tc.flow, options.tc.iterations, device),
-                              options.tc.videos) if options.tc else None)
+                              options.tc.videos and options.tc.videos * cycles) if options.tc else None)
     workers = options.num_workers if options.num_workers is not None else (2 if device.type == "cuda" else 0)
-    videos, video_indices = distributed.shard(dataset.videos)
+    videos, video_indices = distributed.shard([video for video in dataset.videos for _ in range(cycles)])
     stream = FrameStream(dataset, videos, raw=tc is not None)
     loader = (torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
               if workers else prefetched(stream))
@@ -509,9 +515,12 @@ def sweep_points(method: VideoMethod | type[VideoMethod], settings: SweepSetting
     """(key schedule, the row's ``schedule`` object, label suffix) for each point of the method's sweep axis
     (a class will do: the axis is a class attribute)."""
     if method.sweep_axis == "memory_frames":
-        return [(KeySchedule(1), {"type": "memory", "memory_frames": m}, f"m{m}") for m in settings.memory_frames]
+        cycles = {"cycles": settings.evaluation.cycles} if settings.evaluation.cycles > 1 else {}
+        return [(KeySchedule(1, cycles=settings.evaluation.cycles), {"type": "memory", "memory_frames": m, **cycles},
+                 f"m{m}") for m in settings.memory_frames]
     intervals = settings.intervals if method.uses_key_frames else [1]
-    schedules = [method.key_schedule(k) if isinstance(method, VideoMethod) else KeySchedule(k) for k in intervals]
+    schedules = [replace(method.key_schedule(k) if isinstance(method, VideoMethod) else KeySchedule(k),
+                         cycles=settings.evaluation.cycles) for k in intervals]
     return [(schedule, schedule.record(), f"k{schedule.interval}") for schedule in schedules]
 
 
@@ -519,6 +528,8 @@ def _resolution(dataset: VideoDataset) -> list[int] | str:
     if dataset.label_size is not None:  # only then, so that the rows of other runs keep their hashes
         return (f"exact {dataset.input_size[0]}x{dataset.input_size[1]}, labels resized to "
                 f"{dataset.label_size[0]}x{dataset.label_size[1]} (nearest)")
+    if dataset.short_side is not None:
+        return f"short side {dataset.short_side}, labels at their own size"
     if dataset.input_size is not None:
         return list(dataset.input_size)
     scale = getattr(dataset, "keep_ratio_scale", None)

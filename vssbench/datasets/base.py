@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from vssbench.datasets import DatasetError
-from vssbench.datasets.transforms import normalize_image, resize_image, resize_label
+from vssbench.datasets.transforms import normalize_image, resize_image, resize_label, short_side_size
 from vssbench.limits import check_image_size, check_inside, plain_name
 
 IGNORE_INDEX = 255
@@ -60,6 +60,9 @@ class VideoDataset(abc.ABC):
     videos: list[Video] = field(default_factory=list)
     # (H, W) labels are resized to (nearest) and scored at, as DCFM's VSPW test does; None: their own size.
     label_size: tuple[int, int] | None = None
+    # Frames resized so that their shorter side is this many pixels (torchvision's ``Resize(n)``, DCFM's
+    # Cityscapes test), labels kept at their own size; None: ``input_size``'s rule.
+    short_side: int | None = None
 
     name: str = "dataset"
     # How the dataset's official evaluation averages IoU over classes (metrics.MIOU_MODES): the default
@@ -81,6 +84,8 @@ class VideoDataset(abc.ABC):
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The (H, W) a frame of size (height, width) is resized to before the methods see it."""
+        if self.short_side is not None:
+            return short_side_size(height, width, self.short_side)
         return self.input_size if self.input_size is not None else (height, width)
 
     def load_image(self, path: Path) -> np.ndarray:

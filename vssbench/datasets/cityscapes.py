@@ -6,14 +6,17 @@ Layout read here::
     <root>/gtFine/<split>/<city>/<city>_<seq>_<frame:06d>_gtFine_labelTrainIds.png   (or _labelIds.png)
 
 A snippet is the 30 consecutive frames ending 10 frames after the labelled one
-(the labelled frame is the 20th, index 19). Methods run over the whole snippet and
-are scored on the labelled frame only; temporal consistency is therefore undefined
+(the labelled frame is the 20th, index 19); with ``clip_radius`` R it is the 2R + 1
+frames centred on the labelled one instead (DCFM's test reads R = 1, its ``R``).
+Methods run over the whole snippet and are scored on the labelled frame only; temporal consistency is therefore undefined
 on Cityscapes and reported as NaN. Key frames are the runner's concern: its schedule
 puts them at 0, k, 2k, ... of the snippet, so the labelled frame lies 19 mod k frames
-after its key frame; averaging over every offset is not implemented.
+after its key frame; a rotating schedule with ``bench run --cycles`` (DCFM's test)
+scores it at other offsets too.
 
 Labels: ``labelTrainIds`` (0..18, 255) are used as they are; ``labelIds`` are mapped
-to train ids with the official table. Frames are evaluated at full 1024x2048.
+to train ids with the official table. Frames are evaluated at full 1024x2048 unless
+``short_side`` is set (``--resize short:N``); labels are scored at full size.
 """
 
 from __future__ import annotations
@@ -60,21 +63,30 @@ class CityscapesDataset(VideoDataset):
     # out. That is the ``mmseg`` mode; VSPW's mode (classes with ground-truth pixels) differs whenever a
     # class is predicted but absent from the labels. tests/test_cityscapes_eval.py runs the script itself.
     official_miou_mode: str = "mmseg"
+    clip_radius: int | None = None  # None: the 30-frame snippet; R: the labelled frame and R on either side
 
     @classmethod
-    def from_root(cls, root: str | Path, split: str = "val", max_videos: int | None = None) -> "CityscapesDataset":
+    def from_root(cls, root: str | Path, split: str = "val", max_videos: int | None = None,
+                  clip_radius: int | None = None) -> "CityscapesDataset":
         root = Path(root)
         sequence_dir = root / "leftImg8bit_sequence" / split
         label_dir = root / "gtFine" / split
         for folder in (sequence_dir, label_dir):
             if not folder.is_dir():
                 raise DatasetError(f"{folder} does not exist; expected the Cityscapes layout under {root}")
-        videos = scan_snippets(sequence_dir, label_dir)[:max_videos]
+        videos = scan_snippets(sequence_dir, label_dir, clip_radius)[:max_videos]
         if not videos:
             raise DatasetError(f"no labelled snippets found under {sequence_dir}")
-        dataset = cls(root=root, split=split, num_classes=len(CITYSCAPES_CLASSES), class_names=CITYSCAPES_CLASSES)
+        dataset = cls(root=root, split=split, num_classes=len(CITYSCAPES_CLASSES), class_names=CITYSCAPES_CLASSES,
+                      clip_radius=clip_radius)
         dataset.videos = videos
         return dataset
+
+    def selection(self) -> dict:
+        """The base selection, plus ``clip_radius`` when clips are not the 30-frame snippets (only then, so
+        that the rows of snippet runs keep their hashes): the same labels in other clips are other videos."""
+        selection = super().selection()
+        return selection if self.clip_radius is None else {**selection, "clip_radius": self.clip_radius}
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if path.name.endswith("_labelTrainIds.png"):
@@ -86,8 +98,9 @@ class CityscapesDataset(VideoDataset):
         return lookup[raw]
 
 
-def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
-    """One snippet per fine label: the 30 frames around it, in order.
+def scan_snippets(sequence_dir: Path, label_dir: Path, clip_radius: int | None = None) -> list[Video]:
+    """One snippet per fine label: the 30 frames around it (or the ``clip_radius`` frames either side of
+    it), in order.
 
     Files whose names do not follow Cityscapes' ``<city>_<seq>_<frame>_...`` pattern (a copy, an
     ``extra_...`` file) are skipped with a warning naming them, as cityscapesscripts ignores what its
@@ -115,12 +128,14 @@ def scan_snippets(sequence_dir: Path, label_dir: Path) -> list[Video]:
         ).exists():
             continue
         city, seq, labelled = match["city"], match["seq"], int(match["frame"])
-        if labelled < LABELLED_INDEX:
+        before, after = (LABELLED_INDEX, SNIPPET_LENGTH - LABELLED_INDEX - 1) if clip_radius is None else (
+            clip_radius, clip_radius)
+        if labelled < before:
             raise DatasetError(f"label {label_path} is frame {labelled} of {city}_{seq}: its snippet would start "
-                               f"{LABELLED_INDEX - labelled} frames before the sequence; expected a labelled frame "
-                               f"at index {LABELLED_INDEX} or later (the 20th of a 30-frame snippet)")
+                               f"{before - labelled} frames before the sequence; expected a labelled frame "
+                               f"at index {before} or later ({before} frames before it in its clip)")
         available = frames_by_sequence.get((city, seq), {})
-        wanted = range(labelled - LABELLED_INDEX, labelled - LABELLED_INDEX + SNIPPET_LENGTH)
+        wanted = range(labelled - before, labelled + after + 1)
         missing = [f for f in wanted if f not in available]
         if missing:
             raise DatasetError(

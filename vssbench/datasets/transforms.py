@@ -21,6 +21,14 @@ def keep_ratio_size(height: int, width: int, scale: tuple[int, int]) -> tuple[in
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
+def short_side_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """The (H, W) whose shorter side is ``short``, the longer one scaled and truncated to an integer:
+    torchvision's ``Resize(short)`` rule, with which DCFM's Cityscapes test resizes its frames."""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a uint8 (H, W, 3) image to ``size`` = (H, W)."""
     if image.shape[:2] == tuple(size):

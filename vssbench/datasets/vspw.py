@@ -72,7 +72,7 @@ class VSPWDataset(VideoDataset):
         return dataset
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        if self.keep_ratio_scale is None:
+        if self.keep_ratio_scale is None or self.short_side is not None:
             return super().target_size(height, width)
         return keep_ratio_size(height, width, self.keep_ratio_scale)
 

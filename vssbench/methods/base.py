@@ -34,27 +34,37 @@ class KeySchedule:
     ``interval = 1`` runs the segmentor on every frame. ``offset`` shifts the key frames,
     used by the Cityscapes protocol to place the labelled frame anywhere in a key interval;
     with ``rotate`` the offset of the v-th video of the dataset is (offset + v) % interval, as
-    DCFM's official test moves its first key frame one frame later for each video.
+    DCFM's official test moves its first key frame one frame later for each video. ``cycles`` runs
+    every video that many times in a row, each run scored (DCFM's ``cicle``): the c-th run of the v-th
+    video counts as video v * cycles + c, so under ``rotate`` each run starts one frame later.
     """
 
     interval: int = 1
     offset: int = 0
     rotate: bool = False
+    cycles: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or self.interval < 1:
             raise ValueError(f"key-frame interval must be a positive integer, got {self.interval!r}")
         if not 0 <= self.offset < self.interval:
             raise ValueError(f"key-frame offset must be in 0..{self.interval - 1}, got {self.offset}")
+        if not isinstance(self.cycles, int) or self.cycles < 1:
+            raise ValueError(f"cycles must be a positive integer, got {self.cycles!r}")
 
     def is_key(self, t: int, video: int = 0) -> bool:
         offset = (self.offset + video) % self.interval if self.rotate else self.offset
         return (t - offset) % self.interval == 0
 
     def record(self) -> dict:
-        """The row's ``schedule`` object (``rotate`` appears only when set, so rows without it keep their hash)."""
+        """The row's ``schedule`` object (``rotate_offset`` and ``cycles`` appear only when set, so rows
+        without them keep their hash)."""
         record = {"type": "interval", "key_interval": self.interval, "offset": self.offset}
-        return {**record, "rotate_offset": True} if self.rotate else record
+        if self.rotate:
+            record["rotate_offset"] = True
+        if self.cycles > 1:
+            record["cycles"] = self.cycles
+        return record
 
 
 class VideoMethod(nn.Module, abc.ABC):
