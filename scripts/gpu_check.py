@@ -25,7 +25,6 @@ import resource
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch

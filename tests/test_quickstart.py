@@ -13,7 +13,8 @@ from PIL import Image
 
 from vssbench.benchmark.report import accuracy_cost_figure
 from vssbench.benchmark.results import load_rows
-from vssbench.cli import main, markdown_table
+from vssbench.benchmark.tables import run_table
+from vssbench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "reports" / "quickstart"
@@ -38,7 +39,7 @@ def test_make_run_and_the_readme_run_the_same_command():
 
 def test_the_readme_table_is_the_committed_rows():
     readme = (ROOT / "README.md").read_text()
-    table = markdown_table(load_rows(QUICKSTART / "rows.jsonl"))
+    table = run_table(load_rows(QUICKSTART / "rows.jsonl"))
     assert table in readme
     assert "reports/quickstart/accuracy_vs_gflops.png" in readme
 

@@ -15,22 +15,18 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tabulate import tabulate
 
 import vssbench
-from vssbench.datasets import DatasetError
-from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, ensure_generated, generate, load_synthetic
+from vssbench.datasets import DATASETS, DatasetError
+from vssbench.datasets.synthetic import SyntheticSpec, default_cache_dir, generate
 from vssbench.files import atomic_path, check_writable
 from vssbench.limits import LimitError, check_class_count
 
 if TYPE_CHECKING:
     from vssbench.benchmark.tc import TCSettings
     from vssbench.datasets.base import VideoDataset
-    from vssbench.methods.base import VideoMethod
 
 log = logging.getLogger("vssbench")
-DATASETS = ("synthetic", "vspw", "cityscapes", "camvid")
-EXACT_VSPW_SIZE = (480, 853)  # --resize exact: DCFM's datasets/vspw.py test resize of frames and labels
 EXIT_ROWS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 ITERATIONS_EXPECTED = "a positive number of iterations"
 ROUNDS_EXPECTED = "a number of rounds >= 0"
@@ -147,50 +143,15 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser, split_default: str) 
 
 
 def load_dataset(args: argparse.Namespace, split: str, limit_videos: bool = True) -> VideoDataset:
-    """The dataset named by --dataset/--data-root/--split; ``--max-videos`` cuts it where ``limit_videos``
-    (the split scored or trained on by name, never the training split ``bench run`` trains on by itself)."""
-    resize = getattr(args, "resize", None)
-    if resize == "exact" and args.dataset != "vspw":
-        raise UsageError(f"--resize exact: only with --dataset vspw (DCFM's VSPW test); got --dataset {args.dataset}")
-    clip_radius = getattr(args, "clip_radius", None)
-    if clip_radius is not None and args.dataset != "cityscapes":
-        raise UsageError(f"--clip-radius: only with --dataset cityscapes; got --dataset {args.dataset}")
-    if clip_radius is not None:
-        _check_at_least(clip_radius, "--clip-radius", low=0, expected="an integer >= 0")
-    if args.dataset == "synthetic":
-        root = args.data_root or ensure_generated(SyntheticSpec(), args.cache_dir)
-        dataset = load_synthetic(root, split)
-    elif args.data_root is None:
-        raise UsageError(f"--dataset {args.dataset} needs --data-root pointing at the dataset folder")
-    elif args.dataset == "vspw":
-        from vssbench.datasets.vspw import VSPWDataset
+    """The dataset named by --dataset/--data-root/--split (and run's --resize, --clip-radius); --videos and
+    --max-videos choose its videos where ``limit_videos`` (the split scored or trained on by name, never
+    the training split ``bench run`` trains on by itself)."""
+    from vssbench.datasets.select import open_dataset, select_videos
 
-        dataset = VSPWDataset.from_root(args.data_root, split)
-        if resize == "exact":  # DCFM's test: frames and labels at exactly 480 x 853
-            dataset.keep_ratio_scale, dataset.input_size = None, EXACT_VSPW_SIZE
-            dataset.label_size = EXACT_VSPW_SIZE
-    elif args.dataset == "camvid":
-        from vssbench.datasets.camvid import CamVidDataset
-
-        dataset = CamVidDataset.from_root(args.data_root, split)
-    else:
-        from vssbench.datasets.cityscapes import CityscapesDataset
-
-        dataset = CityscapesDataset.from_root(args.data_root, split, clip_radius=clip_radius)
-    if isinstance(resize, int):  # --resize short:N
-        dataset.short_side = resize
-    if getattr(args, "videos", None) and limit_videos:
-        names = [name.strip() for name in args.videos.split(",") if name.strip()]
-        by_name = {video.name: video for video in dataset.videos}
-        unknown = [name for name in names if name not in by_name]
-        if unknown or not names:
-            raise UsageError(f"--videos {args.videos!r}: {', '.join(unknown) or 'no name'} not in "
-                             f"{dataset.name}/{dataset.split}; expected comma-separated names among "
-                             f"{', '.join(list(by_name)[:8])}{' ...' if len(by_name) > 8 else ''}")
-        dataset.videos = [by_name[name] for name in names]
-    if args.max_videos is not None and limit_videos:
-        _check_at_least(args.max_videos, "--max-videos")
-        dataset.videos = dataset.videos[: args.max_videos]
+    dataset = open_dataset(args.dataset, split, args.data_root, args.cache_dir, getattr(args, "resize", "keep-ratio"),
+                           getattr(args, "clip_radius", None))
+    if limit_videos:
+        select_videos(dataset, getattr(args, "videos", None), args.max_videos)
     return dataset
 
 
@@ -205,7 +166,9 @@ def command_run(args: argparse.Namespace) -> int:
     import torch
 
     from vssbench.benchmark import distributed
+    from vssbench.benchmark.preparation import WeightSources, missing_weights, weights_preparer
     from vssbench.benchmark.runner import EvaluationOptions, SweepSettings, run_sweep, sweep_plan
+    from vssbench.benchmark.tables import run_table
     from vssbench.methods.base import build_method
 
     specs = _specs(args.methods)
@@ -233,7 +196,6 @@ def command_run(args: argparse.Namespace) -> int:
     plan = sweep_plan(specs, variants)
     distributed.init_from_environment(args.device)
     dataset = load_dataset(args, args.split)
-    _require_weights(args, specs, checkpoints)
     if args.shipped_weights:
         from vssbench.benchmark.shipped import shipped_dataset
 
@@ -244,42 +206,42 @@ def command_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--shipped-weights: the shipped weights were trained on {shipped_dataset()} with its "
                              f"synthetic recipes; expected that dataset (got {dataset.name})"
                              + (f" and none of {', '.join(conflicts)}" if conflicts else ""))
+    sources = WeightSources(checkpoints, args.random_weights, args.shipped_weights, train_iters=args.train_iters,
+                            stage_iters=args.stage_iters, device=args.device)
+    missing = missing_weights(specs, sources) if args.dataset != "synthetic" else []
+    if missing:
+        raise UsageError(f"no weights for {', '.join(missing)} on {args.dataset}: pass --checkpoint SPEC=PATH for "
+                         "each (a vssbench checkpoint, or weights in a format of docs/weights.md), or "
+                         "--random-weights for a cost or speed study (its rows say weights: random)")
     # The auto-training split is whole: --max-videos limits what is scored, never what the cached weights saw.
-    auto_training = args.dataset == "synthetic" and not args.random_weights and not args.shipped_weights
-    train_set = load_dataset(args, "train", limit_videos=False) if auto_training else None
+    if args.dataset == "synthetic" and not args.random_weights and not args.shipped_weights:
+        sources.train_set = load_dataset(args, "train", limit_videos=False)
+        sources.cache = _checkpoint_cache(args, dataset)
     seeds = (_int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
-    if auto_training or args.dry_run:
-        _announce_plan(args, specs, variants, seeds, intervals, memory_frames, dataset, train_set, checkpoints)
+    if sources.train_set is not None or args.dry_run:
+        _announce_plan(args, specs, variants, seeds, intervals, memory_frames, dataset, sources)
         if args.dry_run:  # the plan printed, nothing trained or scored
             return 0
     for spec, variant in plan:  # every checkpoint is checked before the first row is computed or written
         if spec in checkpoints or "*" in checkpoints or args.shipped_weights:
             torch.manual_seed(seeds[0])
-            _weights_preparer(args, checkpoints, dataset, train_set, seeds[0])(
-                build_method(spec, dataset.num_classes, variant))
-
+            weights_preparer(sources, seeds[0])(build_method(spec, dataset.num_classes, variant))
     rows = []
     for seed in seeds:  # each seed trains (on synthetic) and scores every row; the rows record it
         settings = SweepSettings(
-            specs=specs,
-            intervals=intervals,
-            memory_frames=memory_frames,
-            variants=variants,
-            output=args.output,
+            specs=specs, intervals=intervals, memory_frames=memory_frames, variants=variants, output=args.output,
             # One folder per seed when there are several: each seed's rows name their own predictions.
             predictions_dir=(args.save_predictions / f"seed{seed}" if args.save_predictions and len(seeds) > 1
                              else args.save_predictions),
-            seed=seed,
-            overwrite=args.overwrite,
+            seed=seed, overwrite=args.overwrite,
             evaluation=EvaluationOptions(device=args.device, miou_mode=args.miou_mode or dataset.official_miou_mode,
                                          vc_protocol=args.vc_protocol, num_workers=args.num_workers,
-                                         speed_rounds=args.speed_rounds, tc=tc_settings, cycles=args.cycles),
-        )
-        rows += run_sweep(settings, dataset, _weights_preparer(args, checkpoints, dataset, train_set, seed))
+                                         speed_rounds=args.speed_rounds, tc=tc_settings, cycles=args.cycles))
+        rows += run_sweep(settings, dataset, weights_preparer(sources, seed))
     if not distributed.is_main_process():
         return 0
-    print(markdown_table(rows))
+    print(run_table(rows))
     print(f"\n{len(rows)} rows in {args.output}")
     finished = {row["label"] for row in rows if row["status"] == "ok"}
     if args.figure and finished:
@@ -291,10 +253,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 def _tc_settings(args: argparse.Namespace) -> TCSettings | None:
     """``--metrics tc``: RAFT from ``--tc-flow``, or a random one (seeded, marked) with ``--random-weights``."""
-    import torch
-
     from vssbench.benchmark.tc import TCSettings
-    from vssbench.methods.raft import RAFT, RAFTWeightsError, load_raft
+    from vssbench.methods.raft import RAFTWeightsError
 
     extra = [m for m in (args.metrics or "").split(",") if m]
     unknown = [m for m in extra if m != "tc"]
@@ -310,36 +270,24 @@ def _tc_settings(args: argparse.Namespace) -> TCSettings | None:
                                                             expected="one positive integer or all")
     if videos is not None and len(videos) != 1:
         raise UsageError(f"--tc-videos {args.tc_videos!r}: expected one positive integer or all")
-    videos = videos if videos is None else videos[0]
-    if args.tc_flow is not None:
-        try:
-            flow, weights = load_raft(args.tc_flow)
-        except RAFTWeightsError as error:
-            raise UsageError(f"--tc-flow {error}") from None
-        record = weights.as_record()
-    elif args.random_weights:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            flow = RAFT("large").eval()
-        record = {"random": True, "size": "large", "seed": args.seed}
-    else:
-        raise UsageError("--metrics tc needs RAFT weights for its flow: --tc-flow PATH (princeton-vl's raft-things.pth "
-                         "or torchvision's raft_large/raft_small weights), or --random-weights to score TC with a random "
-                         "RAFT, which rows and reports mark")
-    return TCSettings(flow, record, args.tc_iters, videos)
+    try:
+        return TCSettings.build(args.tc_flow, args.random_weights, args.seed, args.tc_iters,
+                                videos if videos is None else videos[0])
+    except RAFTWeightsError as error:
+        raise UsageError(str(error)) from None
 
 
 def _announce_plan(args: argparse.Namespace, specs: list[str], variants: list[str] | None, seeds: list[int],
-                   intervals: list[int], memory_frames: list[int], dataset: VideoDataset,
-                   train_set: VideoDataset | None, checkpoints: dict[str, Path]) -> None:
+                   intervals: list[int], memory_frames: list[int], dataset: VideoDataset, sources) -> None:
     """Print what the run will train before its first row (with --dry-run: the whole plan)."""
     from vssbench.benchmark import distributed
     from vssbench.benchmark.plan import machine_scale, plan_run, plan_text, training_lines
     from vssbench.benchmark.runner import SweepSettings
 
+    train_set = sources.train_set
     plan = plan_run(specs, variants, seeds, SweepSettings(specs, intervals, memory_frames, variants),
-                    dataset.num_classes, train_set, _checkpoint_cache(args, dataset) if train_set else None,
-                    args.train_iters, args.stage_iters, given=set(checkpoints))
+                    dataset.num_classes, train_set, sources.cache, args.train_iters, args.stage_iters,
+                    given=set(sources.checkpoints))
     where = f"{train_set.name}/{train_set.split}" if train_set else ""
     if distributed.is_main_process():
         scale = machine_scale() if plan.to_train else None
@@ -348,78 +296,6 @@ def _announce_plan(args: argparse.Namespace, specs: list[str], variants: list[st
             text += "\nweights: shipped with vssbench (vssbench/weights/synthetic/manifest.json)"
         if text:
             print(text, flush=True)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The rows of a run as a Markdown table (metrics in percent)."""
-    from vssbench.benchmark.results import schedule_text
-
-    def fmt(value: object) -> str:
-        return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    names = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
-    if any((row.get("metrics") or {}).get("tc_protocol") for row in rows):
-        names["tc"] = "TC"
-    table = []
-    for row in rows:
-        metrics = row.get("metrics") or {}
-        random_flow = ((metrics.get("tc_protocol") or {}).get("flow") or {}).get("random")
-        table.append([row["label"], row["method"], row["preset"], row["variant"], schedule_text(row["schedule"]),
-                      *(fmt(metrics.get(k)) + (" (random RAFT)" if k == "tc" and random_flow else "") for k in names),
-                      row["status"]])
-    headers = ["label", "method", "preset", "variant", "schedule", *names.values(), "status"]
-    return tabulate(table, headers=headers, tablefmt="github")
-
-
-def _require_weights(args: argparse.Namespace, specs: list[str], checkpoints: dict[str, Path]) -> None:
-    """Off the synthetic set nothing trains itself: every method needs weights, or --random-weights."""
-    from vssbench.methods.base import parse_spec
-
-    if args.dataset == "synthetic" or args.random_weights or "*" in checkpoints:
-        return
-    missing = [spec for spec in specs if ":".join(parse_spec(spec)) not in checkpoints]
-    if missing:
-        raise UsageError(f"no weights for {', '.join(missing)} on {args.dataset}: pass --checkpoint SPEC=PATH for "
-                         "each (a vssbench checkpoint, or weights in a format of docs/weights.md), or "
-                         "--random-weights for a cost or speed study (its rows say weights: random)")
-
-
-def _weights_preparer(args: argparse.Namespace, checkpoints: dict[str, Path], dataset: VideoDataset,
-                      train_set: VideoDataset | None, seed: int):
-    """The ``prepare`` the runner calls on each freshly built method: load its checkpoint, train what the
-    synthetic set lacks (with ``seed``), or (with --random-weights) keep the random initialisation, and say
-    which."""
-    from vssbench.benchmark import distributed
-    from vssbench.benchmark.runner import PreparedWeights
-    from vssbench.benchmark.shipped import shipped_for
-    from vssbench.benchmark.training import ensure_trained, trained_as
-    from vssbench.methods.weights import CheckpointError, load_weights, random_parameters
-
-    def prepare(method: VideoMethod) -> PreparedWeights:
-        path = checkpoints.get(method.spec) or checkpoints.get("*")
-        if path is not None:
-            record = load_weights(method, path, purpose="evaluate")
-            random = random_parameters(method, [record])
-            if random and not args.random_weights:
-                parts = ", ".join(f"{part} ({count / 1e6:.2f}M parameters)" for part, count in random.items())
-                raise CheckpointError(f"{path} gives {method.spec} ({method.variant}) its {record.component} only; "
-                                      f"{parts} would stay random: train them (bench train --method {method.spec} "
-                                      f"--init {record.component}={path}) or pass --random-weights")
-            return PreparedWeights(path, [record.as_row()], random, declared=record.declared)
-        if args.shipped_weights:
-            shipped = shipped_for(trained_as(method), seed)
-            record = load_weights(method, shipped.file, purpose="evaluate")
-            return PreparedWeights(shipped.file, [record.as_row()], random_parameters(method, [record]),
-                                   declared=record.declared, shipped=shipped.row_block())
-        if train_set is not None:
-            with distributed.main_process_first():  # rank 0 trains and caches; the others then load
-                trained = ensure_trained(method, train_set, _checkpoint_cache(args, dataset), args.train_iters,
-                                         seed, args.device, args.stage_iters)
-            return PreparedWeights(trained)
-        log.warning("%s: random weights (--random-weights); its rows say weights: random", method.spec)
-        return PreparedWeights(random=random_parameters(method, []))
-
-    return prepare
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -488,6 +364,7 @@ def command_train(args: argparse.Namespace) -> int:
 def command_recipes(args: argparse.Namespace) -> int:
     import json
 
+    from vssbench.benchmark.tables import recipe_table
     from vssbench.recipes import PAPER_DATASETS, all_recipes
 
     if args.dataset and args.dataset not in (*PAPER_DATASETS, "synthetic"):
@@ -496,32 +373,9 @@ def command_recipes(args: argparse.Namespace) -> int:
                and r.method == "perframe")) and args.dataset in (None, r.dataset)]
     if args.method and not recipes:
         raise UsageError(f"no recipes for {args.method!r}" + (f" on {args.dataset}" if args.dataset else ""))
-    if args.json:
-        print(json.dumps([r.as_json() for r in recipes], indent=1))
-        return 0
-    table = [[r.method + (f" ({r.segmentor})" if r.segmentor else ""), r.dataset, r.optimizer, f"{r.learning_rate:g}",
-              f"{r.weight_decay:g}", r.iterations, r.batch_size, r.devices,
-              "x".join(map(str, r.crop_size)) if r.crop_size else "-", _schedule_text(r)] for r in recipes]
-    print(tabulate(table, headers=["method", "dataset", "optimizer", "lr", "weight decay", "iterations", "batch",
-                                   "devices", "crop", "schedule"], tablefmt="github"))
-    if args.method:
-        for recipe in recipes:
-            print(f"\n{recipe.method} on {recipe.dataset}" + (f" ({recipe.segmentor})" if recipe.segmentor else ""))
-            for name, source in recipe.sources.items():
-                print(f"  {name}: {_plain_value(getattr(recipe, name))}  [{source}]")
+    print(json.dumps([r.as_json() for r in recipes], indent=1) if args.json
+          else recipe_table(recipes, sources=bool(args.method)))
     return 0
-
-
-def _schedule_text(recipe) -> str:
-    schedule, warmup = recipe.lr_schedule, recipe.warmup
-    text = f"poly {schedule['power']:g}" if schedule["type"] == "poly" else schedule["type"]
-    return text + (f", {warmup['iterations']} warm-up" if warmup.get("iterations") else "")
-
-
-def _plain_value(value: object) -> str:
-    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
-        return "x".join(map(str, value))
-    return str(value)
 
 
 def _components(values: list[str], argument: str) -> list[tuple[str | None, Path]]:
@@ -603,15 +457,10 @@ def _read_published(path: Path) -> dict:
 
 
 def command_profile(args: argparse.Namespace) -> int:
-    import torch
-
     from vssbench.benchmark.fidelity import fidelity_report
-    from vssbench.benchmark.profiler import (cost_block, latency_steps, measure_latency, paired_speed_ratios,
-                                             paired_steps)
-    from vssbench.benchmark.results import ResultFile, config_hash, environment
-    from vssbench.benchmark.runner import per_frame_reference, row_label, sweep_plan, timed_against_per_frame
-    from vssbench.methods.base import build_method
-    from vssbench.progress import Progress
+    from vssbench.benchmark.profile_sweep import ProfileSettings, profile_sweep
+    from vssbench.benchmark.results import ResultFile
+    from vssbench.benchmark.tables import cost_table
 
     if args.fidelity:
         check_writable(args.report_dir, "--report-dir", directory=True)
@@ -626,70 +475,17 @@ def command_profile(args: argparse.Namespace) -> int:
             print(f"bench profile --fidelity: {unexplained} quantities are outside tolerance without a cause "
                   "and its recomputed number", file=sys.stderr)
         return 1 if unexplained else 0
-    specs = _specs(args.methods)
+    settings = ProfileSettings(
+        specs=_specs(args.methods), resolution=_size(args.resolution, "--resolution"), num_classes=args.num_classes,
+        intervals=_int_list(args.intervals, "--intervals"), memory_frames=_memory_list(args.memory),
+        variants=args.variants.split(",") if args.variants else None, device=args.device, seed=args.seed,
+        latency=not args.no_latency, repeats=args.repeats, warmup=args.warmup, speed_rounds=args.speed_rounds)
     check_writable(args.output, "--output")
-    height, width = _size(args.resolution, "--resolution")
-    intervals = _int_list(args.intervals, "--intervals")
-    memory_frames = _memory_list(args.memory)
     _check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
     _check_device(args.device)
-    results = ResultFile(args.output)
-    rows = []
-    for spec, variant in sweep_plan(specs, args.variants.split(",") if args.variants else None):
-        torch.manual_seed(args.seed)
-        method = build_method(spec, args.num_classes, variant).to(args.device).eval()
-        frame = torch.randn(1, 3, height, width, device=args.device)
-        timed_against = args.speed_rounds and not args.no_latency and timed_against_per_frame(method)
-        reference = per_frame_reference(method, args.device) if timed_against else None
-        # Methods with a memory instead of key frames (STT) get one row per memory length.
-        for memory in memory_frames if method.sweep_axis == "memory_frames" else [None]:
-            suffix = None
-            if memory is not None:
-                method.memory_frames, suffix = memory, f"m{memory}"
-            config = {"kind": "profile", "spec": method.spec, "variant": method.variant, "resolution": [height, width],
-                      "num_classes": args.num_classes, "intervals": intervals, "device": args.device,
-                      **({"memory_frames": memory} if memory is not None else {})}
-            row = {"schema": "vssbench.profile/1",
-                   "label": row_label(method.name, method.preset, method.variant, type(method).variants[0], suffix),
-                   "method": method.name, "preset": method.preset, "variant": method.variant,
-                   "resolution": [height, width], "num_classes": args.num_classes, "status": "ok", "error": None,
-                   "cost": None, "env": environment(args.device, args.seed), "config_hash": config_hash(config)}
-            steps = ((0 if args.no_latency else latency_steps(method, intervals, args.repeats, args.warmup))
-                     + (paired_steps(method, reference, intervals, args.speed_rounds) if reference is not None else 0))
-            with Progress(steps, f"profiling {row['label']}", unit="step", every=5.0) as progress:
-                try:
-                    latency = None if args.no_latency else measure_latency(method, frame, intervals, args.repeats,
-                                                                           args.warmup, on_step=progress.update)
-                    row["cost"] = cost_block(method, frame, intervals, latency)
-                    if reference is not None:
-                        row["cost"]["speed_vs_per_frame"] = paired_speed_ratios(
-                            method, reference, frame, intervals, args.speed_rounds, on_step=progress.update)
-                except Exception as error:  # noqa: BLE001 - a failing method becomes an error row
-                    row.update(status="error", error=f"{type(error).__name__}: {error}")
-            results.put(row)
-            rows.append(row)
-    print(cost_table(rows, intervals))
+    rows = profile_sweep(settings, ResultFile(args.output))
+    print(cost_table(rows, settings.intervals))
     return _exit_code(rows)
-
-
-def cost_table(rows: list[dict], intervals: list[int]) -> str:
-    """Cost rows as a Markdown table; FPS carries the device it was measured on. Speed ratios
-    against the per-frame segmentor get columns when a row has them."""
-    paired = any((row.get("cost") or {}).get("speed_vs_per_frame") for row in rows)
-    table = []
-    for row in rows:
-        cost = row.get("cost") or {}
-        latency = {k: (cost.get(f"latency_ms_{k}") or {}).get("median") for k in ("key", "nonkey")}
-        ratios = cost.get("speed_vs_per_frame") or {}
-        table.append([row["label"], cost.get("params_m"), cost.get("gflops_key"), cost.get("gflops_nonkey"),
-                      *((cost.get("gflops_avg") or {}).get(str(k)) for k in intervals),
-                      latency["key"], latency["nonkey"], *((cost.get("fps") or {}).get(str(k)) for k in intervals),
-                      *((ratios.get(str(k)) or {}).get("ratio") for k in intervals if paired), row["status"]])
-    device = next((r["cost"]["device"] for r in rows if r.get("cost")), "-")
-    headers = ["label", "params (M)", "GFLOPs key", "GFLOPs non-key", *(f"GFLOPs avg k={k}" for k in intervals),
-               "key ms", "non-key ms", *(f"FPS k={k}" for k in intervals),
-               *(f"vs per-frame k={k}" for k in intervals if paired), "status"]
-    return tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}."
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -816,7 +612,7 @@ def _show_run_arguments(args: argparse.Namespace, output: Path) -> list[str]:
 
 
 def command_check(args: argparse.Namespace) -> int:
-    from vssbench.benchmark.regression import check, parse_tolerances
+    from vssbench.benchmark.regression import check, check_report, parse_tolerances
     from vssbench.benchmark.results import load_rows
 
     _require_files([args.file, args.baseline])
@@ -832,49 +628,23 @@ def command_check(args: argparse.Namespace) -> int:
         result = check(rows, baseline, tolerances, require_all=args.require_all)
     except ValueError as error:
         raise UsageError(f"bench check {args.file} --baseline {args.baseline}: {error}") from None
-    for label in result.passed_rows:
-        print(f"passed: {label}")
-    for label in result.new_rows:
-        print(f"new (not in the baseline): {label}")
-    for label, reason in result.skipped:
-        print(f"skipped: {label}: {reason}")
-    for label in result.random_weights:
-        print(f"accuracy not compared: {label}")
-    for regression in result.regressions:
-        print(f"REGRESSION {regression}", file=sys.stderr)
-    if result.missing and not args.require_all:
-        print(f"not in this run ({len(result.missing)} baseline rows, not compared; --require-all fails on them): "
-              + ", ".join(result.missing[:5]) + (", ..." if len(result.missing) > 5 else ""))
-    counts = (f"{len(result.passed_rows)} passed, {len(result.regressed)} regressed, {len(result.new_rows)} new, "
-              f"{len(result.skipped)} skipped; {len(result.missing)} baseline rows not in this run")
-    verdict = "passed" if result.passed else f"FAILED with {len(result.regressions)} regressions"
-    print(f"bench check {args.file} against {args.baseline}: {counts}; {verdict}")
+    out, regressions = check_report(result, args.file, args.baseline, args.require_all)
+    for line in out[:-1]:
+        print(line)
+    for line in regressions:
+        print(line, file=sys.stderr)
+    print(out[-1])
     return 0 if result.passed else EXIT_ROWS_FAILED
 
 
 def command_list(args: argparse.Namespace) -> int:
     """The registry in 80 columns (defaults marked with *); every preset and variant with ``--verbose``."""
+    from vssbench.benchmark.tables import method_table
     from vssbench.methods.base import registered_methods
 
-    methods = sorted(registered_methods().items())
-    if args.verbose:
-        table = [[name, (cls.__doc__ or "").strip().splitlines()[0],
-                  ", ".join(p + ("*" if p == cls.default_preset else "") for p in cls.presets),
-                  ", ".join(v + ("*" if i == 0 and len(cls.variants) > 1 else "") for i, v in enumerate(cls.variants)),
-                  _sweep_axis(cls)] for name, cls in methods]
-        print(tabulate(table, headers=["method", "what", "presets", "variants", "sweep axis"], tablefmt="github"))
-    else:
-        table = [[name, cls.default_preset + "*" + (f" +{len(cls.presets) - 1}" if len(cls.presets) > 1 else ""),
-                  cls.variants[0] + ("*" + f" +{len(cls.variants) - 1}" if len(cls.variants) > 1 else ""),
-                  _sweep_axis(cls)] for name, cls in methods]
-        print(tabulate(table, headers=["method", "presets", "variants", "sweeps"], tablefmt="simple"))
-        print("\n* default; +N: more (bench list --verbose lists them)")
+    print(method_table(registered_methods(), args.verbose))
     print(f"datasets: {', '.join(DATASETS)}")
     return 0
-
-
-def _sweep_axis(cls: type) -> str:
-    return "memory M" if cls.sweep_axis == "memory_frames" else "interval k" if cls.uses_key_frames else "-"
 
 
 # --------------------------------------------------------------------------- parser

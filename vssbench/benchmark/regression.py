@@ -141,6 +141,23 @@ class CheckResult:
         return len(self.passed_rows) + len(self.regressed)
 
 
+def check_report(result: CheckResult, file: str, baseline: str, require_all: bool) -> tuple[list[str], list[str]]:
+    """``bench check``'s lines: what passed, was new, skipped or not compared (standard output) and each
+    regression (standard error), then the counts and the verdict."""
+    out = ([f"passed: {label}" for label in result.passed_rows]
+           + [f"new (not in the baseline): {label}" for label in result.new_rows]
+           + [f"skipped: {label}: {reason}" for label, reason in result.skipped]
+           + [f"accuracy not compared: {label}" for label in result.random_weights])
+    if result.missing and not require_all:
+        out.append(f"not in this run ({len(result.missing)} baseline rows, not compared; --require-all fails on "
+                   "them): " + ", ".join(result.missing[:5]) + (", ..." if len(result.missing) > 5 else ""))
+    counts = (f"{len(result.passed_rows)} passed, {len(result.regressed)} regressed, {len(result.new_rows)} new, "
+              f"{len(result.skipped)} skipped; {len(result.missing)} baseline rows not in this run")
+    verdict = "passed" if result.passed else f"FAILED with {len(result.regressions)} regressions"
+    out.append(f"bench check {file} against {baseline}: {counts}; {verdict}")
+    return out, [f"REGRESSION {regression}" for regression in result.regressions]
+
+
 def check(rows: list[dict], baseline: list[dict], tolerances: dict[str, float] | None = None,
           require_all: bool = False) -> CheckResult:
     """Compare ``rows`` with ``baseline``; every regression is named with its row and metric.

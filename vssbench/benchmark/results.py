@@ -14,8 +14,10 @@ import json
 import math
 import platform
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -23,7 +25,96 @@ import vssbench
 from vssbench.files import atomic_path, exclusive_lock
 from vssbench.limits import check_regular_file
 
-SCHEMA = "vssbench.result/1"
+RUN_SCHEMA = "vssbench.result/1"
+PROFILE_SCHEMA = "vssbench.profile/1"
+
+
+class RunRow(TypedDict):
+    """A ``bench run`` row (docs/rows.md), its keys in the order the JSON holds them."""
+
+    schema: str
+    label: str
+    method: str
+    preset: str
+    variant: str
+    dataset: str
+    split: str
+    resolution: list[int] | str
+    videos: dict | None  # None only in rows written before videos were recorded
+    segmentor_preset: str | None
+    schedule: dict
+    status: str  # "ok" or "error"
+    error: str | None
+    metrics: dict | None
+    cost: dict | None
+    timing: dict | None
+    predictions_dir: str | None
+    weights: str | None  # "trained" or "random"; None only in rows written before it was recorded
+    random_parameters: dict[str, int] | None
+    checkpoint: dict | None
+    env: dict
+    config_hash: str
+    created_at: str
+
+
+class ProfileRow(TypedDict):
+    """A ``bench profile`` row (docs/cost.md), its keys in the order the JSON holds them."""
+
+    schema: str
+    label: str
+    method: str
+    preset: str
+    variant: str
+    resolution: list[int]
+    num_classes: int
+    status: str
+    error: str | None
+    cost: dict | None
+    env: dict
+    config_hash: str
+
+
+def run_row(config: dict, label: str, segmentor_preset: str, random: dict[str, int], checkpoint: dict | None,
+            env: dict) -> RunRow:
+    """A run row before scoring (status ok, no metrics yet): what ``config`` (the hashed configuration)
+    ran, with which weights (``random``: parameters left at random, per part) and where."""
+    return RunRow(schema=RUN_SCHEMA, label=label, method=config["method"], preset=config["preset"],
+                  variant=config["variant"], dataset=config["dataset"], split=config["split"],
+                  resolution=config["resolution"], videos=config["videos"], segmentor_preset=segmentor_preset,
+                  schedule=config["schedule"], status="ok", error=None, metrics=None, cost=None, timing=None,
+                  predictions_dir=None, weights="random" if random else "trained", random_parameters=random or None,
+                  checkpoint=checkpoint, env=env, config_hash=config_hash(config),
+                  created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def profile_row(config: dict, label: str, method: str, preset: str, env: dict) -> ProfileRow:
+    """A profile row before measuring: ``config`` is its hashed configuration (spec, variant, resolution,
+    classes, intervals, device and, for a memory method, its memory length)."""
+    return ProfileRow(schema=PROFILE_SCHEMA, label=label, method=method, preset=preset, variant=config["variant"],
+                      resolution=config["resolution"], num_classes=config["num_classes"], status="ok", error=None,
+                      cost=None, env=env, config_hash=config_hash(config))
+
+
+def upgrade_row(row: dict) -> dict:
+    """A row as the current layout holds it, whichever earlier layout of its schema wrote it (a row of
+    another schema is returned as it is). Earlier ``vssbench.result/1`` rows may lack ``videos`` (written
+    before the selection was recorded), ``segmentor_preset``, ``weights`` and ``random_parameters``: each
+    becomes None, unknown (readers take only ``weights: "random"`` as random); and ``checkpoint.declared``:
+    they carried the checkpoint's own ``training`` and ``converted_from`` directly in ``checkpoint``."""
+    if row.get("schema") != RUN_SCHEMA:
+        return row
+    checkpoint = row.get("checkpoint")
+    if checkpoint is not None and "declared" not in checkpoint:
+        declared = {key: checkpoint[key] for key in ("training", "converted_from") if key in checkpoint}
+        checkpoint = {**{k: v for k, v in checkpoint.items() if k not in declared},
+                      "declared": {"by": "checkpoint", "training": declared.get("training"),
+                                   "converted_from": declared.get("converted_from")} if declared else None}
+    defaults = {"videos": None, "segmentor_preset": None, "weights": None, "random_parameters": None}
+    upgraded = {}
+    for key in RunRow.__annotations__:  # the current order; fields no layout had stay absent
+        if key in row or key in defaults:
+            upgraded[key] = checkpoint if key == "checkpoint" else row.get(key, defaults.get(key))
+    return upgraded | {key: value for key, value in row.items() if key not in upgraded}
 
 
 def schedule_interval(schedule: dict) -> int:
@@ -102,20 +193,18 @@ def _json_safe(value: object) -> object:
 
 def declared_training(row: dict) -> dict | None:
     """The training record a row's checkpoint declares about itself (``checkpoint.declared.training``,
-    docs/rows.md; rows without the ``declared`` block carry it as ``checkpoint.training``). A claim of
-    the file, not something vssbench checked: comparisons use it, provenance marks it."""
-    checkpoint = row.get("checkpoint") or {}
-    if "declared" in checkpoint:
-        return (checkpoint["declared"] or {}).get("training")
-    return checkpoint.get("training")
+    docs/rows.md). A claim of the file, not something vssbench checked: comparisons use it, provenance
+    marks it."""
+    return ((upgrade_row(row).get("checkpoint") or {}).get("declared") or {}).get("training")
 
 
 class ResultFileError(ValueError):
     """A result file that cannot be read as rows: named with the line, and what to do about it."""
 
 
-def load_rows(path: str | Path, skip_unreadable: bool = False) -> list[dict]:
-    """Rows of a JSONL result file; a missing file has none. A line that is not a JSON object is a
+def load_rows(path: str | Path, skip_unreadable: bool = False, upgrade: bool = True) -> list[dict]:
+    """Rows of a JSONL result file in the current layout (:func:`upgrade_row`; ``upgrade=False``: as the
+    file holds them); a missing file has none. A line that is not a JSON object is a
     :class:`ResultFileError` naming the file and line, or with ``skip_unreadable`` is left out."""
     path = Path(path)
     if not path.exists():
@@ -135,7 +224,7 @@ def load_rows(path: str | Path, skip_unreadable: bool = False) -> list[dict]:
             raise ResultFileError(f"{path}:{number} is not a result row ({error}); expected one JSON object per "
                                   "line. The file was left as it is: fix or remove the line, or re-run with "
                                   "--overwrite, which drops unreadable lines") from None
-        rows.append(row)
+        rows.append(upgrade_row(row) if upgrade else row)
     return rows
 
 
@@ -155,16 +244,17 @@ class ResultFile:
     def __init__(self, path: str | Path, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        self.rows = load_rows(self.path, skip_unreadable=overwrite)
+        self.rows = load_rows(self.path, skip_unreadable=overwrite, upgrade=False)
 
     def finished(self, hash_: str) -> dict | None:
         """The finished (status ok) row with this configuration hash, if any, as the file holds it now."""
-        self.rows = load_rows(self.path, skip_unreadable=True)
-        return next((r for r in self.rows if r.get("config_hash") == hash_ and r.get("status") == "ok"), None)
+        self.rows = load_rows(self.path, skip_unreadable=True, upgrade=False)
+        done = next((r for r in self.rows if r.get("config_hash") == hash_ and r.get("status") == "ok"), None)
+        return upgrade_row(done) if done else None
 
     def put(self, row: dict) -> None:
         """Add ``row``, replacing any earlier row of the same configuration, and rewrite the file."""
         with exclusive_lock(self.path):
-            on_disk = load_rows(self.path, skip_unreadable=True)
+            on_disk = load_rows(self.path, skip_unreadable=True, upgrade=False)  # other rows' lines kept as written
             self.rows = [r for r in on_disk if r.get("config_hash") != row["config_hash"]] + [row]
             write_rows_atomically(self.path, self.rows)

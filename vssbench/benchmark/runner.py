@@ -27,7 +27,7 @@ from PIL import Image
 from vssbench.benchmark import distributed
 from vssbench.benchmark.metrics import SegmentationMetrics
 from vssbench.benchmark.profiler import cost_block, latency_summary, paired_speed_ratio
-from vssbench.benchmark.results import ResultFile, config_hash, environment
+from vssbench.benchmark.results import ResultFile, RunRow, config_hash, environment, run_row
 from vssbench.benchmark.tc import TCSettings, TemporalConsistency, raft_flow
 from vssbench.datasets.base import DatasetError, FrameStream, VideoDataset, as_tensors
 from vssbench.limits import plain_name
@@ -403,25 +403,12 @@ def _run_method(
     results: ResultFile,
     on_row: Callable[[dict], None],
 ) -> list[dict]:
+    """Every row of one (method, variant): prepared once, scored at each point of its sweep axis; a
+    finished row of the same configuration is kept, a failure becomes an error row."""
     # Every method starts from the initialisation its seed gives, whatever the sweep built or trained
     # before it, so auto-trained weights do not depend on the sweep's composition or the cache's state.
     torch.manual_seed(settings.seed)
     method = build_method(spec, dataset.num_classes, variant)
-    base = {
-        "method": method.name,
-        "preset": method.preset,
-        "variant": variant,
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "resolution": _resolution(dataset),
-        "videos": dataset.selection(),
-        "device": settings.evaluation.device,
-        "miou_mode": settings.evaluation.miou_mode,
-        "vc_protocol": settings.evaluation.vc_protocol,
-        "seed": settings.seed,
-        # only with --metrics tc, so that the rows of runs without it keep their hashes
-        **({"tc": settings.evaluation.tc.row_block()} if settings.evaluation.tc else {}),
-    }
     weights, prepare_error = PreparedWeights(), None
     try:
         weights = prepare(method)
@@ -431,56 +418,25 @@ def _run_method(
         prepare_error = error
     checkpoint_info = weights.row_block()
     rows = []
-    speed_reference = None  # built at the first row that is timed against it
+    reference: list[VideoMethod] = []  # the per-frame segmentor timed against, built at the first row needing it
     for schedule, schedule_config, suffix in sweep_points(method, settings):
-        config = {**base, "schedule": schedule_config, "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
-        hash_ = config_hash(config)
-        done = results.finished(hash_)
+        config = {**run_configuration(method, dataset, settings), "schedule": schedule_config,
+                  "checkpoint_sha256": checkpoint_info and checkpoint_info["sha256"]}
+        done = results.finished(config_hash(config))
         if done and not settings.overwrite:
-            log.info("skipping %s %s: finished row %s in %s", spec, suffix, hash_, settings.output)
+            log.info("skipping %s %s: finished row %s in %s", spec, suffix, done["config_hash"], settings.output)
             rows.append(done)
             on_row(done)
             continue
         if "memory_frames" in schedule_config:
             method.memory_frames = schedule_config["memory_frames"]
         label = row_label(method.name, method.preset, variant, type(method).variants[0], suffix)
-        row = {
-            "schema": "vssbench.result/1",
-            "label": label,
-            **{k: base[k] for k in ("method", "preset", "variant", "dataset", "split", "resolution", "videos")},
-            "segmentor_preset": method.segmentor_preset,  # whose per-frame row speed ratios are taken against
-            "schedule": config["schedule"],
-            "status": "ok",
-            "error": None,
-            "metrics": None,
-            "cost": None,
-            "timing": None,
-            "predictions_dir": None,
-            "weights": "random" if weights.random else "trained",
-            "random_parameters": weights.random or None,  # per part, when some are not from a checkpoint
-            "checkpoint": checkpoint_info,
-            "env": environment(settings.evaluation.device, settings.seed),
-            "config_hash": hash_,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        predictions = settings.predictions_dir / label if settings.predictions_dir else None
+        row = run_row(config, label, method.segmentor_preset, weights.random, checkpoint_info,
+                      environment(settings.evaluation.device, settings.seed))
         try:
             if prepare_error is not None:
                 raise prepare_error
-            evaluation = evaluate(method, dataset, schedule, settings.evaluation, predictions)
-            row["metrics"] = evaluation.metrics
-            latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [schedule.interval],
-                                      method.uses_key_frames)
-            row["cost"] = cost_block(method, evaluation.sample_frame, [schedule.interval], latency)
-            if settings.evaluation.speed_rounds and timed_against_per_frame(method):
-                speed_reference = speed_reference or per_frame_reference(method, settings.evaluation.device)
-                row["cost"]["speed_vs_per_frame"] = paired_speed_ratio(
-                    method, speed_reference, evaluation.sample_frame, schedule.interval,
-                    rounds=settings.evaluation.speed_rounds)
-            row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4),
-                             "wall_seconds": round(evaluation.wall_seconds, 4), "frames": evaluation.frames,
-                             "metric_code": evaluation.metric_code}
-            row["predictions_dir"] = str(predictions) if predictions else None
+            _score(row, method, dataset, schedule, settings, reference)
         except DatasetError:
             raise
         except Exception as error:  # noqa: BLE001 - every method failure becomes an error row
@@ -495,6 +451,43 @@ def _run_method(
         rows.append(row)
         on_row(row)
     return rows
+
+
+def run_configuration(method: VideoMethod, dataset: VideoDataset, settings: SweepSettings) -> dict:
+    """What a run row's ``config_hash`` covers, less the schedule and the checkpoint's digest: a re-run is
+    matched on it, so a field is added only where it is set (``tc``), keeping other rows' hashes."""
+    return {
+        "method": method.name,
+        "preset": method.preset,
+        "variant": method.variant,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "resolution": _resolution(dataset),
+        "videos": dataset.selection(),
+        "device": settings.evaluation.device,
+        "miou_mode": settings.evaluation.miou_mode,
+        "vc_protocol": settings.evaluation.vc_protocol,
+        "seed": settings.seed,
+        **({"tc": settings.evaluation.tc.row_block()} if settings.evaluation.tc else {}),
+    }
+
+
+def _score(row: RunRow, method: VideoMethod, dataset: VideoDataset, schedule: KeySchedule, settings: SweepSettings,
+           reference: list[VideoMethod]) -> None:
+    """Fill ``row``'s metrics, cost, timing and predictions folder from one evaluation of ``method``."""
+    predictions = settings.predictions_dir / row["label"] if settings.predictions_dir else None
+    evaluation = evaluate(method, dataset, schedule, settings.evaluation, predictions)
+    row["metrics"] = evaluation.metrics
+    latency = latency_summary(evaluation.key_ms, evaluation.nonkey_ms, [schedule.interval], method.uses_key_frames)
+    row["cost"] = cost_block(method, evaluation.sample_frame, [schedule.interval], latency)
+    if settings.evaluation.speed_rounds and timed_against_per_frame(method):
+        if not reference:
+            reference.append(per_frame_reference(method, settings.evaluation.device))
+        row["cost"]["speed_vs_per_frame"] = paired_speed_ratio(method, reference[0], evaluation.sample_frame,
+                                                               schedule.interval, rounds=settings.evaluation.speed_rounds)
+    row["timing"] = {"step_seconds": round(evaluation.step_seconds, 4), "wall_seconds": round(evaluation.wall_seconds, 4),
+                     "frames": evaluation.frames, "metric_code": evaluation.metric_code}
+    row["predictions_dir"] = str(predictions) if predictions else None
 
 
 def timed_against_per_frame(method: VideoMethod) -> bool:

@@ -33,12 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vssbench.methods.raft import RAFT, flow_size, frame_flow
+from vssbench.methods.raft import RAFT, RAFTWeightsError, flow_size, frame_flow, load_raft
 
 TC_VIDEOS = 100  # TC_cal.py: for video in list_[:100]
 TC_ITERATIONS = 20  # TC_cal.py: model_raft(image1, image2, iters=20, test_mode=True)
@@ -83,6 +84,26 @@ class TCSettings:
     weights: dict  # load_raft's record (file, sha256, layout, size), or {"random": True, "size": ...}
     iterations: int = TC_ITERATIONS
     videos: int | None = TC_VIDEOS
+
+    @classmethod
+    def build(cls, flow_path: Path | None, random_weights: bool, seed: int, iterations: int = TC_ITERATIONS,
+              videos: int | None = TC_VIDEOS) -> "TCSettings":
+        """RAFT read from ``flow_path`` (princeton-vl's or torchvision's weights), or with ``random_weights``
+        a random RAFT-large drawn from ``seed`` without moving the global random state (rows mark it)."""
+        if flow_path is not None:
+            try:
+                flow, weights = load_raft(flow_path)
+            except RAFTWeightsError as error:
+                raise RAFTWeightsError(f"--tc-flow {error}") from None
+            return cls(flow, weights.as_record(), iterations, videos)
+        if not random_weights:
+            raise RAFTWeightsError("--metrics tc needs RAFT weights for its flow: --tc-flow PATH (princeton-vl's "
+                                   "raft-things.pth or torchvision's raft_large/raft_small weights), or "
+                                   "--random-weights to score TC with a random RAFT, which rows and reports mark")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            flow = RAFT("large").eval()
+        return cls(flow, {"random": True, "size": "large", "seed": seed}, iterations, videos)
 
     @property
     def random(self) -> bool:

@@ -1,4 +1,6 @@
-"""Datasets: the synthetic set, VSPW and Cityscapes behind one interface (:mod:`vssbench.datasets.base`)."""
+"""Datasets: the synthetic set, VSPW, Cityscapes and CamVid behind one interface (:mod:`vssbench.datasets.base`)."""
+
+DATASETS = ("synthetic", "vspw", "cityscapes", "camvid")  # the names --dataset takes (datasets.select opens them)
 
 
 class DatasetError(ValueError):
