@@ -22,7 +22,7 @@ import torch
 
 from vssbench.benchmark.plan import calibration_seconds
 from vssbench.benchmark.runner import sweep_plan
-from vssbench.benchmark.training import train, training_plan
+from vssbench.benchmark.training import TrainingOptions, train, training_plan
 from vssbench.datasets.synthetic import SyntheticSpec, ensure_generated, load_synthetic
 from vssbench.methods.base import build_method
 from vssbench.recipes import recipe_for
@@ -37,7 +37,7 @@ def seconds_per_iteration(spec: str, train_set) -> float:
         method = build_method(name, train_set.num_classes, variant.rstrip(")") or None)
         recipe = recipe_for(method, "synthetic", "synthetic").with_overrides(iterations=iterations)
         start = time.perf_counter()
-        train(method, train_set, seed=0, recipe=recipe, progress=False)
+        train(method, train_set, recipe, TrainingOptions(progress=False), seed=0)
         times.append(time.perf_counter() - start)
     return (times[1] - times[0]) / 5
 

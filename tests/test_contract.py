@@ -118,7 +118,8 @@ def test_a_corrupt_line_in_the_output_is_bad_input_and_the_file_is_left_alone(sm
 def test_an_unwritable_output_is_bad_input_before_any_work(argv, option, tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a-file"  # a path under a regular file cannot be created, whoever runs the test
     blocker.write_text("")
-    monkeypatch.setattr(cli, "load_dataset", lambda *_: pytest.fail("the dataset was loaded before the check"))
+    monkeypatch.setattr("vssbench.datasets.select.open_dataset",
+                        lambda *_: pytest.fail("the dataset was loaded before the check"))
     assert main([part.format(blocked=blocker) for part in argv]) == 2
     error = capsys.readouterr().err
     assert f"{option} {blocker}/" in error and "cannot write there" in error

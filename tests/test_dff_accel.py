@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from propagation import third_frame_after_and_without_the_second
+from quiet import QUIET
 from vssbench.benchmark.training import ensure_trained, train
 from vssbench.cli import main
 from vssbench.datasets.synthetic import load_synthetic
@@ -126,7 +127,7 @@ def test_accel_parameters_are_both_segmentors_flownet_and_fusion():
 def test_training_reduces_the_loss(small_synthetic, spec):
     dataset = load_synthetic(small_synthetic, "train")
     method = build_method(spec, dataset.num_classes)
-    report = train(method, dataset, iterations=60, seed=0, num_workers=0, progress=False)
+    report = train(method, dataset, iterations=60, seed=0, options=QUIET)
     first, last = sum(report.history[:5]) / 5, sum(report.history[-5:]) / 5
     assert last < 0.92 * first, (first, last)
 

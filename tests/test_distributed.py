@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from quiet import QUIET
+from ranks import on_ranks
 from vssbench.benchmark.results import load_rows
 from vssbench.benchmark.runner import EvaluationOptions, evaluate
 from vssbench.benchmark.training import train
@@ -23,37 +24,28 @@ from vssbench.methods.base import KeySchedule, build_method
 PROCESSES = 2
 
 
-def _join(rank: int, init_file: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=PROCESSES)
-    torch.set_num_threads(1)
-
-
-def _evaluate_on_rank(rank: int, init_file: Path, checkpoint: Path, root: Path, out: Path) -> None:
-    _join(rank, init_file)
-    evaluation = _evaluate(checkpoint, root)
-    torch.save({"metrics": evaluation.metrics, "frames": evaluation.frames}, out / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
 def _evaluate(checkpoint: Path, root: Path):
     method = build_method("copy:segformer-tiny", 8)
     load_weights(method, checkpoint)
     return evaluate(method, load_synthetic(root, "val"), KeySchedule(2), EvaluationOptions(progress=False))
 
 
-def _train_on_rank(rank: int, init_file: Path, root: Path, out: Path) -> None:
-    _join(rank, init_file)
-    torch.manual_seed(100 + rank)  # different initial weights: DDP must broadcast rank 0's
+def _evaluated(checkpoint: Path, root: Path) -> dict:
+    evaluation = _evaluate(checkpoint, root)
+    return {"metrics": evaluation.metrics, "frames": evaluation.frames}
+
+
+def _trained(root: Path) -> dict[str, torch.Tensor]:
+    torch.manual_seed(100 + dist.get_rank())  # different initial weights: DDP must broadcast rank 0's
     method = build_method("perframe:segformer-tiny", 8)
-    train(method, load_synthetic(root, "train"), iterations=3, progress=False, num_workers=0)
-    torch.save(method.state_dict(), out / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    train(method, load_synthetic(root, "train"), iterations=3, options=QUIET)
+    return method.state_dict()
 
 
 @pytest.fixture(scope="module")
 def trained_checkpoint(small_synthetic, tmp_path_factory) -> Path:
     method = build_method("perframe:segformer-tiny", 8)
-    train(method, load_synthetic(small_synthetic, "train"), iterations=40, progress=False, num_workers=0)
+    train(method, load_synthetic(small_synthetic, "train"), iterations=40, options=QUIET)
     path = tmp_path_factory.mktemp("ckpt") / "copy.pt"
     copy = build_method("copy:segformer-tiny", 8)
     copy.segmentor.load_state_dict(method.segmentor.state_dict())
@@ -61,19 +53,16 @@ def trained_checkpoint(small_synthetic, tmp_path_factory) -> Path:
 
 
 def test_two_process_evaluation_equals_one_process(trained_checkpoint, small_synthetic, tmp_path):
-    mp.spawn(_evaluate_on_rank, args=(tmp_path / "init", trained_checkpoint, small_synthetic, tmp_path),
-             nprocs=PROCESSES)
+    shards = on_ranks(_evaluated, (trained_checkpoint, small_synthetic), tmp_path, PROCESSES)
     single = _evaluate(trained_checkpoint, small_synthetic)
     assert 10 < single.metrics["miou"] < 100 and single.metrics["mvc8"] is not None
-    for rank in range(PROCESSES):
-        shard = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+    for shard in shards:
         assert shard["metrics"] == single.metrics  # every value, per-class IoU and VC included, exactly
         assert shard["frames"] == single.frames
 
 
 def test_two_process_ddp_training_ends_with_identical_weights(small_synthetic, tmp_path):
-    mp.spawn(_train_on_rank, args=(tmp_path / "init", small_synthetic, tmp_path), nprocs=PROCESSES)
-    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(PROCESSES))
+    first, second = on_ranks(_trained, (small_synthetic,), tmp_path, PROCESSES)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     torch.manual_seed(100)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from quiet import QUIET
 from vssbench.benchmark.training import ensure_trained, train
 from vssbench.methods.weights import checkpoint_metadata, save_checkpoint, to_portable
 from vssbench.cli import main
@@ -122,7 +123,7 @@ def test_training_reduces_the_loss_deterministically(spec, ratio, small_syntheti
     for _ in range(2):
         torch.manual_seed(0)
         method = build_method(spec, dataset.num_classes)
-        reports.append(train(method, dataset, iterations=40, seed=1, num_workers=0, progress=False))
+        reports.append(train(method, dataset, iterations=40, seed=1, options=QUIET))
         states.append(method.state_dict())
     report = reports[0]
     assert report.final_loss < ratio * report.first_loss
@@ -140,7 +141,7 @@ def test_a_cached_stage_is_retrained_when_the_segmentor_it_started_from_changes(
     first = dff_checkpoint()
     assert dff_checkpoint() == first  # cached: found under the same name
     segmentor = build_method("perframe:segformer-tiny", dataset.num_classes)
-    train(segmentor, dataset, iterations=3, num_workers=0, progress=False)
+    train(segmentor, dataset, iterations=3, options=QUIET)
     (cached,) = tmp_path.glob("perframe-segformer-tiny-s0-it2-*.pt")
     save_checkpoint(segmentor, cached)  # what the cache holds changed
     retrained = dff_checkpoint()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from propagation import third_frame_after_and_without_the_second
+from quiet import QUIET
 from vssbench.benchmark.training import train
 from vssbench.datasets.synthetic import load_synthetic
 from vssbench.methods.base import build_method
@@ -139,5 +140,5 @@ def test_every_variant_trains_and_reduces_the_loss(variant, small_synthetic):
     dataset = load_synthetic(small_synthetic, "train")
     torch.manual_seed(0)
     method = build_method("mpvss:tiny", dataset.num_classes, variant)
-    report = train(method, dataset, iterations=25, seed=0, num_workers=0, progress=False)
+    report = train(method, dataset, iterations=25, seed=0, options=QUIET)
     assert report.final_loss < report.first_loss

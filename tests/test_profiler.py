@@ -145,11 +145,13 @@ def test_bench_profile_writes_cost_rows(tmp_path, capsys):
                  "--num-classes", "8", "--intervals", "1,5", "--repeats", "2", "--speed-rounds", "3",
                  "--output", str(output)]) == 0
     perframe, copy = load_rows(output)
-    # Timed in alternation with its segmentor: copying four frames of five is several times faster.
+    # Timed in alternation with its segmentor, the rounds asked for at each interval (how much faster is a
+    # measurement: tests/benchmarks, never a timed assertion here, where other work shares the cores).
     assert "speed_vs_per_frame" not in perframe["cost"]
     ratios = copy["cost"]["speed_vs_per_frame"]
-    assert ratios["5"]["reference"] == "perframe:segformer-tiny" and len(ratios["5"]["rounds"]) == 3
-    assert ratios["5"]["ratio"] > 2 * ratios["1"]["ratio"]
+    for k in ("1", "5"):
+        assert ratios[k]["reference"] == "perframe:segformer-tiny" and len(ratios[k]["rounds"]) == 3
+        assert ratios[k]["ratio"] > 0
     for row in (perframe, copy):
         cost = row["cost"]
         assert set(cost) >= {"params_m", "params_by_component_m", "gflops_key", "gflops_nonkey", "gflops_avg",

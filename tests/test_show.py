@@ -213,7 +213,8 @@ def test_show_refuses_two_rows_of_one_label(shown, small_synthetic, tmp_path, ca
 
 
 def test_show_passes_the_run_options_to_the_run_it_makes(tmp_path):
-    from vssbench.cli import _show_run_arguments, build_parser
+    from vssbench.cli import build_parser
+    from vssbench.cli.show import _show_run_arguments
 
     args = build_parser().parse_args(["show", "--methods", "mpvss,stt", "--intervals", "2,10", "--memory", "3",
                                       "--variants", "all", "--checkpoint", "mpvss=m.pt", "--shipped-weights",

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from quiet import QUIET
 from vssbench.benchmark.profiler import method_flops
 from vssbench.benchmark.results import load_rows
 from vssbench.benchmark.training import train
@@ -107,7 +108,7 @@ def test_flops_grow_with_selected_queries_times_keys_not_with_frame_area():
 def test_training_reduces_the_loss_and_updates_attention_and_selector_only(small_synthetic):
     method = build_method("stt:tiny", 8)
     frozen = {n: p.clone() for n, p in method.segmentor.state_dict().items()}
-    report = train(method, load_synthetic(small_synthetic, "train"), iterations=30, progress=False, num_workers=0)
+    report = train(method, load_synthetic(small_synthetic, "train"), iterations=30, options=QUIET)
     assert report.final_loss < report.first_loss
     assert all(torch.equal(p, frozen[n]) for n, p in method.segmentor.state_dict().items())  # batch-norm stats too
     trainable = {n for n, p in method.named_parameters() if p.requires_grad}

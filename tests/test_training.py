@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from quiet import QUIET
+from ranks import on_ranks
 from vssbench.benchmark.training import TrainingClips, learning_rate_factor, train
 from vssbench.cli import main
 from vssbench.datasets.augment import AugmentationError, augment, hsv_to_rgb, rgb_to_hsv
@@ -182,14 +182,6 @@ def test_a_killed_training_resumes_to_bit_identical_weights(small_synthetic, tmp
     assert whole["metadata"]["final_loss"] == again["metadata"]["final_loss"] and not state.exists()
 
 
-def _train_on_rank(rank: int, init_file: Path, root: Path, out: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        torch.save(_train_with_batch(root, micro_batch=1), out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def _train_with_batch(root: Path, micro_batch: int) -> dict[str, torch.Tensor]:
     torch.set_num_threads(1)
     dataset = load_synthetic(root, "train")
@@ -200,17 +192,16 @@ def _train_with_batch(root: Path, micro_batch: int) -> dict[str, torch.Tensor]:
     # SGD: Adam would turn the float noise of gradients that are zero in exact arithmetic (biases before a
     # batch norm) into steps of the learning rate, which differ with the order of the sums.
     recipe = dataclasses.replace(recipe, optimizer="sgd", momentum=0.9, learning_rate=0.05)
-    train(method, dataset, seed=0, recipe=recipe, num_workers=0, progress=False)
+    train(method, dataset, seed=0, recipe=recipe, options=QUIET)
     return {name: p.detach().clone() for name, p in method.named_parameters()}
 
 
 def test_two_processes_with_accumulation_end_where_one_process_does(small_synthetic, tmp_path):
     """A batch of 4 in passes of 1: one process accumulates 4 passes, two processes 2 each."""
-    mp.spawn(_train_on_rank, args=(tmp_path / "init", small_synthetic, tmp_path), nprocs=2, join=True)
+    spreads = on_ranks(_train_with_batch, (small_synthetic, 1), tmp_path)
     single = _train_with_batch(small_synthetic, micro_batch=1)
     initial = _initial_parameters(small_synthetic)
-    for rank in (0, 1):
-        spread = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+    for spread in spreads:
         assert all(torch.allclose(single[k], v, atol=1e-6) for k, v in spread.items())
     assert max((single[k] - initial[k]).abs().max() for k in single) > 1e-3  # the weights did move
 

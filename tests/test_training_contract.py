@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from quiet import QUIET
 from vssbench.benchmark.regression import check
 from vssbench.benchmark.training import (
     TrainingError,
@@ -41,7 +42,7 @@ def _trained(spec: str, dataset, recipe, variant: str | None = None):
     method = build_method(spec, dataset.num_classes, variant)
     before = _parameters(method)
     buffers = {name: b.clone() for name, b in method.named_buffers()}
-    train(method, dataset, seed=0, recipe=recipe, num_workers=0, progress=False)
+    train(method, dataset, seed=0, recipe=recipe, options=QUIET)
     return method, before, buffers
 
 

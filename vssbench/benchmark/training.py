@@ -353,17 +353,16 @@ def learning_rate_factor(recipe: Recipe, iteration: int) -> float:
 def train(
     method: VideoMethod,
     dataset: VideoDataset,
-    iterations: int | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    num_workers: int = 1,
-    progress: bool = True,
     recipe: Recipe | None = None,
     options: TrainingOptions | None = None,
+    seed: int = 0,
+    iterations: int | None = None,
 ) -> TrainingReport:
-    """Optimise the method with its own loss as ``recipe`` says (default: its synthetic recipe, with
-    ``iterations`` if given); returns the loss curve. Under torchrun, with DistributedDataParallel."""
-    options = options or TrainingOptions(device=str(device), num_workers=num_workers, progress=progress)
+    """Optimise the method with its own loss as ``recipe`` says (default: its synthetic recipe), run as
+    ``options`` say (device, workers, progress, mixed precision, state, log, validation; default:
+    ``TrainingOptions()``); ``iterations`` replaces the recipe's. Returns the loss curve. Under
+    torchrun, with DistributedDataParallel."""
+    options = options or TrainingOptions()
     recipe = recipe or recipe_for(method, dataset.name, "synthetic")
     if iterations is not None:
         recipe = recipe.with_overrides(iterations=iterations)
@@ -598,7 +597,7 @@ def ensure_trained(
         load_weights(method, method_path, purpose="train")
         return method_path
     log.info("no cached %s (%s); training its stage", method.spec, method.variant)
-    report = train(method, train_set, seed=seed, device=device, recipe=recipe, options=_resumable(method_path, device))
+    report = train(method, train_set, recipe, _resumable(method_path, device), seed)
     init = {name: weights_source(path, file_sha256(path), name)
             for name, path in zip(components or ["segmentor"], starts)}
     save_checkpoint(method, method_path, training_metadata(report, train_set, seed, starts, recipe=recipe, init=init))
@@ -727,8 +726,7 @@ def _ensure_segmentor(method: VideoMethod, train_set: VideoDataset, cache_dir: P
         torch.manual_seed(seed)  # the same initialisation as `bench train --method perframe:...` gives
         segmentor_method = build_method(f"perframe:{method.segmentor_preset}", method.num_classes)
         recipe = recipe_for(segmentor_method, train_set.name, "synthetic").with_overrides(iterations=iterations)
-        report = train(segmentor_method, train_set, seed=seed, device=device, recipe=recipe,
-                       options=_resumable(segmentor_path, device))
+        report = train(segmentor_method, train_set, recipe, _resumable(segmentor_path, device), seed)
         save_checkpoint(segmentor_method, segmentor_path,
                         training_metadata(report, train_set, seed, recipe=recipe,
                                           init=initial_weights(segmentor_method, recipe, random_init=True)))
