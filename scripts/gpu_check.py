@@ -7,8 +7,8 @@ For each preset (method, paper preset, the paper's key-frame interval): random w
 depend on their values), batch 1, a 480 x 853 frame. It times the key and non-key paths whose FLOPs
 vssbench counts (``profiler.measure_latency``: CUDA events, after warm-up) in fp32 and under
 ``torch.autocast`` (fp16), the paired speed ratio against the preset's per-frame segmentor in fp32
-(``profiler.paired_speed_ratio``, the two timed in alternation), and the peak memory of the method's
-timing (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``). The report names the
+(``profiler.paired_speed_ratio``, the two timed in alternation), and the peak memory of a key and a
+non-key step (``profiler.peak_memory``: ``torch.cuda.max_memory_allocated`` growth). The report names the
 device, torch and CUDA versions and every setting; a row that fails (out of memory, an operator without
 an fp16 kernel) says why and the others go on.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import sys
 import time
 import traceback
@@ -29,28 +28,21 @@ from pathlib import Path
 
 import torch
 
-# (spec, the paper's key-frame interval): MPVSS Table 1 (k = 5), TFC Table 1 (its interval 4), DFF and
-# Accel as MPVSS Table 2 compares them (k = 5), STT over a memory of 3 (no key frames), DCFM's configs
-# (k = 2), CFFM and MRCFA (no key frames).
-PAPER_PRESETS = [
-    ("mpvss:r50", 5), ("mpvss:r101", 5), ("mpvss:swin-t", 5),
-    ("tfc:b0", 4), ("tfc:b1", 4), ("tfc:b5", 4),
-    ("dff:r101", 5), ("accel:r101+r18", 5), ("stt:r18", 1),
-    ("dcfm:mitb2", 2), ("dcfm:mitb5", 2), ("cffm:b2", 1), ("mrcfa:b2", 1),
-]
+from vssbench.benchmark.speed_report import PAPER_PRESETS as SPEED_PRESETS
+
+# (spec, the paper's key-frame interval): the speed report's paper presets (vssbench.benchmark.speed_report),
+# every one at the one resolution the check runs.
+PAPER_PRESETS = [(preset.spec, preset.interval) for preset in SPEED_PRESETS]
 NUM_CLASSES = 124
-
-
-def _peak_memory(device: torch.device) -> float:
-    """MiB: CUDA's peak allocation since the last reset, or this process's peak RSS on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def check_preset(spec: str, interval: int, size: tuple[int, int], device: torch.device, rounds: int,
                  amp: bool) -> dict:
-    from vssbench.benchmark.profiler import measure_latency, paired_speed_ratio
+    from vssbench.benchmark.profiler import (
+        measure_latency,
+        paired_speed_ratio,
+        peak_memory,
+    )
     from vssbench.benchmark.runner import per_frame_reference
     from vssbench.methods.base import build_method
 
@@ -60,12 +52,9 @@ def check_preset(spec: str, interval: int, size: tuple[int, int], device: torch.
     row: dict = {"spec": spec, "interval": interval}
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    before = _peak_memory(device)
+    row["peak_mib"] = peak_memory(method, frame)["peak_memory_mib"] or 0.0
     with torch.inference_mode():
-        fp32 = measure_latency(method, frame, [interval], repeats=5, warmup=2)
-        row["peak_mib"] = _peak_memory(device) - (0.0 if device.type == "cuda" else before)
-        row["fp32"] = fp32
+        row["fp32"] = measure_latency(method, frame, [interval], repeats=5, warmup=2)
         if amp:
             with torch.autocast(device.type, dtype=torch.float16):
                 row["amp"] = measure_latency(method, frame, [interval], repeats=5, warmup=2)
@@ -89,7 +78,8 @@ def report(rows: list[dict], device: torch.device, size: tuple[int, int], rounds
         f"{torch.version.cuda or '-'}; {size[0]} x {size[1]}, batch 1, {NUM_CLASSES} classes, random weights; "
         f"latency: median of 5 timed cycles after 2 warm-up cycles, CUDA events; AMP: torch.autocast fp16; "
         f"speed ratio: FPS over the per-frame segmentor's at the interval, median of {rounds} alternating "
-        f"rounds, fp32; peak memory: max_memory_allocated over the fp32 timing. {seconds:.0f} s in all.",
+        f"rounds, fp32; peak memory: a key and a non-key step's max_memory_allocated growth. "
+        f"{seconds:.0f} s in all.",
         "",
         "| preset | k | key ms fp32 | non-key ms fp32 | key ms AMP | non-key ms AMP | FPS fp32 | FPS AMP | "
         "ratio vs per-frame | peak MiB | status |",

@@ -218,3 +218,42 @@ def test_the_harness_report_times_each_piece_at_vspw_scale(tmp_path, monkeypatch
     workers = int(re.search(r"need (\d+) loading worker", text)[1])
     assert 0 < fps <= loading and workers == -(-8 * 38.2 // loading)
     assert not (tmp_path / "harness.rows.tmp.jsonl").exists()
+
+
+def test_peak_memory_is_the_steps_own_and_follows_the_frame_size():
+    """A key and a non-key step's peak (on this CPU: resident growth after the heap is trimmed), in the
+    cost block of every row; a frame of four times the pixels needs several times the memory."""
+    from vssbench.benchmark.profiler import cost_block, peak_memory
+
+    torch.manual_seed(0)
+    method = build_method("copy:segformer-tiny", 8).eval()
+    small = peak_memory(method, torch.randn(1, 3, 128, 192))
+    large = peak_memory(method, torch.randn(1, 3, 256, 384))
+    assert small["peak_memory"] == large["peak_memory"] == "cpu peak RSS growth"
+    assert large["peak_memory_mib"] > 2.5 * small["peak_memory_mib"] > 0
+    block = cost_block(method, torch.randn(1, 3, 64, 96), [1, 5], None)
+    assert block["peak_memory"] == "cpu peak RSS growth" and block["peak_memory_mib"] is not None
+
+
+def test_the_speed_report_times_paper_presets_against_their_segmentor(tmp_path, monkeypatch, capsys):
+    """Two presets (tiny ones standing in for the paper's) through the command that writes reports/speed.md:
+    ratio, limit and share computed from what it measured, a failing preset reported, not fatal."""
+    from vssbench.benchmark import speed_report
+    from vssbench.cli import main
+
+    presets = (speed_report.PaperPreset("copy:segformer-tiny", 5, (64, 96), 8, 20.0, 10.0, "a test"),
+               speed_report.PaperPreset("cffm:tiny", 1, (64, 96), 8, source="a test"),
+               speed_report.PaperPreset("tfc:tiny", 4, (8, 8), 8, source="too small a frame"))
+    monkeypatch.setattr(speed_report, "PAPER_PRESETS", presets)
+    assert main(["-q", "profile", "--speed-report", "--speed-rounds", "2", "--report-dir", str(tmp_path)]) == 1
+    text = (tmp_path / "speed.md").read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| copy") or line.startswith("| cffm")]
+    copy, cffm = rows
+    assert copy[1] == "perframe:segformer-tiny" and copy[3] == "5" and "2.00 (a test)" in copy[9]
+    limit, ratio = float(copy[6]), float(copy[7].split(" (")[0])
+    assert limit == pytest.approx(5.0, rel=0.05)  # one key frame of five, copying costing nothing
+    assert copy[8] == f"{ratio / limit:.0%}" and len(copy[7].split(" (")[1].split(",")) == 2
+    assert cffm[3] == "1" and cffm[1] == "perframe:segformer-tiny"
+    assert "| tfc:tiny |" in text and "error:" in text  # 8 x 8 is too small for its network: reported
+    assert main(["profile", "--speed-report", "--methods", "copy", "--report-dir", str(tmp_path)]) == 2
+    assert "expected some of copy:segformer-tiny" in capsys.readouterr().err

@@ -36,6 +36,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
+from vssbench.benchmark.memory import PeakMemory
 from vssbench.benchmark.results import device_name
 from vssbench.methods.base import VideoMethod
 
@@ -280,9 +281,26 @@ def _timed(call: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
+def peak_memory(method: VideoMethod, frame: torch.Tensor) -> dict:
+    """The peak memory of one key and one non-key step on ``frame`` (the paths whose FLOPs are counted;
+    a memory method's step with its memory full), over what was allocated before them
+    (:class:`~vssbench.benchmark.memory.PeakMemory`): ``peak_memory_mib`` and how it was measured."""
+    method.eval()
+    with torch.no_grad():
+        paths = method.cost_paths(frame)
+        with PeakMemory(frame.device) as peak:
+            paths["key"]()
+            if "nonkey" in paths and method.uses_key_frames and method.sweep_axis != "memory_frames":
+                paths["nonkey"]()
+    method.reset()
+    return {"peak_memory_mib": peak.mib, "peak_memory": peak.kind}
+
+
 def cost_block(method: VideoMethod, frame: torch.Tensor, intervals: list[int], latency: dict | None) -> dict:
-    """The ``cost`` object of a result row: parameters, FLOPs per path and interval, latency, FPS."""
+    """The ``cost`` object of a result row: parameters, FLOPs per path and interval, latency, FPS, and the
+    peak memory of a key and a non-key step."""
     params, by_component = parameter_breakdown(method)
+    memory = peak_memory(method, frame)  # before FLOP counting, whose tracing holds memory of its own
     flops = method_flops(method, frame)
     key, nonkey = flops["gflops_key"], flops["gflops_nonkey"]
     block = {
@@ -295,6 +313,7 @@ def cost_block(method: VideoMethod, frame: torch.Tensor, intervals: list[int], l
         "flop_counter": FLOP_COUNTER,
         "device": device_name(frame.device),
         **method.cost_settings(),
+        **memory,
     }
     if latency is not None:
         block.update(latency)

@@ -61,6 +61,7 @@ METRICS = ("miou", "wiou", "mvc8", "mvc16")
 METRIC_NAMES = {"miou": "mIoU", "wiou": "WIoU", "mvc8": "mVC8", "mvc16": "mVC16"}
 RANDOM_FLOW_MARK = " (random RAFT)"  # a TC whose flow network had random weights
 SPEED_COLUMN = "Speed vs per-frame"
+MEMORY_COLUMN = "Peak memory (MiB)"
 # Columns that tell apart runs of one configuration: their table headers and how legends print them.
 RUN_COLUMNS = {"seed": "Seed", "training": "Training (iterations)"}
 RUN_LEGENDS = {"seed": "seed {}", "training": "trained {} it."}
@@ -101,6 +102,8 @@ def load_frame(paths: list[Path]) -> pd.DataFrame:
                 "params_m": cost.get("params_m"),
                 "fps": (cost.get("fps") or {}).get(str(interval)),
                 "fps_device": cost.get("device"),
+                "peak_mib": cost.get("peak_memory_mib"),
+                "peak_kind": cost.get("peak_memory"),
                 "speed": paired_ratio(row),
                 "query_fraction": cost.get("query_fraction_measured"),
                 "miou_mode": metrics.get("miou_mode"),
@@ -178,15 +181,17 @@ def caption(frame: pd.DataFrame, title: str, metrics: bool = True, speed: bool =
     """The title, the metric modes, the devices that FPS was measured on, for tables with the speed
     column what it is, and a warning when rows of random weights are among them."""
     devices = ", ".join(sorted(set(frame["fps_device"].dropna())) or ["-"])
+    kinds = sorted(set(frame["peak_kind"].dropna()))
+    memory = (f" {MEMORY_COLUMN}: a key and a non-key step's peak ({', '.join(kinds)})." if kinds else "")
     random = (" Rows marked [random weights] were evaluated with random or partly random weights "
               "(--random-weights): their accuracy is not a result." if frame["random"].any() else "")
     if not metrics:
         return (f"{title}. GFLOPs at the resolution shown (fvcore, 1 multiply-add = 1 FLOP); FPS of the rows on "
-                f"{devices}.{random}")
+                f"{devices}.{memory}{random}")
     modes = ", ".join(sorted({f"mIoU mode {a}, VC protocol {b}" for a, b in zip(frame["miou_mode"], frame["vc_protocol"])}))
     speed_text = f"; {SPEED_COLUMN}: FPS over the per-frame segmentor's, the two timed in alternation" if speed else ""
     return (f"{title}. Metrics in percent ({modes}); GFLOPs per frame averaged over a 15-frame clip; "
-            f"FPS on {devices}{speed_text}.{random}")
+            f"FPS on {devices}{speed_text}.{memory}{random}")
 
 
 def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -199,7 +204,8 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         columns = {"Method": "Method", "preset": "Backbone", "schedule": "Schedule", **runs,
                    **({"miou": "mIoU"} if dataset == "cityscapes" else {k: METRIC_NAMES[k] for k in METRICS}),
                    **({"tc": "TC"} if rows["tc"].notna().any() else {}),
-                   "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS", "speed": SPEED_COLUMN}
+                   "gflops": "GFLOPs", "params_m": "Params (M)", "fps": "FPS", "speed": SPEED_COLUMN,
+                   **({"peak_mib": MEMORY_COLUMN} if rows["peak_mib"].notna().any() else {})}
         title = ("Cityscapes comparison (MPVSS Table 2 layout)" if dataset == "cityscapes"
                  else f"Comparison on {dataset} (MPVSS Table 1 / TFC Table 1 layout)")
         if rows["tc_random_flow"].any():
@@ -229,7 +235,8 @@ def tables(frame: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
                         seeds)
     costs = frame.drop_duplicates(["method", "preset", "variant", "M"]).sort_values(["method", "preset", "variant"])
     columns = {"Method": "Method", "preset": "Backbone", "params_m": "Params (M)", "gflops_key": "GFLOPs key",
-               "gflops_nonkey": "GFLOPs non-key", "flop_resolution": "Resolution"}
+               "gflops_nonkey": "GFLOPs non-key", "flop_resolution": "Resolution",
+               **({"peak_mib": MEMORY_COLUMN} if costs["peak_mib"].notna().any() else {})}
     out["per_frame_cost"] = (caption(costs, "Per-frame cost (MPVSS supplementary Table III layout)", metrics=False),
                              costs[list(columns)].rename(columns=columns))
     return out

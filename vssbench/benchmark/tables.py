@@ -39,12 +39,15 @@ def cost_table(rows: list[dict], intervals: list[int]) -> str:
         table.append([row["label"], cost.get("params_m"), cost.get("gflops_key"), cost.get("gflops_nonkey"),
                       *((cost.get("gflops_avg") or {}).get(str(k)) for k in intervals),
                       latency["key"], latency["nonkey"], *((cost.get("fps") or {}).get(str(k)) for k in intervals),
-                      *((ratios.get(str(k)) or {}).get("ratio") for k in intervals if paired), row["status"]])
+                      *((ratios.get(str(k)) or {}).get("ratio") for k in intervals if paired),
+                      cost.get("peak_memory_mib"), row["status"]])
     device = next((r["cost"]["device"] for r in rows if r.get("cost")), "-")
     headers = ["label", "params (M)", "GFLOPs key", "GFLOPs non-key", *(f"GFLOPs avg k={k}" for k in intervals),
                "key ms", "non-key ms", *(f"FPS k={k}" for k in intervals),
-               *(f"vs per-frame k={k}" for k in intervals if paired), "status"]
-    return tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}."
+               *(f"vs per-frame k={k}" for k in intervals if paired), "peak MiB", "status"]
+    kind = next((r["cost"].get("peak_memory") for r in rows if r.get("cost")), None)
+    return (tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f") + f"\n\nLatency and FPS on {device}"
+            + (f"; peak MiB: a key and a non-key step's {kind}." if kind else "."))
 
 
 def recipe_table(recipes: list, sources: bool) -> str:
