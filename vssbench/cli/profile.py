@@ -46,7 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     profile.add_argument("--fidelity", action="store_true",
                          help="compare every preset that has a published number with it (params, GFLOPs) and "
                               "write the table to --report-dir/fidelity.md")
-    profile.add_argument("--report-dir", type=Path, default=Path("reports"), help="where --fidelity writes")
+    profile.add_argument("--speed-report", action="store_true",
+                         help="time every paper preset against its per-frame segmentor at the paper's resolution "
+                              "and interval (--speed-rounds rounds, 3 if 0) beside the paper's FPS ratio and the "
+                              "FLOPs limit, and write --report-dir/speed.md (--methods: only these specs)")
+    profile.add_argument("--report-dir", type=Path, default=Path("reports"),
+                         help="where --fidelity and --speed-report write (default: reports)")
     profile.add_argument("--published", type=Path,
                          help="with --fidelity: the published numbers to compare with (default: the packaged "
                               "vssbench/published.json)")
@@ -88,6 +93,8 @@ def command_profile(args: argparse.Namespace) -> int:
             print(f"bench profile --fidelity: {unexplained} quantities are outside tolerance without a cause "
                   "and its recomputed number", file=sys.stderr)
         return 1 if unexplained else 0
+    if args.speed_report:
+        return _speed_report(args)
     settings = ProfileSettings(
         specs=method_specs(args.methods), resolution=parse_size(args.resolution, "--resolution"),
         num_classes=args.num_classes,
@@ -100,3 +107,39 @@ def command_profile(args: argparse.Namespace) -> int:
     rows = profile_sweep(settings, ResultFile(args.output))
     print(cost_table(rows, settings.intervals))
     return exit_code(rows)
+
+
+def _speed_report(args: argparse.Namespace) -> int:
+    import time
+
+    from vssbench.benchmark.speed_report import (
+        PAPER_PRESETS,
+        run_speed_report,
+        speed_report,
+    )
+
+    check_writable(args.report_dir, "--report-dir", directory=True)
+    check_at_least(args.speed_rounds, "--speed-rounds", low=0, expected=ROUNDS_EXPECTED)
+    check_device(args.device)
+    specs = method_specs(args.methods) if args.methods != "perframe" else None  # the default: every preset
+    presets = [p for p in PAPER_PRESETS if specs is None or p.spec in specs]
+    if specs is not None and len(presets) != len(specs):
+        known = ", ".join(p.spec for p in PAPER_PRESETS)
+        raise UsageError(f"--methods {args.methods}: --speed-report times the paper presets; expected some of {known}")
+    rounds = args.speed_rounds or 3
+    started = time.perf_counter()
+    command = "bench profile --speed-report" + (f" --methods {args.methods}" if specs else "") + \
+        (f" --speed-rounds {args.speed_rounds}" if args.speed_rounds else "")
+    args.report_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[dict]) -> None:  # after every preset: an interrupted run keeps what it measured
+        with atomic_path(args.report_dir / "speed.md") as path:
+            path.write_text(speed_report(rows, args.device, rounds, command, time.perf_counter() - started))
+
+    rows = run_speed_report(presets, rounds, args.device, on_rows=write,
+                            on_preset=lambda p: print(f"speed report: {p.spec} at k={p.interval}, "
+                                                      f"{p.resolution[0]}x{p.resolution[1]}", flush=True))
+    print((args.report_dir / "speed.md").read_text())
+    print(f"wrote {args.report_dir / 'speed.md'}")
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
