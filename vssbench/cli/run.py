@@ -174,15 +174,15 @@ def command_run(args: argparse.Namespace) -> int:
                              + (f" and none of {', '.join(conflicts)}" if conflicts else ""))
     sources = WeightSources(checkpoints, args.random_weights, args.shipped_weights, train_iters=args.train_iters,
                             stage_iters=args.stage_iters, device=args.device)
-    missing = missing_weights(specs, sources) if args.dataset != "synthetic" else []
-    if missing:
-        raise UsageError(f"no weights for {', '.join(missing)} on {args.dataset}: pass --checkpoint SPEC=PATH for "
-                         "each (a vssbench checkpoint, or weights in a format of docs/weights.md), or "
-                         "--random-weights for a cost or speed study (its rows say weights: random)")
     # The auto-training split is whole: --max-videos limits what is scored, never what the cached weights saw.
     if args.dataset == "synthetic" and not args.random_weights and not args.shipped_weights:
         sources.train_set = load_dataset(args, "train", limit_videos=False)
         sources.cache = checkpoint_cache(args, dataset)
+    missing = missing_weights(specs, sources)  # off the synthetic set nothing trains itself
+    if missing:
+        raise UsageError(f"no weights for {', '.join(missing)} on {args.dataset}: pass --checkpoint SPEC=PATH for "
+                         "each (a vssbench checkpoint, or weights in a format of docs/weights.md), or "
+                         "--random-weights for a cost or speed study (its rows say weights: random)")
     seeds = (int_list(args.seeds, "--seeds", low=0, expected="integers >= 0, e.g. 0,1,2") if args.seeds
              else [args.seed])
     if sources.train_set is not None or args.dry_run:
